@@ -1,0 +1,44 @@
+"""Shared test helpers: paths to ../shared and a golden-file reader that skips cleanly when absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+GOLDEN = SHARED / "golden"
+BOOK = SHARED / "data" / "book"
+
+
+def book_path(relative: str) -> Path:
+    """Path of a book asset under ../shared/data/book; skips the test when it is absent."""
+    p = BOOK / relative
+    if not p.exists():
+        pytest.skip(f"book asset {p} is absent (../shared not beside the project)")
+    return p
+
+
+def load_golden(name: str) -> tuple[dict, dict]:
+    """Read ../shared/golden/<name>.safetensors -> (tensors by '<case>.<key>', cases metadata).
+
+    Skips the test when the file is absent.
+    """
+    p = GOLDEN / f"{name}.safetensors"
+    if not p.exists():
+        pytest.skip(f"golden file {p} is absent (../shared not beside the project)")
+    from safetensors import safe_open
+
+    with safe_open(str(p), "pt") as f:
+        cases = json.loads(f.metadata()["cases"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, cases
+
+
+def golden_case(tensors: dict, case: str) -> dict:
+    """The tensors of one case, keyed without the '<case>.' prefix."""
+    prefix = case + "."
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+

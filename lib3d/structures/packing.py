@@ -1,0 +1,77 @@
+"""List / padded / packed conversions shared by ``Meshes``, ``Pointclouds`` and the textures.
+
+Dimension names: N batch elements; M_i the rows of element i (vertices, faces, points); M the padded size
+(``max_i M_i``); D the trailing feature shape.
+
+- list:   ``[x_0 (M_0, *D), ..., x_{N-1} (M_{N-1}, *D)]``
+- padded: ``(N, M, *D)``; rows past ``M_i`` hold ``pad_value``
+- packed: ``(sum_i M_i, *D)``; element i occupies rows ``first_idx[i] : first_idx[i] + M_i``
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def counts_to_first_idx(counts: torch.Tensor) -> torch.Tensor:
+    """Exclusive cumulative sum: ``counts (N,) long -> first_idx (N,) long`` (first packed row of each element)."""
+    return torch.cumsum(counts, 0) - counts
+
+
+def packed_to_element_idx(counts: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """``counts (N,) long -> (sum M_i,) long``: the element each packed row belongs to."""
+    idx = torch.arange(counts.shape[0], device=counts.device)
+    return torch.repeat_interleave(idx, counts, output_size=total)
+
+
+def padded_to_packed_index(counts: torch.Tensor, max_size: int, total: int | None = None) -> torch.Tensor:
+    """``(sum M_i,) long``: for each packed row, its row in the padded tensor flattened to ``(N * M, ...)``."""
+    elem = packed_to_element_idx(counts, total)
+    first = counts_to_first_idx(counts)
+    local = torch.arange(elem.shape[0], device=counts.device) - first[elem]
+    return elem * max_size + local
+
+
+def list_to_packed(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate a list of ``(M_i, *D)`` tensors into ``(sum M_i, *D)``."""
+    return torch.cat(list(xs), dim=0)
+
+
+def packed_to_padded(packed: torch.Tensor, counts: torch.Tensor, sizes: Sequence[int],
+                     pad_value: float = 0.0) -> torch.Tensor:
+    """Scatter ``packed (sum M_i, *D)`` into ``padded (N, M, *D)`` (differentiable)."""
+    n = len(sizes)
+    max_size = max(sizes) if n else 0
+    out = packed.new_full((n * max_size,) + tuple(packed.shape[1:]), pad_value)
+    if packed.shape[0]:
+        idx = padded_to_packed_index(counts, max_size, packed.shape[0])
+        out = out.index_copy(0, idx, packed)
+    return out.view((n, max_size) + tuple(packed.shape[1:]))
+
+
+def padded_to_packed(padded: torch.Tensor, counts: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """Gather the valid rows of ``padded (N, M, *D)`` into ``(sum M_i, *D)`` (differentiable)."""
+    n, m = padded.shape[:2]
+    flat = padded.reshape((n * m,) + tuple(padded.shape[2:]))
+    return flat.index_select(0, padded_to_packed_index(counts, m, total))
+
+
+def list_to_padded(xs: Sequence[torch.Tensor], pad_value: float = 0.0,
+                   pad_size: int | None = None) -> torch.Tensor:
+    """Stack a list of ``(M_i, *D)`` tensors into ``(N, M, *D)`` padded with ``pad_value``."""
+    sizes = [int(x.shape[0]) for x in xs]
+    m = max(sizes + [0]) if pad_size is None else pad_size
+    if not xs:
+        raise ValueError("list_to_padded needs at least one tensor")
+    trailing = tuple(xs[0].shape[1:])
+    out = xs[0].new_full((len(xs), m) + trailing, pad_value)
+    for i, x in enumerate(xs):  # loop over batch elements, not rows
+        out[i, : x.shape[0]] = x
+    return out
+
+
+def padded_to_list(padded: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Split ``padded (N, M, *D)`` into ``[(M_i, *D)]`` using ``sizes``."""
+    return [padded[i, :s] for i, s in enumerate(sizes)]

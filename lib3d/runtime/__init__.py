@@ -1,0 +1,60 @@
+"""The machinery shared by jobs: command line, run directories, checkpoints, Ray training and evaluation.
+
+A job is ``python -m jobs.<name> [PRESET] [--field value ...]``::
+
+    from configs.my_job import PRESETS
+    from lib3d import runtime
+
+    def main():
+        config = runtime.cli(PRESETS, description="...")
+        run = runtime.start_run("my_job", config)          # results/my_job/<run-name>/
+        ckpt = run.load_checkpoint()                       # resume if the run dir has one
+        for step in run.progress(range(start, steps)):
+            ...
+            run.log_scalars(step, {"loss": loss})
+            run.save_checkpoint(step, model.state_dict(), optimizer)
+        run.write_metrics({"final_loss": loss})
+        run.close()
+
+Dimension names used in docstrings: N batch / samples, B batch of an evaluation call, T frames,
+H/W image height/width, C channels.
+
+Importing this package does not import Ray; the Ray helpers import it when called.
+"""
+
+from lib3d.runtime.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    capture_rng_state,
+    flatten_optimizer_state,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_safetensors,
+    restore_rng_state,
+    save_checkpoint,
+    save_safetensors,
+    unflatten_optimizer_state,
+)
+from lib3d.runtime.config import cli, config_to_dict
+from lib3d.runtime.run import Run, resolve_run_config, start_run
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "Run",
+    "capture_rng_state",
+    "cli",
+    "config_to_dict",
+    "flatten_optimizer_state",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_safetensors",
+    "resolve_run_config",
+    "restore_rng_state",
+    "save_checkpoint",
+    "save_safetensors",
+    "start_run",
+    "unflatten_optimizer_state",
+]

@@ -1,0 +1,78 @@
+"""lib3d.geometry: rotations, rigid transforms (``Transform3d``) and cameras, with PyTorch3D's names.
+
+Dimension names used in every docstring of this subpackage:
+
+- ``N``: batch (transforms, cameras, rotations); ``...``: any number of leading batch dimensions.
+- ``P``: points per batch element.
+
+Conventions (PyTorch3D's):
+
+- ``Transform3d`` and cameras use **row vectors**: ``points @ M`` with the translation in the last row of
+  the ``(N, 4, 4)`` matrix; world to view is ``X_view = X_world @ R + T``.
+- The rotation-conversion functions (``quaternion_to_matrix``, ``so3_exp_map``, ...) return matrices for
+  **column** vectors (``R @ x``), exactly as ``pytorch3d.transforms``.
+- View space: +X left, +Y up, +Z into the scene (right-handed). NDC: +X left, +Y up, the shorter image
+  side spans [-1, 1]. Screen: pixels, +X right, +Y down, origin at the top-left corner. ``image_size`` is
+  ``(H, W)``.
+- Quaternions are real part first ``(w, x, y, z)``. Angles are radians unless ``degrees=True``.
+"""
+
+from lib3d.geometry.rotations import (
+    acos_linear_extrapolation,
+    axis_angle_to_matrix,
+    axis_angle_to_quaternion,
+    euler_angles_to_matrix,
+    hat,
+    hat_inv,
+    matrix_to_axis_angle,
+    matrix_to_euler_angles,
+    matrix_to_quaternion,
+    matrix_to_rotation_6d,
+    quaternion_apply,
+    quaternion_invert,
+    quaternion_multiply,
+    quaternion_raw_multiply,
+    quaternion_to_axis_angle,
+    quaternion_to_matrix,
+    random_quaternions,
+    random_rotation,
+    random_rotations,
+    rotation_6d_to_matrix,
+    se3_exp_map,
+    se3_log_map,
+    so3_exp_map,
+    so3_log_map,
+    so3_relative_angle,
+    so3_rotation_angle,
+    standardize_quaternion,
+)
+
+__all__ = [
+    "acos_linear_extrapolation",
+    "axis_angle_to_matrix",
+    "axis_angle_to_quaternion",
+    "euler_angles_to_matrix",
+    "hat",
+    "hat_inv",
+    "matrix_to_axis_angle",
+    "matrix_to_euler_angles",
+    "matrix_to_quaternion",
+    "matrix_to_rotation_6d",
+    "quaternion_apply",
+    "quaternion_invert",
+    "quaternion_multiply",
+    "quaternion_raw_multiply",
+    "quaternion_to_axis_angle",
+    "quaternion_to_matrix",
+    "random_quaternions",
+    "random_rotation",
+    "random_rotations",
+    "rotation_6d_to_matrix",
+    "se3_exp_map",
+    "se3_log_map",
+    "so3_exp_map",
+    "so3_log_map",
+    "so3_relative_angle",
+    "so3_rotation_angle",
+    "standardize_quaternion",
+]

@@ -1,0 +1,408 @@
+"""Lights, materials, shading and blending: hand-computed cases, slow references, gradients, parity."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lib3d.render.blending import BlendParams, hard_rgb_blend, sigmoid_alpha_blend, softmax_rgb_blend
+from lib3d.render.lighting import AmbientLights, DirectionalLights, Materials, PointLights, diffuse, specular
+from lib3d.render.shading import (
+    HardPhongShader,
+    SoftSilhouetteShader,
+    flat_shading,
+    gouraud_shading,
+    interpolate_face_attributes,
+    phong_shading,
+    shade,
+)
+from lib3d.structures.meshes import Meshes
+from lib3d.structures.textures import TexturesVertex
+from tests.helpers import book_path, golden_case, load_golden
+
+
+class Frags(NamedTuple):
+    pix_to_face: torch.Tensor
+    zbuf: torch.Tensor
+    bary_coords: torch.Tensor
+    dists: torch.Tensor
+
+
+class FakeCameras:
+    """Just enough camera for shading: a centre per batch element and a depth range."""
+
+    def __init__(self, centers: torch.Tensor, znear=1.0, zfar=100.0):
+        self.centers, self.znear, self.zfar = centers, znear, zfar
+
+    def get_camera_center(self) -> torch.Tensor:
+        return self.centers
+
+
+def _scene(n=2, h=5, w=6, k=3, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    verts = [torch.randn(7, 3, generator=g, dtype=dtype) for _ in range(n)]
+    faces = [torch.randint(0, 7, (9, 3), generator=g) for _ in range(n)]
+    for f in faces:  # non-degenerate faces
+        f[:, 1] = (f[:, 0] + 1 + f[:, 1] % 5) % 7
+        f[:, 2] = (f[:, 1] + 1 + f[:, 2] % 4) % 7
+        f[:, 2] = torch.where(f[:, 2] == f[:, 0], (f[:, 2] + 1) % 7, f[:, 2])
+        f[:, 2] = torch.where(f[:, 2] == f[:, 1], (f[:, 2] + 1) % 7, f[:, 2])
+    colors = [torch.rand(7, 3, generator=g, dtype=dtype) for _ in range(n)]
+    meshes = Meshes(verts, faces, textures=TexturesVertex(colors))
+    n_faces = 9
+    p2f = torch.randint(-1, n_faces, (n, h, w, k), generator=g)
+    p2f = torch.where(p2f >= 0, p2f + torch.arange(n)[:, None, None, None] * n_faces, p2f)
+    bary = torch.rand(n, h, w, k, 3, generator=g, dtype=dtype) + 0.05
+    bary = bary / bary.sum(-1, keepdim=True)
+    zbuf = torch.where(p2f >= 0, torch.rand(n, h, w, k, generator=g, dtype=dtype) * 5 + 1, -1.0)
+    zbuf = zbuf.sort(dim=-1).values
+    dists = torch.where(p2f >= 0, (torch.rand(n, h, w, k, generator=g, dtype=dtype) - 0.5) * 4e-4, -1.0)
+    frags = Frags(p2f, zbuf, bary, dists)
+    cams = FakeCameras(torch.randn(n, 3, generator=g, dtype=dtype) * 3)
+    return meshes, frags, cams
+
+
+# ------------------------------------------------------------------------------------------------
+# Slow full-tensor references: PyTorch3D's code paths, line by line
+# ------------------------------------------------------------------------------------------------
+def _ref_interp(p2f, bary, face_attrs):
+    mask = p2f < 0
+    idx = p2f.clamp(min=0)
+    vals = face_attrs[idx]  # (N, H, W, K, 3, D)
+    out = (bary[..., None] * vals).sum(dim=-2)
+    return torch.where(mask[..., None], torch.zeros_like(out), out)
+
+
+def _ref_lighting(points, normals, lights, cam_centers, materials):
+    """PyTorch3D's _apply_lighting on (N, H, W, K, 3) with props of batch N (looped per batch element)."""
+    n = points.shape[0]
+    out = []
+    for b in range(n):
+        def pick(t):
+            return t[b if t.shape[0] > 1 else 0].to(points.dtype)
+        pts, nrm = points[b], normals[b]
+        nrm_u = F.normalize(nrm, dim=-1, eps=1e-6)
+        if isinstance(lights, AmbientLights):
+            dif = torch.zeros_like(pts)
+            spe = torch.zeros_like(pts)
+        else:
+            if isinstance(lights, PointLights):
+                d = pick(lights.location) - pts
+            else:
+                d = pick(lights.direction).expand_as(pts)
+            d = F.normalize(d, dim=-1, eps=1e-6)
+            cos = (nrm_u * d).sum(-1)
+            dif = pick(lights.diffuse_color) * F.relu(cos)[..., None]
+            v = F.normalize(pick(cam_centers) - pts, dim=-1, eps=1e-6)
+            r = -d + 2 * cos[..., None] * nrm_u
+            a = F.relu((v * r).sum(-1)) * (cos > 0).to(pts.dtype)
+            spe = pick(lights.specular_color) * torch.pow(a, pick(materials.shininess))[..., None]
+        amb = pick(materials.ambient_color) * pick(lights.ambient_color)
+        out.append((amb, pick(materials.diffuse_color) * dif, pick(materials.specular_color) * spe))
+    return out
+
+
+def _ref_phong(meshes, frags, lights, cams, materials, texels):
+    verts, faces = meshes.verts_packed(), meshes.faces_packed()
+    pts = _ref_interp(frags.pix_to_face, frags.bary_coords, verts[faces])
+    nrm = _ref_interp(frags.pix_to_face, frags.bary_coords, meshes.verts_normals_packed()[faces])
+    res = _ref_lighting(pts, nrm, lights, cams.get_camera_center(), materials)
+    cols = torch.stack([(a + d) * texels[b] + s for b, (a, d, s) in enumerate(res)])
+    return torch.where((frags.pix_to_face < 0)[..., None], torch.zeros_like(cols), cols)
+
+
+def _ref_flat(meshes, frags, lights, cams, materials, texels):
+    verts, faces = meshes.verts_packed(), meshes.faces_packed()
+    fc = verts[faces].mean(1)
+    fn = meshes.faces_normals_packed()
+    idx = frags.pix_to_face.clamp(min=0)
+    res = _ref_lighting(fc[idx], fn[idx], lights, cams.get_camera_center(), materials)
+    cols = torch.stack([(a + d) * texels[b] + s for b, (a, d, s) in enumerate(res)])
+    return torch.where((frags.pix_to_face < 0)[..., None], torch.zeros_like(cols), cols)
+
+
+def _ref_gouraud(meshes, frags, lights, cams, materials):
+    vn = meshes.verts_normals_list()
+    cols = []
+    for b, (v, f, c) in enumerate(zip(meshes.verts_list(), meshes.faces_list(),
+                                      meshes.textures.verts_features_list())):
+        sub_l = lights[b] if len(lights) > 1 else lights
+        sub_m = materials[b] if len(materials) > 1 else materials
+        cc = cams.get_camera_center()
+        cc = cc[b:b + 1] if cc.shape[0] > 1 else cc
+        a, d, s = _ref_lighting(v[None], vn[b][None], sub_l, cc, sub_m)[0]
+        cols.append(c * (a + d) + s)
+    shaded = torch.cat(cols)
+    return _ref_interp(frags.pix_to_face, frags.bary_coords, shaded[meshes.faces_packed()])
+
+
+def _ref_softmax(colors, frags, bp, znear, zfar):
+    """SoftRas blending written per slot with explicit loops over K (slow, obvious)."""
+    eps = 1e-10
+    mask = (frags.pix_to_face >= 0).to(colors.dtype)
+    k = colors.shape[3]
+    probs = [torch.sigmoid(-frags.dists[..., i] / bp.sigma) * mask[..., i] for i in range(k)]
+    zs = [(zfar - frags.zbuf[..., i]) / (zfar - znear) * mask[..., i] for i in range(k)]
+    zmax = torch.stack(zs, -1).max(-1).values.clamp(min=eps)
+    ws = [p * torch.exp((z - zmax) / bp.gamma) for p, z in zip(probs, zs)]
+    delta = torch.exp((eps - zmax) / bp.gamma).clamp(min=eps)
+    bg = torch.as_tensor(bp.background_color, dtype=colors.dtype)
+    num = sum(w[..., None] * colors[..., i, :] for i, w in enumerate(ws)) + delta[..., None] * bg
+    den = sum(ws) + delta
+    alpha = torch.ones_like(zmax)
+    for p in probs:
+        alpha = alpha * (1 - p)
+    return torch.cat([num / den[..., None], (1 - alpha)[..., None]], -1)
+
+
+LIGHTS = {
+    "point": lambda n: PointLights(location=torch.randn(n, 3, generator=torch.Generator().manual_seed(1)) * 3,
+                                   diffuse_color=[[0.6, 0.5, 0.4]]),
+    "point1": lambda n: PointLights(location=[[0.0, 0.0, -3.0]]),
+    "directional": lambda n: DirectionalLights(direction=[[0.0, 1.0, -1.0]], specular_color=[[0.3, 0.4, 0.5]]),
+    "ambient": lambda n: AmbientLights(ambient_color=[[0.3, 0.6, 0.9]]),
+}
+MATERIALS = {
+    "default": lambda n: Materials(),
+    "batched": lambda n: Materials(specular_color=torch.rand(n, 3, generator=torch.Generator().manual_seed(2)),
+                                   shininess=torch.linspace(5.0, 20.0, n)),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Lights and materials
+# ------------------------------------------------------------------------------------------------
+def test_defaults_match_pytorch3d():
+    pl, dl, al, m = PointLights(), DirectionalLights(), AmbientLights(), Materials()
+    assert torch.equal(pl.location, torch.tensor([[0.0, 1.0, 0.0]]))
+    assert torch.equal(dl.direction, torch.tensor([[0.0, 1.0, 0.0]]))
+    for lights in (pl, dl):
+        assert torch.allclose(lights.ambient_color, torch.tensor([[0.5] * 3]))
+        assert torch.allclose(lights.diffuse_color, torch.tensor([[0.3] * 3]))
+        assert torch.allclose(lights.specular_color, torch.tensor([[0.2] * 3]))
+    assert torch.equal(al.ambient_color, torch.ones(1, 3))
+    assert torch.equal(m.ambient_color, torch.ones(1, 3)) and torch.equal(m.specular_color, torch.ones(1, 3))
+    assert torch.equal(m.shininess, torch.tensor([64.0]))
+
+
+def test_lights_batched_immutable_replace():
+    lights = PointLights(location=torch.zeros(4, 3), diffuse_color=(0.1, 0.2, 0.3))
+    assert len(lights) == 4 and lights.diffuse_color.shape == (4, 3)
+    with pytest.raises(Exception):
+        lights.location = torch.ones(1, 3)  # frozen
+    moved = lights.replace(location=torch.ones(4, 3))
+    assert torch.equal(moved.location, torch.ones(4, 3)) and torch.equal(lights.location, torch.zeros(4, 3))
+    assert len(lights[1:3]) == 2 and len(lights[0]) == 1
+    g = lights.gather_props(torch.tensor([0, 3, 3]))
+    assert g.location.shape == (3, 3)
+    assert lights.to(dtype=torch.float64).location.dtype == torch.float64
+
+
+@pytest.mark.parametrize("bad", [
+    dict(location=torch.zeros(2, 4)),
+    dict(location=torch.zeros(2, 3), diffuse_color=torch.zeros(3, 3)),
+    dict(location=torch.zeros(2, 2, 3)),
+])
+def test_lights_bad_input(bad):
+    with pytest.raises(ValueError):
+        PointLights(**bad)
+
+
+def test_materials_bad_input():
+    with pytest.raises(ValueError):
+        Materials(shininess=torch.ones(2, 2))
+    with pytest.raises(ValueError):
+        Materials(ambient_color=torch.ones(2, 3), shininess=torch.ones(3))
+
+
+def test_diffuse_specular_hand_computed():
+    # Normal +Z, light at 45 degrees in the XZ plane: cos = 1/sqrt(2).
+    n = torch.tensor([[0.0, 0.0, 2.0]])  # not unit: renormalised
+    d = torch.tensor([[1.0, 0.0, 1.0]])
+    out = diffuse(n, torch.tensor([[1.0, 0.5, 0.0]]), d)
+    assert torch.allclose(out, torch.tensor([[1.0, 0.5, 0.0]]) / math.sqrt(2))
+    # Light behind the surface: nothing.
+    assert torch.equal(diffuse(n, torch.ones(1, 3), -d), torch.zeros(1, 3))
+    # Mirror direction of d about +Z is (-1, 0, 1)/sqrt2; a camera exactly there sees alpha = 1.
+    p = torch.zeros(1, 3)
+    cam = torch.tensor([[-3.0, 0.0, 3.0]])
+    assert torch.allclose(specular(p, n, d, cam, 10.0, torch.ones(1, 3)), torch.ones(1, 3))
+    # Camera on the normal: cos(angle(v, r)) = 1/sqrt2, so alpha^2 = 1/2.
+    cam = torch.tensor([[0.0, 0.0, 5.0]])
+    assert torch.allclose(specular(p, n, d, cam, torch.tensor([2.0]), torch.ones(1, 3)), torch.full((1, 3), 0.5))
+    # PyTorch3D: 0 ** 0 = 1, so shininess 0 gives the full colour even with the light behind.
+    assert torch.allclose(specular(p, n, -d, cam, 0.0, torch.ones(1, 3)), torch.ones(1, 3))
+
+
+def test_lighting_broadcasts_over_pixels():
+    lights = PointLights(location=torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, -3.0]]))
+    normals = torch.zeros(2, 4, 5, 1, 3)
+    normals[..., 2] = 1.0
+    points = torch.zeros(2, 4, 5, 1, 3)
+    out = lights.diffuse(normals, points)
+    assert out.shape == (2, 4, 5, 1, 3)
+    assert torch.allclose(out[0], torch.full((4, 5, 1, 3), 0.3)) and torch.equal(out[1], torch.zeros(4, 5, 1, 3))
+    spec = lights.specular(normals, points, torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([64.0]))
+    assert torch.allclose(spec[0], torch.full((4, 5, 1, 3), 0.2))
+
+
+# ------------------------------------------------------------------------------------------------
+# Shading vs slow references, forward and backward
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("light", list(LIGHTS))
+@pytest.mark.parametrize("material", list(MATERIALS))
+@pytest.mark.parametrize("model", ["phong", "flat", "gouraud"])
+def test_shading_matches_reference(model, light, material):
+    meshes, frags, cams = _scene()
+    n = len(meshes)
+    lights, materials = LIGHTS[light](n), MATERIALS[material](n)
+    verts = meshes.verts_packed().clone().requires_grad_(True)
+    meshes = meshes.update_packed(verts)
+    texels = torch.rand(frags.bary_coords.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    texels.requires_grad_(True)
+    if model == "phong":
+        out, ref = (phong_shading(meshes, frags, lights, cams, materials, texels),
+                    _ref_phong(meshes, frags, lights, cams, materials, texels))
+    elif model == "flat":
+        out, ref = (flat_shading(meshes, frags, lights, cams, materials, texels),
+                    _ref_flat(meshes, frags, lights, cams, materials, texels))
+    else:
+        out, ref = (gouraud_shading(meshes, frags, lights, cams, materials),
+                    _ref_gouraud(meshes, frags, lights, cams, materials))
+    assert out.shape == frags.bary_coords.shape
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    if not out.requires_grad:  # gouraud under ambient light does not depend on the vertices
+        return
+    w = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(4))
+    inputs = [verts, texels] if model != "gouraud" else [verts]
+    g_out = torch.autograd.grad((out * w).sum(), inputs, allow_unused=True, retain_graph=True)
+    g_ref = torch.autograd.grad((ref * w).sum(), inputs, allow_unused=True)
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_interpolate_face_attributes():
+    _, frags, _ = _scene()
+    attrs = torch.randn(18, 3, 4, dtype=torch.float64)
+    out = interpolate_face_attributes(frags.pix_to_face, frags.bary_coords, attrs)
+    torch.testing.assert_close(out, _ref_interp(frags.pix_to_face, frags.bary_coords, attrs))
+
+
+def test_phong_gradcheck():
+    meshes, frags, cams = _scene(n=1, h=2, w=3, k=2)
+    faces = meshes.faces_packed()
+    lights = PointLights(location=[[0.3, 2.0, -2.0]])
+
+    def fn(verts, texels, loc):
+        m = Meshes([verts], [faces])
+        return phong_shading(m, frags, lights.replace(location=loc), cams, Materials(shininess=3.0), texels)
+
+    verts = meshes.verts_packed().clone().requires_grad_(True)
+    texels = torch.rand(frags.bary_coords.shape, dtype=torch.float64, requires_grad=True)
+    loc = torch.tensor([[0.3, 2.0, -2.0]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (verts, texels, loc))
+
+
+# ------------------------------------------------------------------------------------------------
+# Blending
+# ------------------------------------------------------------------------------------------------
+def test_hard_rgb_blend_hand_computed():
+    p2f = torch.tensor([[[[3, 1], [-1, -1]]]])  # (1, 1, 2, 2)
+    colors = torch.tensor([[[[[0.1, 0.2, 0.3], [0.9, 0.9, 0.9]], [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]]]])
+    frags = Frags(p2f, torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, 3), torch.zeros(1, 1, 2, 2))
+    out = hard_rgb_blend(colors, frags, BlendParams(background_color=(0.0, 1.0, 0.0)))
+    expected = torch.tensor([[[[0.1, 0.2, 0.3, 1.0], [0.0, 1.0, 0.0, 0.0]]]])
+    torch.testing.assert_close(out, expected)
+
+
+def test_sigmoid_alpha_blend_hand_computed():
+    # Two faces, dists -sigma*ln(3) (prob 3/4) and +sigma*ln(3) (prob 1/4): alpha = 1 - 1/4 * 3/4 = 13/16.
+    s = 1e-4
+    d = torch.tensor([[[[-s * math.log(3), s * math.log(3), -5.0]]]])
+    p2f = torch.tensor([[[[0, 1, -1]]]])
+    frags = Frags(p2f, torch.ones_like(d), torch.zeros(1, 1, 1, 3, 3), d)
+    out = sigmoid_alpha_blend(torch.ones(1, 1, 1, 3, 3), frags, BlendParams(sigma=s))
+    torch.testing.assert_close(out, torch.tensor([[[[1.0, 1.0, 1.0, 13 / 16]]]]))
+
+
+@pytest.mark.parametrize("znear,zfar", [(1.0, 100.0), (0.5, 10.0)])
+def test_softmax_rgb_blend_matches_reference(znear, zfar):
+    _, frags, _ = _scene(k=4)
+    colors = torch.rand(frags.bary_coords.shape, dtype=torch.float64, requires_grad=True)
+    dists = frags.dists.clone().requires_grad_(True)
+    frags = frags._replace(dists=dists)
+    bp = BlendParams(sigma=1e-4, gamma=1e-2, background_color=(0.2, 0.3, 0.4))
+    out = softmax_rgb_blend(colors, frags, bp, znear=znear, zfar=zfar)
+    ref = _ref_softmax(colors, frags, bp, znear, zfar)
+    torch.testing.assert_close(out, ref)
+    w = torch.randn(out.shape, dtype=out.dtype)
+    for a, b in zip(torch.autograd.grad((out * w).sum(), [colors, dists]),
+                    torch.autograd.grad((ref * w).sum(), [colors, dists])):
+        torch.testing.assert_close(a, b)
+
+
+def test_softmax_rgb_blend_hand_computed():
+    # One pixel fully inside one face (prob -> 1): rgb -> face colour, alpha -> 1; empty pixel -> background.
+    p2f = torch.tensor([[[[0], [-1]]]])
+    dists = torch.tensor([[[[-1.0], [-1.0]]]])
+    zbuf = torch.tensor([[[[2.0], [-1.0]]]])
+    colors = torch.tensor([[[[[0.25, 0.5, 0.75]], [[0.9, 0.9, 0.9]]]]])
+    out = softmax_rgb_blend(colors, Frags(p2f, zbuf, torch.zeros(1, 1, 2, 1, 3), dists),
+                            BlendParams(background_color=(0.0, 0.0, 0.0)))
+    torch.testing.assert_close(out, torch.tensor([[[[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.0, 0.0]]]]))
+
+
+def test_soft_blend_gradcheck():
+    _, frags, _ = _scene(n=1, h=2, w=2, k=3)
+    bp = BlendParams(sigma=1e-3, gamma=0.1, background_color=(0.1, 0.2, 0.3))
+    colors = torch.rand(frags.bary_coords.shape, dtype=torch.float64, requires_grad=True)
+    dists = (frags.dists * 1.0).requires_grad_(True)
+    zbuf = frags.zbuf.clone().requires_grad_(True)
+
+    def fn(c, d, z):
+        f = frags._replace(dists=d, zbuf=z)
+        return torch.cat([softmax_rgb_blend(c, f, bp, 0.5, 20.0), sigmoid_alpha_blend(c, f, bp)], -1)
+
+    assert torch.autograd.gradcheck(fn, (colors, dists, zbuf))
+
+
+def test_blend_bad_input():
+    _, frags, _ = _scene(k=2)
+    with pytest.raises(ValueError, match="colors"):
+        softmax_rgb_blend(torch.rand(2, 5, 6, 3, 3, dtype=torch.float64), frags)
+    with pytest.raises(ValueError, match="colors"):
+        hard_rgb_blend(torch.rand(2, 4, 6, 2, 3), frags)
+    with pytest.raises(TypeError, match="fragments"):
+        sigmoid_alpha_blend(torch.rand(2, 5, 6, 2, 3), object())
+    with pytest.raises(TypeError, match="pix_to_face"):
+        sigmoid_alpha_blend(torch.rand(2, 5, 6, 2, 3), frags._replace(pix_to_face=frags.pix_to_face.float()))
+
+
+def test_shade_bad_input():
+    meshes, frags, cams = _scene()
+    with pytest.raises(ValueError, match="shader"):
+        shade(frags, meshes, "toon", cameras=cams)
+    with pytest.raises(ValueError, match="cameras"):
+        shade(frags, meshes, "hard_phong")
+    with pytest.raises(ValueError, match="bary_coords"):
+        phong_shading(meshes, frags._replace(bary_coords=frags.bary_coords[..., :2]), PointLights(), cams,
+                      Materials(), None)
+    with pytest.raises(ValueError, match="batch"):
+        shade(frags, meshes, "hard_phong", cameras=cams, lights=PointLights(location=torch.zeros(5, 3)))
+    with pytest.raises(TypeError, match="Meshes"):
+        phong_shading(object(), frags, PointLights(), cams, Materials(), None)
+
+
+def test_shader_modules_forward_kwargs_override():
+    meshes, frags, cams = _scene()
+    shader = HardPhongShader(cameras=cams)
+    a = shader(frags, meshes)
+    b = shader(frags, meshes, lights=PointLights(location=[[0.0, 0.0, -5.0]]))
+    assert a.shape == (2, 5, 6, 4) and not torch.allclose(a, b)
+    torch.testing.assert_close(a, shade(frags, meshes, "hard_phong", cameras=cams))
+    sil = SoftSilhouetteShader()(frags, meshes)
+    torch.testing.assert_close(sil[..., :3], torch.ones(2, 5, 6, 3, dtype=torch.float64))

@@ -37,9 +37,35 @@ from lib3d.runtime.checkpoint import (
     unflatten_optimizer_state,
 )
 from lib3d.runtime.config import cli, config_to_dict
+from lib3d.runtime.distributed import (
+    FitResult,
+    WorkerContext,
+    all_reduce_mean,
+    derive_seed,
+    evaluate,
+    fit,
+    init_ray,
+    prepare_model,
+    rank_generator,
+    shard_indices,
+    unwrap_model,
+    worker_context,
+)
 from lib3d.runtime.run import Run, resolve_run_config, start_run
 
 __all__ = [
+    "FitResult",
+    "WorkerContext",
+    "all_reduce_mean",
+    "derive_seed",
+    "evaluate",
+    "fit",
+    "init_ray",
+    "prepare_model",
+    "rank_generator",
+    "shard_indices",
+    "unwrap_model",
+    "worker_context",
     "Checkpoint",
     "CheckpointError",
     "Run",

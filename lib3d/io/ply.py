@@ -1,0 +1,686 @@
+"""PLY reading and writing (ascii, binary_little_endian, binary_big_endian).
+
+Dimension names: V vertices, F faces (triangles after fan triangulation), C colour channels.
+
+Reading (``load_ply``, ``load_ply_data``):
+
+- every PLY scalar type: ``char/int8``, ``uchar/uint8``, ``short/int16``, ``ushort/uint16``,
+  ``int/int32``, ``uint/uint32``, ``float/float32``, ``double/float64``;
+- any elements and properties, including list properties; elements other than ``vertex`` and ``face``
+  are parsed (so that they are skipped correctly) and returned by ``load_ply_data``;
+- the ``vertex`` element gives ``x, y, z`` and optionally ``nx, ny, nz`` and ``red, green, blue(, alpha)``;
+- the ``face`` element gives a ``vertex_indices`` or ``vertex_index`` list of any integer type; polygons are
+  fan-triangulated exactly as PyTorch3D does (when all faces have the same length L, all first triangles
+  come first, then all second triangles, ...; otherwise face by face);
+- binary bodies are read with numpy in bulk: an element whose rows have a fixed size (including list
+  properties whose lengths are all equal, the usual triangle mesh) is one ``np.frombuffer`` with a
+  structured dtype; an element whose lists vary in length falls back to a scan of the row offsets
+  (bounded by the file size) followed by vectorised gathers;
+- every count in the header is checked against the bytes (binary) or lines (ascii) left in the file
+  before anything is allocated; a face index outside ``[0, V)`` is an error.
+
+Bad input raises :class:`lib3d.io.FormatError` naming the file and the header/ascii line or the element.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from itertools import chain
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from lib3d._checks import check_index, check_shape
+from lib3d.io.errors import FormatError, PathOrFile, file_name, read_bytes
+
+__all__ = [
+    "PlyProperty",
+    "PlyElement",
+    "PlyHeader",
+    "PlyList",
+    "PlyData",
+    "load_ply",
+    "load_ply_data",
+    "save_ply",
+]
+
+# PLY type name -> numpy type code (without byte order).
+PLY_TYPES: dict[str, str] = {
+    "char": "i1", "int8": "i1",
+    "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2",
+    "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4",
+    "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4",
+    "double": "f8", "float64": "f8",
+}
+_STRUCT_CODES = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I"}
+_FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
+_END_HEADER = re.compile(rb"(?:^|\n)end_header[ \t\r]*(?:\n|$)")
+
+
+class PlyProperty(NamedTuple):
+    """One property of an element: a scalar, or a list when ``count_type`` is set."""
+
+    name: str
+    type: str  # numpy type code of the value (or of the list items), e.g. "f4"
+    count_type: str | None = None  # numpy type code of the list length; None for a scalar
+
+
+class PlyElement(NamedTuple):
+    """An element declaration of the header: name, row count and properties."""
+
+    name: str
+    count: int
+    properties: tuple[PlyProperty, ...]
+
+
+class PlyHeader(NamedTuple):
+    """The parsed header."""
+
+    format: str  # "ascii" | "binary_little_endian" | "binary_big_endian"
+    elements: tuple[PlyElement, ...]
+    comments: tuple[str, ...]
+    body_offset: int  # byte offset of the body
+    body_line: int  # 1-based line number of the first body line
+
+
+class PlyList(NamedTuple):
+    """A list property of an element: all lists concatenated, and the length of each row's list.
+
+    ``values[offsets[i] : offsets[i] + lengths[i]]`` is row ``i``'s list with
+    ``offsets = cumsum(lengths) - lengths``. ``uniform_length`` is the common length when all rows have
+    the same one (then ``values.reshape(count, L)`` gives the rows), else None.
+    """
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def uniform_length(self) -> int | None:
+        if self.lengths.size == 0:
+            return 0
+        first = int(self.lengths[0])
+        return first if bool((self.lengths == first).all()) else None
+
+
+class PlyData(NamedTuple):
+    """Everything ``load_ply_data`` reads.
+
+    Attributes:
+        verts: (V, 3) float32.
+        faces: (F, 3) int64 triangles (fan-triangulated), (0, 3) for a point cloud.
+        verts_normals: (V, 3) float32 from ``nx, ny, nz``, or None.
+        verts_colors: (V, C) float32 in [0, 1] from ``red, green, blue(, alpha)`` (C = 3 or 4), integer
+            colours divided by the type's maximum (255 for uchar), float colours as stored; or None.
+        elements: element name -> property name -> numpy array (scalar property, shape (count,)) or
+            :class:`PlyList`. All elements of the file, including unknown ones.
+        header: the parsed :class:`PlyHeader`.
+    """
+
+    verts: torch.Tensor
+    faces: torch.Tensor
+    verts_normals: torch.Tensor | None
+    verts_colors: torch.Tensor | None
+    elements: dict
+    header: PlyHeader
+
+
+# ---------------------------------------------------------------------------------------------------
+# Header
+# ---------------------------------------------------------------------------------------------------
+
+
+def _parse_header(data: bytes, name: str) -> PlyHeader:
+    if not data.startswith(b"ply"):
+        raise FormatError(name, "line 1", "not a PLY file (the first line must be 'ply')")
+    m = _END_HEADER.search(data)
+    if m is None:
+        raise FormatError(name, None, "no 'end_header' line: the header is truncated")
+    header_bytes = data[: m.start()]
+    body_offset = m.end()
+    lines = header_bytes.split(b"\n")
+    fmt = None
+    elements: list[list] = []
+    comments: list[str] = []
+    for i, raw in enumerate(lines):
+        lineno = i + 1
+        where = f"line {lineno}"
+        line = raw.decode("latin-1").strip()
+        if i == 0:
+            if line != "ply":
+                raise FormatError(name, where, f"not a PLY file (first line {line[:40]!r}, expected 'ply')")
+            continue
+        tokens = line.split()
+        if not tokens:
+            continue
+        key = tokens[0]
+        if key in ("comment", "obj_info"):
+            comments.append(line[len(key):].strip())
+        elif key == "format":
+            if len(tokens) != 3 or tokens[1] not in _FORMATS:
+                raise FormatError(name, where, f"bad format line {line[:60]!r}, expected one of {list(_FORMATS)}")
+            if fmt is not None:
+                raise FormatError(name, where, "duplicate format line")
+            fmt = tokens[1]
+        elif key == "element":
+            if len(tokens) != 3:
+                raise FormatError(name, where, f"bad element line {line[:60]!r}, expected 'element <name> <count>'")
+            try:
+                count = int(tokens[2])
+            except ValueError:
+                raise FormatError(name, where, f"element count {tokens[2][:30]!r} is not an integer") from None
+            if count < 0:
+                raise FormatError(name, where, f"element count {count} is negative")
+            elements.append([tokens[1], count, []])
+        elif key == "property":
+            if not elements:
+                raise FormatError(name, where, "property before any element")
+            if len(tokens) >= 2 and tokens[1] == "list":
+                if len(tokens) != 5:
+                    raise FormatError(name, where, f"bad list property {line[:60]!r}, expected "
+                                                   "'property list <count type> <item type> <name>'")
+                ctype, itype = PLY_TYPES.get(tokens[2]), PLY_TYPES.get(tokens[3])
+                if ctype is None or itype is None:
+                    raise FormatError(name, where, f"unknown PLY type in {line[:60]!r}")
+                if ctype[0] == "f":
+                    raise FormatError(name, where, f"list count type must be an integer type, got {tokens[2]!r}")
+                elements[-1][2].append(PlyProperty(tokens[4], itype, ctype))
+            else:
+                if len(tokens) != 3:
+                    raise FormatError(name, where, f"bad property line {line[:60]!r}, expected "
+                                                   "'property <type> <name>'")
+                t = PLY_TYPES.get(tokens[1])
+                if t is None:
+                    raise FormatError(name, where, f"unknown PLY type {tokens[1][:30]!r}")
+                elements[-1][2].append(PlyProperty(tokens[2], t))
+        else:
+            raise FormatError(name, where, f"unexpected header line {line[:60]!r}")
+    if fmt is None:
+        raise FormatError(name, None, "the header has no format line")
+    els = tuple(PlyElement(n, c, tuple(p)) for n, c, p in elements)
+    return PlyHeader(fmt, els, tuple(comments), body_offset, len(lines) + 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binary body
+# ---------------------------------------------------------------------------------------------------
+
+
+def _gather(u8: np.ndarray, offsets: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Values of ``dtype`` stored at the given byte offsets (vectorised)."""
+    size = dtype.itemsize
+    if offsets.size == 0:
+        return np.zeros(0, dtype.newbyteorder("="))
+    idx = offsets[:, None] + np.arange(size, dtype=np.int64)
+    return u8[idx].reshape(-1).view(dtype).astype(dtype.newbyteorder("="))
+
+
+def _ragged_offsets(starts: np.ndarray, lengths: np.ndarray, item: int) -> np.ndarray:
+    """Byte offsets of every item of every list: starts[i] + k * item for k < lengths[i]."""
+    total = int(lengths.sum())
+    first = np.cumsum(lengths) - lengths
+    within = np.arange(total, dtype=np.int64) - np.repeat(first, lengths)
+    return np.repeat(starts, lengths) + within * item
+
+
+def _read_binary_element(data: bytes, u8: np.ndarray, pos: int, el: PlyElement, endian: str,
+                         name: str) -> tuple[dict, int]:
+    where = f"element '{el.name}'"
+    left = len(data) - pos
+    props = el.properties
+    count = el.count
+    if not props:
+        return {}, pos
+    has_list = any(p.count_type is not None for p in props)
+    dtypes = [np.dtype(endian + p.type) for p in props]
+    cdtypes = [np.dtype(endian + p.count_type) if p.count_type else None for p in props]
+    min_row = sum(c.itemsize if c is not None else d.itemsize for d, c in zip(dtypes, cdtypes))
+    if count * min_row > left:
+        raise FormatError(name, where, f"declares {count} rows (at least {count * min_row} bytes) but only "
+                                       f"{left} bytes are left in the file")
+    out: dict = {}
+    if not has_list:
+        row = np.dtype([(f"p{i}", d) for i, d in enumerate(dtypes)])
+        arr = np.frombuffer(data, row, count, pos)
+        for i, p in enumerate(props):
+            out.setdefault(p.name, arr[f"p{i}"].astype(dtypes[i].newbyteorder("=")))
+        return out, pos + count * row.itemsize
+    if count == 0:
+        for i, p in enumerate(props):
+            z = np.zeros(0, dtypes[i].newbyteorder("="))
+            out.setdefault(p.name, PlyList(z, np.zeros(0, np.int64)) if p.count_type else z)
+        return out, pos
+
+    # Fast path: every row has the list lengths of the first row -> one structured frombuffer.
+    o = pos
+    first_lengths = []
+    for d, c in zip(dtypes, cdtypes):
+        if c is None:
+            o += d.itemsize
+        else:
+            n = int(np.frombuffer(data, c, 1, o)[0])
+            if n < 0:
+                raise FormatError(name, where, f"row 0 has a negative list length {n}")
+            first_lengths.append(n)
+            o += c.itemsize + n * d.itemsize
+    fields = []
+    li = 0
+    for i, (d, c) in enumerate(zip(dtypes, cdtypes)):
+        if c is None:
+            fields.append((f"p{i}", d))
+        else:
+            fields.append((f"n{i}", c))
+            fields.append((f"p{i}", d, (first_lengths[li],)))
+            li += 1
+    row = np.dtype(fields)
+    if row.itemsize > 0 and count * row.itemsize <= left:
+        arr = np.frombuffer(data, row, count, pos)
+        li = 0
+        uniform = True
+        for i, c in enumerate(cdtypes):
+            if c is not None:
+                if not bool((arr[f"n{i}"] == first_lengths[li]).all()):
+                    uniform = False
+                    break
+                li += 1
+        if uniform:
+            li = 0
+            for i, p in enumerate(props):
+                d = dtypes[i].newbyteorder("=")
+                if p.count_type is None:
+                    out.setdefault(p.name, arr[f"p{i}"].astype(d))
+                else:
+                    vals = np.ascontiguousarray(arr[f"p{i}"]).astype(d, copy=False).reshape(-1)
+                    out.setdefault(p.name, PlyList(vals, np.full(count, first_lengths[li], np.int64)))
+                    li += 1
+            return out, pos + count * row.itemsize
+
+    # Fallback: scan the row offsets (lists of varying lengths), then gather every property at once.
+    offs = [[] for _ in props]
+    lens = [[] if c is not None else None for c in cdtypes]
+    readers = [struct.Struct(endian + _STRUCT_CODES[c.str[1:]]).unpack_from if c is not None else None
+               for c in cdtypes]
+    sizes = [d.itemsize for d in dtypes]
+    csizes = [c.itemsize if c is not None else 0 for c in cdtypes]
+    end = len(data)
+    o = pos
+    k = range(len(props))
+    for r in range(count):
+        for i in k:
+            if readers[i] is None:
+                offs[i].append(o)
+                o += sizes[i]
+            else:
+                if o + csizes[i] > end:
+                    raise FormatError(name, where, f"truncated at row {r} of {count}")
+                n = readers[i](data, o)[0]
+                if n < 0:
+                    raise FormatError(name, where, f"row {r} has a negative list length {n}")
+                offs[i].append(o + csizes[i])
+                lens[i].append(n)
+                o += csizes[i] + n * sizes[i]
+        if o > end:
+            raise FormatError(name, where, f"truncated at row {r} of {count}")
+    for i, p in enumerate(props):
+        starts = np.asarray(offs[i], np.int64)
+        if p.count_type is None:
+            out.setdefault(p.name, _gather(u8, starts, dtypes[i]))
+        else:
+            lengths = np.asarray(lens[i], np.int64)
+            vals = _gather(u8, _ragged_offsets(starts, lengths, sizes[i]), dtypes[i])
+            out.setdefault(p.name, PlyList(vals, lengths))
+    return out, o
+
+
+def _read_binary(data: bytes, header: PlyHeader, name: str) -> dict:
+    endian = "<" if header.format == "binary_little_endian" else ">"
+    u8 = np.frombuffer(data, np.uint8)
+    pos = header.body_offset
+    elements: dict = {}
+    for el in header.elements:
+        props, pos = _read_binary_element(data, u8, pos, el, endian, name)
+        elements.setdefault(el.name, props)
+    return elements
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ascii body
+# ---------------------------------------------------------------------------------------------------
+
+
+def _convert(tokens, type_code: str) -> np.ndarray:
+    """Convert an array/list of byte tokens to the numpy type; raises ValueError/OverflowError."""
+    a = np.asarray(tokens, dtype=bytes) if not isinstance(tokens, np.ndarray) else tokens
+    if a.size == 0:
+        return np.zeros(a.shape, np.dtype(type_code))
+    if type_code[0] == "f":
+        return a.astype(np.float64).astype(type_code)
+    try:
+        v = a.astype(np.int64)
+    except ValueError:
+        f = a.astype(np.float64)
+        if not bool(np.isfinite(f).all()) or not bool((f == np.round(f)).all()):
+            raise ValueError("non-integer value for an integer property") from None
+        if bool((np.abs(f) > 2.0**62).any()):
+            raise OverflowError("integer value out of range")
+        v = f.astype(np.int64)
+    info = np.iinfo(np.dtype(type_code))
+    if v.size and (int(v.min()) < info.min or int(v.max()) > info.max):
+        raise OverflowError(f"value out of range for {np.dtype(type_code).name}")
+    return v.astype(type_code)
+
+
+def _locate_bad(rows: list, linenos, col_of_row, type_code: str) -> int:
+    """Line number of the first row whose token cannot be converted (error path only)."""
+    for r, row in enumerate(rows):
+        try:
+            _convert(np.asarray(col_of_row(row), dtype=bytes), type_code)
+        except (ValueError, OverflowError, IndexError):
+            return linenos(r)
+    return linenos(0)
+
+
+def _read_ascii(data: bytes, header: PlyHeader, name: str) -> dict:
+    body_lines = data[header.body_offset:].split(b"\n")
+    toks = [ln.split() for ln in body_lines]
+    nonempty = [i for i, t in enumerate(toks) if t]
+    rows_all = [toks[i] for i in nonempty]
+    first_line = header.body_line
+    elements: dict = {}
+    cur = 0
+    for el in header.elements:
+        count, props = el.count, el.properties
+        avail = len(rows_all) - cur
+        if count > avail:
+            last = first_line + (nonempty[-1] if nonempty else 0) + 1
+            raise FormatError(name, f"line {last}", f"element '{el.name}' declares {count} rows but the file "
+                                                    f"ends after {avail}")
+        rows = rows_all[cur:cur + count]
+        base = cur
+        cur += count
+
+        def lineno(r, base=base):
+            return first_line + nonempty[base + r]
+
+        out: dict = {}
+        has_list = any(p.count_type is not None for p in props)
+        lens = np.fromiter(map(len, rows), np.int64, count)
+        if not props:
+            elements.setdefault(el.name, out)
+            continue
+        if not has_list:
+            bad = np.flatnonzero(lens != len(props))
+            if bad.size:
+                r = int(bad[0])
+                raise FormatError(name, f"line {lineno(r)}", f"element '{el.name}' row has {lens[r]} values, "
+                                                             f"expected {len(props)}")
+            table = np.array(rows, dtype=bytes).reshape(count, len(props))
+            for j, p in enumerate(props):
+                try:
+                    col = _convert(table[:, j], p.type)
+                except (ValueError, OverflowError):
+                    ln = _locate_bad(rows, lineno, lambda row, j=j: [row[j]], p.type)
+                    raise FormatError(name, f"line {ln}", f"bad value for property '{p.name}' of element "
+                                                          f"'{el.name}'") from None
+                out.setdefault(p.name, col)
+            elements.setdefault(el.name, out)
+            continue
+        # Rows with list properties: walk each row's tokens (ascii is line-based, as in PyTorch3D).
+        per_prop: list[list] = [[] for _ in props]
+        per_len: list[list] = [[] for _ in props]
+        for r, row in enumerate(rows):
+            t = 0
+            n_tok = len(row)
+            for i, p in enumerate(props):
+                if t >= n_tok:
+                    raise FormatError(name, f"line {lineno(r)}", f"element '{el.name}' row is too short")
+                if p.count_type is None:
+                    per_prop[i].append(row[t])
+                    t += 1
+                else:
+                    try:
+                        n = int(row[t])
+                    except ValueError:
+                        raise FormatError(name, f"line {lineno(r)}", f"bad list length {row[t][:20]!r} for "
+                                                                     f"property '{p.name}'") from None
+                    if n < 0 or t + 1 + n > n_tok:
+                        raise FormatError(name, f"line {lineno(r)}", f"list length {n} of property "
+                                                                     f"'{p.name}' does not match the row")
+                    per_len[i].append(n)
+                    per_prop[i].append(row[t + 1:t + 1 + n])
+                    t += 1 + n
+            if t != n_tok:
+                raise FormatError(name, f"line {lineno(r)}", f"element '{el.name}' row has {n_tok - t} extra "
+                                                             "values")
+        for i, p in enumerate(props):
+            if p.count_type is None:
+                tokens = per_prop[i]
+            else:
+                tokens = list(chain.from_iterable(per_prop[i]))
+            try:
+                vals = _convert(np.asarray(tokens, dtype=bytes), p.type)
+            except (ValueError, OverflowError):
+                if p.count_type is None:
+                    ln = _locate_bad(per_prop[i], lineno, lambda x: [x], p.type)
+                else:
+                    ln = _locate_bad(per_prop[i], lineno, lambda x: x, p.type)
+                raise FormatError(name, f"line {ln}", f"bad value for property '{p.name}' of element "
+                                                      f"'{el.name}'") from None
+            if p.count_type is None:
+                out.setdefault(p.name, vals)
+            else:
+                out.setdefault(p.name, PlyList(vals, np.asarray(per_len[i], np.int64)))
+        elements.setdefault(el.name, out)
+    return elements
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mesh extraction
+# ---------------------------------------------------------------------------------------------------
+
+
+def _triangulate(lst: PlyList, name: str) -> np.ndarray:
+    """Fan-triangulate polygons (PyTorch3D's order) -> (F, 3) int64."""
+    where = "element 'face'"
+    count = lst.lengths.size
+    if count == 0:
+        return np.zeros((0, 3), np.int64)
+    L = lst.uniform_length
+    if L is not None:
+        if L < 3:
+            raise FormatError(name, where, f"faces must have at least 3 vertices, got {L}")
+        rows = lst.values.reshape(count, L).astype(np.int64)
+        return np.concatenate([rows[:, [0, i + 1, i + 2]] for i in range(L - 2)], axis=0)
+    lengths = lst.lengths
+    if bool((lengths < 3).any()):
+        r = int(np.flatnonzero(lengths < 3)[0])
+        raise FormatError(name, where, f"face {r} has {int(lengths[r])} vertices; at least 3 are needed")
+    vals = lst.values.astype(np.int64)
+    first = np.cumsum(lengths) - lengths
+    ntri = lengths - 2
+    tri_face = np.repeat(np.arange(count), ntri)
+    k = np.arange(int(ntri.sum()), dtype=np.int64) - np.repeat(np.cumsum(ntri) - ntri, ntri)
+    s = first[tri_face]
+    return np.stack([vals[s], vals[s + k + 1], vals[s + k + 2]], axis=1)
+
+
+def _mesh_from_elements(elements: dict, name: str):
+    vertex = elements.get("vertex")
+    if vertex is None:
+        raise FormatError(name, None, "the file has no 'vertex' element")
+    for axis in "xyz":
+        if axis not in vertex:
+            raise FormatError(name, "element 'vertex'", f"has no '{axis}' property")
+        if isinstance(vertex[axis], PlyList):
+            raise FormatError(name, "element 'vertex'", f"property '{axis}' is a list")
+    verts = np.stack([vertex[a] for a in "xyz"], axis=1).astype(np.float32)
+    V = verts.shape[0]
+
+    normals = None
+    if all(k in vertex and not isinstance(vertex[k], PlyList) for k in ("nx", "ny", "nz")):
+        normals = torch.from_numpy(np.stack([vertex[k] for k in ("nx", "ny", "nz")], 1).astype(np.float32))
+    colors = None
+    ckeys = ["red", "green", "blue"] + (["alpha"] if "alpha" in vertex else [])
+    if all(k in vertex and not isinstance(vertex[k], PlyList) for k in ckeys):
+        cols = []
+        for k in ckeys:
+            c = vertex[k]
+            if c.dtype.kind in "iu":
+                c = c.astype(np.float32) / (65535.0 if c.dtype.itemsize >= 2 and c.dtype.kind == "u" else 255.0)
+            cols.append(c.astype(np.float32))
+        colors = torch.from_numpy(np.stack(cols, 1))
+
+    faces = np.zeros((0, 3), np.int64)
+    face = elements.get("face")
+    if face is not None:
+        lst = face.get("vertex_indices", face.get("vertex_index"))
+        if lst is None:
+            lists = [v for v in face.values() if isinstance(v, PlyList)]
+            if len(lists) != 1:
+                raise FormatError(name, "element 'face'", "has no 'vertex_indices' or 'vertex_index' list")
+            lst = lists[0]
+        if not isinstance(lst, PlyList):
+            raise FormatError(name, "element 'face'", "vertex indices must be a list property")
+        if lst.values.dtype.kind not in "iu":
+            raise FormatError(name, "element 'face'", f"vertex indices must be integers, got {lst.values.dtype}")
+        faces = _triangulate(lst, name)
+        if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= V):
+            raise FormatError(name, "element 'face'", f"vertex index out of range: indices span "
+                                                      f"[{int(faces.min())}, {int(faces.max())}] for {V} vertices")
+    return torch.from_numpy(verts), torch.from_numpy(np.ascontiguousarray(faces)), normals, colors
+
+
+def load_ply_data(f: PathOrFile) -> PlyData:
+    """Read a PLY file with everything in it.
+
+    Args:
+        f: a path or a binary file object.
+
+    Returns:
+        :class:`PlyData` (verts (V, 3) float32, faces (F, 3) int64, verts_normals, verts_colors, all
+        elements, header).
+
+    Raises:
+        FormatError: the file is malformed, truncated, inconsistent or a face index is out of range.
+    """
+    name = file_name(f)
+    data = read_bytes(f)
+    try:
+        header = _parse_header(data, name)
+        if header.format == "ascii":
+            elements = _read_ascii(data, header, name)
+        else:
+            elements = _read_binary(data, header, name)
+        verts, faces, normals, colors = _mesh_from_elements(elements, name)
+    except FormatError:
+        raise
+    except (ValueError, IndexError, OverflowError, struct.error, TypeError, KeyError) as e:  # safety net
+        raise FormatError(name, None, f"malformed PLY ({type(e).__name__}: {e})") from e
+    return PlyData(verts, faces, normals, colors, elements, header)
+
+
+def load_ply(f: PathOrFile) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load the vertices and triangles of a PLY file, as ``pytorch3d.io.load_ply``.
+
+    Args:
+        f: a path or a binary file object (ascii, binary_little_endian or binary_big_endian PLY).
+
+    Returns:
+        verts: (V, 3) float32.
+        faces: (F, 3) int64 vertex indices (polygons fan-triangulated); (0, 3) when the file has no faces.
+
+    Raises:
+        FormatError: the file is malformed, truncated, inconsistent or a face index is out of range.
+
+    Example:
+        >>> verts, faces = load_ply("cow.ply")
+    """
+    d = load_ply_data(f)
+    return d.verts, d.faces
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------
+
+
+def _ascii_rows(arr: np.ndarray, fmt: str) -> bytes:
+    if arr.shape[0] == 0:
+        return b""
+    row = " ".join([fmt] * arr.shape[1])
+    return ("\n".join(row % tuple(r) for r in arr.tolist()) + "\n").encode("ascii")
+
+
+def save_ply(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor | None = None,
+             verts_normals: torch.Tensor | None = None, verts_colors: torch.Tensor | None = None,
+             ascii: bool = False, decimal_places: int | None = None) -> None:
+    """Write a mesh or point cloud to a PLY file (as ``pytorch3d.io.save_ply``, plus colours).
+
+    Vertex properties are written as ``float`` (``x y z``, then ``nx ny nz``, then ``red green blue
+    (alpha)``, colours as floats like PyTorch3D); faces as ``property list uchar int vertex_index``.
+    Binary files are little-endian whatever the machine.
+
+    Args:
+        f: a path or a binary file object.
+        verts: (V, 3) float.
+        faces: (F, 3) integer vertex indices in [0, V), or None for a point cloud.
+        verts_normals: (V, 3) float or None.
+        verts_colors: (V, C) float in [0, 1] with C = 3 or 4, or None.
+        ascii: write the ascii format instead of binary_little_endian.
+        decimal_places: ascii only; digits after the point (default: 9 significant digits, which
+            round-trips float32 exactly).
+
+    Raises:
+        ValueError/TypeError: bad shapes or dtypes, or face indices out of range.
+    """
+    sizes = check_shape("verts", verts, ("V", 3), dtype="float")
+    if verts_normals is not None:
+        check_shape("verts_normals", verts_normals, ("V", 3), sizes, dtype="float")
+    if verts_colors is not None:
+        check_shape("verts_colors", verts_colors, ("V", None), sizes, dtype="float")
+        if verts_colors.shape[1] not in (3, 4):
+            raise ValueError(f"verts_colors must have shape (V, 3) or (V, 4), got {tuple(verts_colors.shape)}")
+    if faces is not None:
+        check_shape("faces", faces, ("F", 3), dtype="int")
+        check_index("faces", faces, sizes["V"])
+    V = sizes["V"]
+    cols = [verts.detach().cpu().float()]
+    names = ["x", "y", "z"]
+    if verts_normals is not None:
+        cols.append(verts_normals.detach().cpu().float())
+        names += ["nx", "ny", "nz"]
+    if verts_colors is not None:
+        cols.append(verts_colors.detach().cpu().float())
+        names += ["red", "green", "blue", "alpha"][: verts_colors.shape[1]]
+    vdata = torch.cat(cols, dim=1).numpy()
+
+    fmt = "ascii" if ascii else "binary_little_endian"
+    head = [b"ply", f"format {fmt} 1.0".encode(), b"comment written by lib3d", f"element vertex {V}".encode()]
+    head += [f"property float {n}".encode() for n in names]
+    if faces is not None:
+        head += [f"element face {faces.shape[0]}".encode(), b"property list uchar int vertex_index"]
+    head.append(b"end_header")
+    chunks = [b"\n".join(head) + b"\n"]
+    fdata = None if faces is None else faces.detach().cpu().to(torch.int64).numpy()
+    if ascii:
+        ffmt = "%.9g" if decimal_places is None else f"%.{int(decimal_places)}f"
+        chunks.append(_ascii_rows(vdata, ffmt))
+        if fdata is not None:
+            chunks.append(_ascii_rows(np.concatenate([np.full((len(fdata), 1), 3), fdata], 1), "%d"))
+    else:
+        chunks.append(vdata.astype("<f4").tobytes())
+        if fdata is not None:
+            rows = np.empty(len(fdata), np.dtype([("n", "u1"), ("v", "<i4", (3,))]))
+            rows["n"] = 3
+            rows["v"] = fdata
+            chunks.append(rows.tobytes())
+    payload = b"".join(chunks)
+    if hasattr(f, "write"):
+        f.write(payload)
+    else:
+        with open(f, "wb") as fh:
+            fh.write(payload)

@@ -15,6 +15,7 @@ Functions:
   ``save_obj(f, verts, faces, decimal_places=None, normals=None, faces_normals_idx=None, verts_uvs=None,
   faces_uvs=None, texture_map=None)``; ``load_mtl``; ``load_objs_as_meshes(files, device=None,
   load_textures=True) -> lib3d.structures.Meshes``.
+- ``lib3d.io.images`` (re-exported): ``save_image``, ``save_gif``, ``image_grid``.
 - ``FormatError(ValueError)``: any malformed, truncated or hostile file; the message names the file and
   the line (OBJ, MTL, PLY header and ascii body) or the element (binary PLY body).
 
@@ -22,7 +23,9 @@ Conventions: indices are 0-based int64; absent normal/texture indices are -1 (Py
 float in [0, 1]; texture images (H, W, 3) float32 in [0, 1] with row 0 at the top of the image.
 """
 
+from lib3d.io import images
 from lib3d.io.errors import FormatError
+from lib3d.io.images import image_grid, save_gif, save_image
 from lib3d.io.obj import Aux, Faces, load_mtl, load_obj, load_objs_as_meshes, make_mesh_texture_atlas, save_obj
 from lib3d.io.ply import PlyData, PlyElement, PlyHeader, PlyList, PlyProperty, load_ply, load_ply_data, save_ply
 
@@ -43,4 +46,8 @@ __all__ = [
     "make_mesh_texture_atlas",
     "Faces",
     "Aux",
+    "images",
+    "save_image",
+    "save_gif",
+    "image_grid",
 ]

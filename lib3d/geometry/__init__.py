@@ -17,6 +17,24 @@ Conventions (PyTorch3D's):
 - Quaternions are real part first ``(w, x, y, z)``. Angles are radians unless ``degrees=True``.
 """
 
+from lib3d.geometry.cameras import (
+    CamerasBase,
+    FoVOrthographicCameras,
+    FoVPerspectiveCameras,
+    OrthographicCameras,
+    PerspectiveCameras,
+    camera_position_from_spherical_angles,
+    fov_orthographic_projection_matrix,
+    fov_perspective_projection_matrix,
+    get_ndc_to_screen_transform,
+    get_screen_to_ndc_transform,
+    get_world_to_view_transform,
+    look_at_rotation,
+    look_at_view_transform,
+    ndc_to_screen_matrix,
+    sfm_projection_matrix,
+    world_to_view_matrix,
+)
 from lib3d.geometry.rotations import (
     acos_linear_extrapolation,
     axis_angle_to_matrix,
@@ -46,8 +64,30 @@ from lib3d.geometry.rotations import (
     so3_rotation_angle,
     standardize_quaternion,
 )
+from lib3d.geometry.transforms import Rotate, RotateAxisAngle, Scale, Transform3d, Translate
 
 __all__ = [
+    "CamerasBase",
+    "FoVOrthographicCameras",
+    "FoVPerspectiveCameras",
+    "OrthographicCameras",
+    "PerspectiveCameras",
+    "Rotate",
+    "RotateAxisAngle",
+    "Scale",
+    "Transform3d",
+    "Translate",
+    "camera_position_from_spherical_angles",
+    "fov_orthographic_projection_matrix",
+    "fov_perspective_projection_matrix",
+    "get_ndc_to_screen_transform",
+    "get_screen_to_ndc_transform",
+    "get_world_to_view_transform",
+    "look_at_rotation",
+    "look_at_view_transform",
+    "ndc_to_screen_matrix",
+    "sfm_projection_matrix",
+    "world_to_view_matrix",
     "acos_linear_extrapolation",
     "axis_angle_to_matrix",
     "axis_angle_to_quaternion",

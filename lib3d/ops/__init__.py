@@ -1,0 +1,33 @@
+"""Operators on point clouds and meshes: KNN, Chamfer, surface sampling, mesh regularisers, mesh
+construction (icospheres, subdivision, cubify) and Mesh R-CNN layers (vert_align, GraphConv).
+
+PyTorch3D's names, signatures and numbers, in pure PyTorch (CPU and CUDA, no custom kernels).
+
+Dimension names: N batch (clouds or meshes); P, P1, P2 points per cloud (padded); D point dimension
+(usually 3); K neighbours; V vertices, F faces, E unique edges (``sum V`` etc. when packed); S samples per
+mesh; C channels (features); H/W feature-map size; D/H/W voxel grid depth/height/width in ``cubify``.
+"""
+
+from lib3d.ops.chamfer import chamfer_distance
+from lib3d.ops.cubify import cubify
+from lib3d.ops.graph_conv import GraphConv, gather_scatter, graph_conv
+from lib3d.ops.ico_sphere import ico_sphere
+from lib3d.ops.knn import KNN, knn_gather, knn_points
+from lib3d.ops.laplacian import cot_laplacian, laplacian, norm_laplacian
+from lib3d.ops.mesh_losses import (
+    mesh_edge_loss,
+    mesh_laplacian_smoothing,
+    mesh_normal_consistency,
+)
+from lib3d.ops.packed import packed_to_padded, padded_to_packed
+from lib3d.ops.sample_points import sample_points_from_meshes
+from lib3d.ops.subdivide import SubdivideMeshes, subdivide_meshes
+from lib3d.ops.vert_align import vert_align
+
+__all__ = [
+    "KNN", "knn_points", "knn_gather", "chamfer_distance", "sample_points_from_meshes",
+    "mesh_edge_loss", "mesh_normal_consistency", "mesh_laplacian_smoothing",
+    "laplacian", "cot_laplacian", "norm_laplacian", "ico_sphere", "SubdivideMeshes", "subdivide_meshes",
+    "cubify", "vert_align", "GraphConv", "graph_conv", "gather_scatter", "packed_to_padded",
+    "padded_to_packed",
+]

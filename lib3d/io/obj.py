@@ -556,7 +556,7 @@ def save_obj(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor, decimal_pl
         corner = "%d//%d"
     else:
         corner = "%d"
-    table = np.stack(cols, axis=2).reshape(fv.shape[0], -1)  # (F, 3 * k): corner by corner
+    table = np.stack(cols, axis=2).reshape(fv.shape[0], 3 * len(cols))  # (F, 3 * k): corner by corner
     if table.shape[0]:
         row = "f " + " ".join([corner] * 3)
         out.append("\n".join(row % tuple(r) for r in table.tolist()) + "\n")

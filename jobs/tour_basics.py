@@ -83,10 +83,13 @@ def main(config: TourBasicsConfig | None = None) -> dict:
 
     cameras = book_cameras(config)
     world_to_view = cameras.get_world_to_view_transform().transform_points(cube_verts)
+    world_to_ndc_or_screen = cameras.get_full_projection_transform().transform_points(cube_verts)
     world_to_screen = cameras.transform_points_screen(cube_verts)
     print(f"\ncamera centres (C, 3):\n{cameras.get_camera_center()}")
     print(f"cube in view space of camera 0 (P, 3):\n{world_to_view[0]}")
-    print(f"cube in screen space of camera 0 (P, 3):\n{world_to_screen[0]}")
+    print(f"cube after the full projection transform of camera 0 (the book's world_to_screen):\n"
+          f"{world_to_ndc_or_screen[0]}")
+    print(f"cube in screen pixels of camera 0 (transform_points_screen):\n{world_to_screen[0]}")
     path = run.dir / "projections.png"
     draw_projections(world_to_screen[..., :2], config.image_height, config.image_width).save(path)
     metrics = {

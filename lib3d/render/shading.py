@@ -505,10 +505,9 @@ def render_mesh(meshes, cameras, lights=None, materials: Materials | None = None
         >>> img = render_mesh(mesh, cams, PointLights(location=[[0.0, 0.0, -3.0]]),
         ...                   raster_settings=RasterizationSettings(image_size=512))
     """
-    from lib3d.render.mesh_rasterizer import MeshRasterizer, RasterizationSettings
+    from lib3d.render.mesh_rasterizer import rasterize_world_meshes
 
     check_choice("shader", shader, SHADERS)
-    raster_settings = RasterizationSettings() if raster_settings is None else raster_settings
-    fragments = MeshRasterizer(cameras=cameras, raster_settings=raster_settings)(meshes)
+    fragments = rasterize_world_meshes(meshes, cameras, raster_settings)
     return shade(fragments, meshes, shader, cameras=cameras, lights=lights, materials=materials,
                  blend_params=blend_params)

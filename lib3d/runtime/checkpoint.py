@@ -209,7 +209,8 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        save_file(_cpu_tensors(tensors, str(path.name)), str(tmp), metadata=dict(metadata or {}))
+        meta = {**dict(metadata or {}), "lib3d.order": json.dumps(list(tensors))}  # safetensors sorts names
+        save_file(_cpu_tensors(tensors, str(path.name)), str(tmp), metadata=meta)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -265,14 +266,22 @@ def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
         CheckpointError: for a missing, truncated, pickle, zip or otherwise foreign file.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     _check_safetensors_header(path)
     try:
-        return load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            names = list(f.keys())
+            try:
+                order = json.loads((f.metadata() or {}).get("lib3d.order", "[]"))
+            except json.JSONDecodeError:
+                order = []
+            if sorted(order) == sorted(names):
+                names = order
+            return {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{path} is not a valid safetensors file: {e}") from e
 

@@ -92,8 +92,8 @@ def _to_float_array(toks: list[str], lines: list[int], width: int, name: str, wh
     """Bulk float conversion; on failure find the offending line."""
     if not toks:
         return np.zeros((0, width), np.float32)
-    try:
-        return np.array(toks, dtype=np.float64).reshape(-1, width).astype(np.float32)
+    try:  # float() token by token (C-level map): no fixed-width string array, whatever the token lengths
+        return np.fromiter(map(float, toks), np.float64, len(toks)).reshape(-1, width).astype(np.float32)
     except ValueError:
         for k, t in enumerate(toks):
             try:
@@ -133,6 +133,7 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     mtl_paths: list[str] = []
     mat = -1
     nv = nn = nt = 0
+    max_ref = text.count("\n") + 1
 
     for lineno, raw in enumerate(text.split("\n"), 1):
         tokens = raw.split()
@@ -171,6 +172,8 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
                     if idx is None:
                         continue
                     if idx > 0:
+                        if idx > max_ref:  # more than the file's lines: cannot exist (and may overflow int64)
+                            raise FormatError(name, f"line {lineno}", f"{what} index {idx} out of range")
                         lst.append(idx - 1)
                     elif idx < 0:
                         r = cnt + idx
@@ -239,9 +242,12 @@ def _resolve(rel: str, dirs: Sequence[Path]) -> Path | None:
     for c in candidates:
         c = c.replace("\\", "/")
         for d in dirs:
-            p = Path(c) if os.path.isabs(c) else d / c
-            if p.is_file():
-                return p
+            try:
+                p = Path(c) if os.path.isabs(c) else d / c
+                if p.is_file():
+                    return p
+            except (OSError, ValueError):  # name too long, embedded NUL, ...: not a usable file
+                continue
     return None
 
 

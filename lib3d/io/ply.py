@@ -352,17 +352,19 @@ def _read_binary(data: bytes, header: PlyHeader, name: str) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _convert(tokens, type_code: str) -> np.ndarray:
-    """Convert an array/list of byte tokens to the numpy type; raises ValueError/OverflowError."""
-    a = np.asarray(tokens, dtype=bytes) if not isinstance(tokens, np.ndarray) else tokens
-    if a.size == 0:
-        return np.zeros(a.shape, np.dtype(type_code))
+def _convert(tokens: list, type_code: str) -> np.ndarray:
+    """Convert a list of byte tokens to the numpy type; raises ValueError/OverflowError.
+
+    Tokens are converted one by one with ``float``/``int`` (C-level ``map``), never through a fixed-width
+    string array, so one huge token cannot blow up memory.
+    """
+    n = len(tokens)
     if type_code[0] == "f":
-        return a.astype(np.float64).astype(type_code)
+        return np.fromiter(map(float, tokens), np.float64, n).astype(type_code)
     try:
-        v = a.astype(np.int64)
+        v = np.fromiter(map(int, tokens), np.int64, n)
     except ValueError:
-        f = a.astype(np.float64)
+        f = np.fromiter(map(float, tokens), np.float64, n)
         if not bool(np.isfinite(f).all()) or not bool((f == np.round(f)).all()):
             raise ValueError("non-integer value for an integer property") from None
         if bool((np.abs(f) > 2.0**62).any()):
@@ -378,7 +380,7 @@ def _locate_bad(rows: list, linenos, col_of_row, type_code: str) -> int:
     """Line number of the first row whose token cannot be converted (error path only)."""
     for r, row in enumerate(rows):
         try:
-            _convert(np.asarray(col_of_row(row), dtype=bytes), type_code)
+            _convert(list(col_of_row(row)), type_code)
         except (ValueError, OverflowError, IndexError):
             return linenos(r)
     return linenos(0)
@@ -418,10 +420,10 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str) -> dict:
                 r = int(bad[0])
                 raise FormatError(name, f"line {lineno(r)}", f"element '{el.name}' row has {lens[r]} values, "
                                                              f"expected {len(props)}")
-            table = np.array(rows, dtype=bytes).reshape(count, len(props))
+            flat = list(chain.from_iterable(rows))
             for j, p in enumerate(props):
                 try:
-                    col = _convert(table[:, j], p.type)
+                    col = _convert(flat[j::len(props)], p.type)
                 except (ValueError, OverflowError):
                     ln = _locate_bad(rows, lineno, lambda row, j=j: [row[j]], p.type)
                     raise FormatError(name, f"line {ln}", f"bad value for property '{p.name}' of element "
@@ -462,7 +464,7 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str) -> dict:
             else:
                 tokens = list(chain.from_iterable(per_prop[i]))
             try:
-                vals = _convert(np.asarray(tokens, dtype=bytes), p.type)
+                vals = _convert(tokens, p.type)
             except (ValueError, OverflowError):
                 if p.count_type is None:
                     ln = _locate_bad(per_prop[i], lineno, lambda x: [x], p.type)

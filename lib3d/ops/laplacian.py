@@ -33,7 +33,7 @@ def laplacian(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     diag = torch.arange(v, device=verts.device)
     idx = torch.cat([idx, torch.stack([diag, diag], 0)], 1)
     val = torch.cat([val, -torch.ones(v, dtype=verts.dtype, device=verts.device)])
-    return torch.sparse_coo_tensor(idx, val, (v, v)).coalesce()
+    return torch.sparse_coo_tensor(idx, val, (v, v), check_invariants=True).coalesce()
 
 
 def cot_laplacian(verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +68,7 @@ def cot_laplacian(verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) 
     idx = torch.stack([ii, jj], 0).view(2, f_n * 3)
     idx = torch.cat([idx, idx.flip(0)], 1)
     val = cot.reshape(-1).repeat(2)
-    lap = torch.sparse_coo_tensor(idx, val, (v_n, v_n)).coalesce()
+    lap = torch.sparse_coo_tensor(idx, val, (v_n, v_n), check_invariants=True).coalesce()
     areas = torch.zeros(v_n, dtype=verts.dtype, device=verts.device)
     areas = areas.index_add(0, faces.reshape(-1), area[:, None].expand(-1, 3).reshape(-1))
     inv_areas = torch.where(areas > 0, 1.0 / torch.where(areas > 0, areas, torch.ones_like(areas)), areas)
@@ -92,4 +92,4 @@ def norm_laplacian(verts: torch.Tensor, edges: torch.Tensor, eps: float = 1e-12)
     e01 = edges.t()
     v = verts.shape[0]
     idx = torch.cat([e01, e01.flip(0)], 1)
-    return torch.sparse_coo_tensor(idx, w01.repeat(2), (v, v)).coalesce()
+    return torch.sparse_coo_tensor(idx, w01.repeat(2), (v, v), check_invariants=True).coalesce()

@@ -31,6 +31,7 @@ first tensor argument (CPU otherwise). Methods take PyTorch3D's ``**kwargs`` ove
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,8 +46,12 @@ __all__ = [
     "CamerasBase",
     "FoVOrthographicCameras",
     "FoVPerspectiveCameras",
+    "OpenGLOrthographicCameras",
+    "OpenGLPerspectiveCameras",
     "OrthographicCameras",
     "PerspectiveCameras",
+    "SfMOrthographicCameras",
+    "SfMPerspectiveCameras",
     "camera_position_from_spherical_angles",
     "fov_orthographic_projection_matrix",
     "fov_perspective_projection_matrix",
@@ -290,7 +295,7 @@ def _screen_to_ndc_matrix(image_size, with_xyflip: bool, dtype, device) -> torch
     return m
 
 
-def get_ndc_to_screen_transform(cameras: "CamerasBase", with_xyflip: bool = False,
+def get_ndc_to_screen_transform(cameras: CamerasBase, with_xyflip: bool = False,
                                 image_size=None) -> Transform3d:
     """``Transform3d`` from NDC to screen for a batch of cameras (PyTorch3D's function of that name).
 
@@ -303,7 +308,7 @@ def get_ndc_to_screen_transform(cameras: "CamerasBase", with_xyflip: bool = Fals
     return Transform3d(matrix=m.to(cameras.device).expand(len(cameras), 4, 4))
 
 
-def get_screen_to_ndc_transform(cameras: "CamerasBase", with_xyflip: bool = False,
+def get_screen_to_ndc_transform(cameras: CamerasBase, with_xyflip: bool = False,
                                 image_size=None) -> Transform3d:
     """Inverse of :func:`get_ndc_to_screen_transform`."""
     m = _screen_to_ndc_matrix(image_size, with_xyflip, dtype=cameras.dtype, device=cameras.device)
@@ -435,7 +440,8 @@ class CamerasBase:
         if values.get("K") is not None:
             values["K"] = _as_matrix(values["K"], 4)
         present = {k: v for k, v in values.items() if v is not None}
-        dtype, dev = _pick_dtype_device(tuple(present.values()), device)
+        # dtype/device: R and T first (the pose decides), then the other tensor arguments
+        dtype, dev = _pick_dtype_device((present["R"], present["T"], *present.values()), device)
         tensors = _broadcast(tuple(present), tuple(present.values()), dtype, dev)
         out = dict.fromkeys(values)
         out.update(zip(present, tensors))
@@ -451,14 +457,14 @@ class CamerasBase:
     def _fields(self) -> dict:
         return {f: getattr(self, f) for f in self._tensor_fields + self._flag_fields}
 
-    def _rebuild(self, **fields) -> "CamerasBase":
+    def _rebuild(self, **fields) -> CamerasBase:
         """A camera of the same type from (possibly overridden) field values."""
         new = object.__new__(type(self))
         flags = {f: fields.pop(f) for f in self._flag_fields}
         new._setup(None, flags, **fields)
         return new
 
-    def _with(self, kwargs: dict) -> "CamerasBase":
+    def _with(self, kwargs: dict) -> CamerasBase:
         """Apply PyTorch3D-style keyword overrides of fields (other keys ignored)."""
         over = {k: v for k, v in kwargs.items()
                 if v is not None and (k in self._tensor_fields or k in self._flag_fields)}
@@ -490,7 +496,7 @@ class CamerasBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(N={len(self)}, dtype={self.dtype}, device={self.device})"
 
-    def __getitem__(self, index) -> "CamerasBase":
+    def __getitem__(self, index) -> CamerasBase:
         """Cameras selected by an int, slice, list or bool/long tensor (the batch dim is kept)."""
         if isinstance(index, int):
             if not -len(self) <= index < len(self):
@@ -502,27 +508,27 @@ class CamerasBase:
                 f[k] = f[k][index]
         return self._rebuild(**f)
 
-    def _map(self, fn) -> "CamerasBase":
+    def _map(self, fn) -> CamerasBase:
         f = self._fields()
         for k in self._tensor_fields:
             if f[k] is not None:
                 f[k] = fn(f[k])
         return self._rebuild(**f)
 
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "CamerasBase":
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> CamerasBase:
         """The cameras on ``device`` (and/or as float ``dtype``)."""
         return self._map(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None))
 
-    def cpu(self) -> "CamerasBase":
+    def cpu(self) -> CamerasBase:
         return self.to("cpu")
 
-    def cuda(self) -> "CamerasBase":
+    def cuda(self) -> CamerasBase:
         return self.to("cuda")
 
-    def clone(self) -> "CamerasBase":
+    def clone(self) -> CamerasBase:
         return self._map(torch.clone)
 
-    def detach(self) -> "CamerasBase":
+    def detach(self) -> CamerasBase:
         return self._map(torch.Tensor.detach)
 
     # -- queries --------------------------------------------------------------------------------------
@@ -874,3 +880,42 @@ class OrthographicCameras(_SfMCameras):
     def is_perspective(self) -> bool:
         return False
 
+
+# ----------------------------------------------------------------------------------------------------
+# PyTorch3D's deprecated aliases (older code and the book's era)
+# ----------------------------------------------------------------------------------------------------
+
+
+def OpenGLPerspectiveCameras(znear=1.0, zfar=100.0, aspect_ratio=1.0, fov=60.0, degrees: bool = True, R=_R0,
+                             T=((0.0, 0.0, 0.0),), device: Any = None) -> FoVPerspectiveCameras:
+    """Deprecated PyTorch3D name of :class:`FoVPerspectiveCameras` (same arguments)."""
+    warnings.warn("OpenGLPerspectiveCameras is deprecated, use FoVPerspectiveCameras", DeprecationWarning,
+                  stacklevel=2)
+    return FoVPerspectiveCameras(znear=znear, zfar=zfar, aspect_ratio=aspect_ratio, fov=fov, degrees=degrees,
+                                 R=R, T=T, device=device)
+
+
+def OpenGLOrthographicCameras(znear=1.0, zfar=100.0, top=1.0, bottom=-1.0, left=-1.0, right=1.0,
+                              scale_xyz=((1.0, 1.0, 1.0),), R=_R0, T=((0.0, 0.0, 0.0),),
+                              device: Any = None) -> FoVOrthographicCameras:
+    """Deprecated PyTorch3D name of :class:`FoVOrthographicCameras` (``top/bottom/left/right`` are
+    ``max_y/min_y/min_x/max_x``)."""
+    warnings.warn("OpenGLOrthographicCameras is deprecated, use FoVOrthographicCameras", DeprecationWarning,
+                  stacklevel=2)
+    return FoVOrthographicCameras(znear=znear, zfar=zfar, max_y=top, min_y=bottom, max_x=right, min_x=left,
+                                  scale_xyz=scale_xyz, R=R, T=T, device=device)
+
+
+def SfMPerspectiveCameras(focal_length=1.0, principal_point=((0.0, 0.0),), R=_R0, T=((0.0, 0.0, 0.0),),
+                          device: Any = None) -> PerspectiveCameras:
+    """Deprecated PyTorch3D name of :class:`PerspectiveCameras` (NDC intrinsics)."""
+    warnings.warn("SfMPerspectiveCameras is deprecated, use PerspectiveCameras", DeprecationWarning, stacklevel=2)
+    return PerspectiveCameras(focal_length=focal_length, principal_point=principal_point, R=R, T=T, device=device)
+
+
+def SfMOrthographicCameras(focal_length=1.0, principal_point=((0.0, 0.0),), R=_R0, T=((0.0, 0.0, 0.0),),
+                           device: Any = None) -> OrthographicCameras:
+    """Deprecated PyTorch3D name of :class:`OrthographicCameras` (NDC intrinsics)."""
+    warnings.warn("SfMOrthographicCameras is deprecated, use OrthographicCameras", DeprecationWarning,
+                  stacklevel=2)
+    return OrthographicCameras(focal_length=focal_length, principal_point=principal_point, R=R, T=T, device=device)

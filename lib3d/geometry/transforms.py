@@ -83,7 +83,7 @@ class Transform3d:
     def __repr__(self) -> str:
         return f"Transform3d(N={len(self)}, dtype={self.dtype}, device={self.device})"
 
-    def __getitem__(self, index) -> "Transform3d":
+    def __getitem__(self, index) -> Transform3d:
         """Select batch elements (int, slice, list, bool or long tensor); always keeps the batch dim."""
         if isinstance(index, int):
             index = [index]
@@ -93,25 +93,25 @@ class Transform3d:
         """The ``(N, 4, 4)`` matrix (row-vector convention, translation in the last row)."""
         return self._matrix
 
-    def clone(self) -> "Transform3d":
+    def clone(self) -> Transform3d:
         return Transform3d(matrix=self._matrix.clone())
 
-    def detach(self) -> "Transform3d":
+    def detach(self) -> Transform3d:
         return Transform3d(matrix=self._matrix.detach())
 
-    def to(self, device: Any = None, copy: bool = False, dtype: torch.dtype | None = None) -> "Transform3d":
+    def to(self, device: Any = None, copy: bool = False, dtype: torch.dtype | None = None) -> Transform3d:
         """A transform on ``device`` / with ``dtype`` (returns ``self`` when nothing changes and not ``copy``)."""
         m = self._matrix.to(device=device, dtype=dtype, copy=copy)
         return self if m is self._matrix else Transform3d(matrix=m)
 
-    def cpu(self) -> "Transform3d":
+    def cpu(self) -> Transform3d:
         return self.to("cpu")
 
-    def cuda(self) -> "Transform3d":
+    def cuda(self) -> Transform3d:
         return self.to("cuda")
 
     # -- algebra ------------------------------------------------------------------------------------
-    def compose(self, *others: "Transform3d") -> "Transform3d":
+    def compose(self, *others: Transform3d) -> Transform3d:
         """``self`` followed by each of ``others``: matrix ``M_self @ M_1 @ M_2 ...`` (N=1 broadcasts).
 
         Raises:
@@ -125,35 +125,35 @@ class Transform3d:
             m = _broadcast_bmm(m, other.get_matrix().to(dtype=m.dtype, device=m.device), "others")
         return Transform3d(matrix=m)
 
-    def inverse(self, invert_composed: bool = False) -> "Transform3d":
+    def inverse(self, invert_composed: bool = False) -> Transform3d:
         """The inverse transform (``torch.linalg.inv`` of the matrix); ``invert_composed`` is accepted for
         PyTorch3D compatibility and has no effect (the composed matrix is always inverted)."""
         return Transform3d(matrix=torch.linalg.inv(self._matrix))
 
-    def stack(self, *others: "Transform3d") -> "Transform3d":
+    def stack(self, *others: Transform3d) -> Transform3d:
         """Concatenate the batches of ``self`` and ``others``."""
         mats = [self._matrix] + [o.get_matrix().to(dtype=self.dtype, device=self.device) for o in others]
         return Transform3d(matrix=torch.cat(mats, dim=0))
 
-    def translate(self, *args, **kwargs) -> "Transform3d":
+    def translate(self, *args, **kwargs) -> Transform3d:
         """``self.compose(Translate(*args, **kwargs))``."""
         kwargs.setdefault("dtype", self.dtype)
         kwargs.setdefault("device", self.device)
         return self.compose(Translate(*args, **kwargs))
 
-    def scale(self, *args, **kwargs) -> "Transform3d":
+    def scale(self, *args, **kwargs) -> Transform3d:
         """``self.compose(Scale(*args, **kwargs))``."""
         kwargs.setdefault("dtype", self.dtype)
         kwargs.setdefault("device", self.device)
         return self.compose(Scale(*args, **kwargs))
 
-    def rotate(self, *args, **kwargs) -> "Transform3d":
+    def rotate(self, *args, **kwargs) -> Transform3d:
         """``self.compose(Rotate(*args, **kwargs))``."""
         kwargs.setdefault("dtype", self.dtype)
         kwargs.setdefault("device", self.device)
         return self.compose(Rotate(*args, **kwargs))
 
-    def rotate_axis_angle(self, *args, **kwargs) -> "Transform3d":
+    def rotate_axis_angle(self, *args, **kwargs) -> Transform3d:
         """``self.compose(RotateAxisAngle(*args, **kwargs))``."""
         kwargs.setdefault("dtype", self.dtype)
         kwargs.setdefault("device", self.device)

@@ -1,0 +1,54 @@
+"""lib3d.bodies: the SMPL body model and SMPLify fitting, batched, differentiable, CPU or GPU.
+
+Dimension names used by every function of this subpackage:
+
+- ``N``  batch (people / parameter sets)
+- ``V``  mesh vertices (6,890 for SMPL and the synthetic body)
+- ``F``  mesh faces
+- ``J``  model joints (24 for SMPL); ``E`` extra joints regressed from the posed vertices (head top, nose,
+  eyes, ears, toes, heels)
+- ``S``  shape coefficients (betas)
+- ``K``  2D keypoints of a detector skeleton (14 LSP, 17 COCO, 25 OpenPose BODY_25)
+- ``G``  mixture components of the pose prior (8)
+
+Conventions: SMPL's own. Column-vector rotations ``R @ x``; axis-angle poses (radians), 3 per joint,
+body pose of the 23 non-root joints (69 numbers); metres; the model's +Y is up and it faces +Z. For
+SMPLify the camera is the pinhole ``u = f X / Z + c_x``, ``v = f Y / Z + c_y`` (OpenCV axes: x right,
+y down, z forward; pixel (u, v) = (column, row)); :func:`lib3d.bodies.smplify.opencv_to_pytorch3d`
+gives the equivalent lib3d/PyTorch3D camera (R = diag(-1, -1, 1)).
+
+Modules:
+
+- :mod:`~lib3d.bodies.smpl`       ``SMPLModel``, ``smpl_forward`` (pure function), ``SMPLOutput``, ``SMPL``
+- :mod:`~lib3d.bodies.model_io`   official ``.pkl`` (restricted unpickler), ``.npz``, safetensors
+- :mod:`~lib3d.bodies.synthetic`  the embedded SYNTHETIC body in the SMPL layout
+- :mod:`~lib3d.bodies.skeletons`  LSP-14, COCO-17, BODY_25 keypoint sets mapped to SMPL joints
+- :mod:`~lib3d.bodies.priors`     GMM pose prior (``gmm_08.pkl``), angle and shape priors, interpenetration
+- :mod:`~lib3d.bodies.smplify`    SMPLify (Bogo et al. 2016), batched
+- :mod:`~lib3d.bodies.metrics`    MPJPE, PA-MPJPE, 2D error
+"""
+
+from lib3d.bodies.model_io import (
+    SMPL_EXTRA_VERTEX_IDS,
+    UnsafePickleError,
+    load_smpl_model,
+    safe_load_pickle,
+    save_smpl_model,
+)
+from lib3d.bodies.smpl import (
+    SMPL,
+    SMPL_JOINT_NAMES,
+    SMPL_PARENTS,
+    SMPLModel,
+    SMPLOutput,
+    batch_rodrigues,
+    kinematic_levels,
+    smpl_forward,
+)
+from lib3d.bodies.synthetic import SYNTHETIC_DESCRIPTION, synthetic_smpl_model
+
+__all__ = [
+    "SMPL", "SMPL_JOINT_NAMES", "SMPL_PARENTS", "SMPLModel", "SMPLOutput", "batch_rodrigues", "kinematic_levels",
+    "smpl_forward", "SMPL_EXTRA_VERTEX_IDS", "UnsafePickleError", "load_smpl_model", "safe_load_pickle",
+    "save_smpl_model", "SYNTHETIC_DESCRIPTION", "synthetic_smpl_model",
+]

@@ -37,12 +37,12 @@ def laplacian(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 
 
 def cot_laplacian(verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cotangent Laplacian and inverse vertex areas (Meyer et al. 2003, PyTorch3D's ``cot_laplacian``).
+    """Cotangent Laplacian and inverse vertex areas (PyTorch3D's ``cot_laplacian``; Meyer et al. 2003).
 
-    ``L[i, j] = (cot a_ij + cot b_ij) / 4`` for the two angles opposite edge ij (cotangents from side
-    lengths and Heron's area: ``cot a = (b^2 + c^2 - a^2) / (4 area)``, so the stored value is
-    ``(b^2 + c^2 - a^2) / (4 area)`` per face), symmetric, zero diagonal; ``inv_areas[i] = 1 / sum`` of the
-    areas of the faces around vertex i (0 for isolated vertices).
+    ``L[i, j] = cot a_ij + cot b_ij``, the cotangents of the angles opposite edge ij in its (one or two)
+    faces, computed from side lengths and Heron's area as ``cot A = (b^2 + c^2 - a^2) / (4 area)``;
+    symmetric, zero diagonal. ``inv_areas[i] = 1 / sum`` of the areas of the faces around vertex i (0 for
+    isolated vertices).
 
     Args:
         verts: ``(V, 3) float`` packed vertices.

@@ -44,6 +44,15 @@ cmd_start() {
   [ -n "$RAY" ] || { echo "local.sh: cannot find the ray CLI (set RAY=/path/to/ray)" >&2; exit 1; }
   mkdir -p "$STATE"
   read -r GCS DASH CLIENT AGENT AGENT_GRPC RTENV METRICS NODE_MGR OBJ_MGR <<<"$(free_ports 9)"
+  # Token authentication (Ray >= 2.5x): reuse the caller's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+  # ~/.ray/auth_token); without one, generate a token for this head only, in $STATE/auth_token.
+  local token_line=""
+  if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ] && [ ! -s "$HOME/.ray/auth_token" ]; then
+    "$PYTHON" -c "import secrets; print(secrets.token_hex(32))" >"$STATE/auth_token"
+    chmod 600 "$STATE/auth_token"
+    export RAY_AUTH_TOKEN_PATH="$STATE/auth_token"
+  fi
+  [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] && token_line="RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"
   local extra=()
   [ -n "$num_cpus" ] && extra+=(--num-cpus="$num_cpus")
   [ -n "$num_gpus" ] && extra+=(--num-gpus="$num_gpus")
@@ -61,6 +70,7 @@ cmd_start() {
 RAY_ADDRESS=http://127.0.0.1:$DASH
 RAY_GCS_ADDRESS=127.0.0.1:$GCS
 RAY_AUTH_MODE=token
+$token_line
 ENV
   # Ready when the dashboard (job server) answers HTTP at all (401 without a token still means up).
   for _ in $(seq 1 180); do

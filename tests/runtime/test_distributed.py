@@ -1,0 +1,70 @@
+"""Rank helpers, the in-process training path and the in-process evaluation path (no Ray)."""
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from configs.fit_rigid import PRESETS
+from lib3d import runtime
+from tests.runtime.helpers_eval import AffinePredictor
+
+
+@given(st.integers(0, 200), st.integers(1, 9))
+def test_shard_indices_partition(n, world):
+    shards = [runtime.shard_indices(n, r, world) for r in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))  # disjoint, ordered, covering
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+@pytest.mark.parametrize("args", [(-1, 0, 1), (4, 2, 2), (4, -1, 2), (4, 0, 0)])
+def test_shard_indices_bad(args):
+    with pytest.raises(ValueError, match="shard_indices"):
+        runtime.shard_indices(*args)
+
+
+def test_seeds_and_generators():
+    assert runtime.derive_seed(0, "rank", 1) == runtime.derive_seed(0, "rank", 1)
+    assert len({runtime.derive_seed(0, "rank", r) for r in range(100)}) == 100
+    a, b = runtime.rank_generator(3, 0), runtime.rank_generator(3, 1)
+    assert not torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
+    assert torch.equal(torch.rand(5, generator=runtime.rank_generator(3, 1)),
+                       torch.rand(5, generator=runtime.rank_generator(3, 1)))
+
+
+def test_worker_context_and_prepare_model():
+    ctx = runtime.worker_context()
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed, ctx.device.type) == (0, 1, True, False, "cpu")
+    m = torch.nn.Linear(2, 2)
+    assert runtime.prepare_model(m, ctx) is m and runtime.unwrap_model(m) is m
+    x = torch.tensor([1.0, 3.0])
+    assert runtime.all_reduce_mean(x) is x
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            runtime.worker_context(use_gpu=True)
+
+
+def test_fit_in_process(tmp_path):
+    from jobs.fit_rigid import train_loop
+
+    cfg = PRESETS["smoke"][1]
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, output_root=str(tmp_path)))
+    res = runtime.fit(train_loop, cfg, "fit_rigid")
+    assert res.restarts == 0 and len(res.results) == 1 and set(res.result) == {"log_rot", "translation",
+                                                                                "log_scale"}
+    assert res.config.run.name and (tmp_path / "fit_rigid" / res.config.run.name / "metrics.json").is_file()
+
+
+def test_evaluate_in_process_keeps_order():
+    x = torch.arange(23.0)
+    out = runtime.evaluate(AffinePredictor, x, batch_size=5, predictor_args=(2.0,), progress=False)
+    assert torch.equal(out["y"], 2 * x) and out["pid"].shape == (23,)
+    lst = runtime.evaluate(lambda: (lambda b: [v * 10 for v in b]), list(range(7)), batch_size=3,
+                           progress=False)
+    assert lst == [0, 10, 20, 30, 40, 50, 60]
+    with pytest.raises(ValueError, match="batch_size"):
+        runtime.evaluate(AffinePredictor, x, batch_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        runtime.evaluate(AffinePredictor, [], batch_size=2)

@@ -24,7 +24,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from lib3d._checks import check_finite, check_shape, check_tensor
+from lib3d._checks import check_shape, check_tensor
+from lib3d.geometry import axis_angle_to_matrix
 
 __all__ = [
     "SMPL_JOINT_NAMES",
@@ -53,8 +54,8 @@ SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 1
 def batch_rodrigues(rotvec: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from axis-angle vectors (Rodrigues' formula), smooth at zero.
 
-    ``R = I + a(t) [r]_x + b(t) [r]_x^2`` with ``t = |r|``, ``a = sin(t)/t``, ``b = (1 - cos t)/t^2``
-    (Taylor series below ``t = 1e-3`` so values and gradients are exact at the identity).
+    ``R = I + sin(t)/t [r]_x + (1 - cos t)/t^2 [r]_x^2`` with ``t = |r|`` (delegates to
+    :func:`lib3d.geometry.axis_angle_to_matrix`, which uses Taylor series near zero).
 
     Args:
         rotvec: (..., 3) float axis-angle vectors (radians).
@@ -62,27 +63,7 @@ def batch_rodrigues(rotvec: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 3, 3) rotation matrices (column-vector convention, ``R @ x``).
     """
-    try:  # the shared geometry module, once it exists, is the single implementation
-        from lib3d.geometry import axis_angle_to_matrix
-    except ImportError:  # pragma: no cover - depends on the other module landing
-        axis_angle_to_matrix = None
-    if axis_angle_to_matrix is not None:
-        return axis_angle_to_matrix(rotvec)
-    return _rodrigues(rotvec)
-
-
-def _rodrigues(rotvec: torch.Tensor) -> torch.Tensor:
-    theta2 = (rotvec * rotvec).sum(-1, keepdim=True)[..., None]  # (..., 1, 1)
-    small = theta2 < 1e-6
-    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
-    theta = safe2.sqrt()
-    a = torch.where(small, 1 - theta2 / 6 + theta2 * theta2 / 120, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24 + theta2 * theta2 / 720, (1 - torch.cos(theta)) / safe2)
-    x, y, z = rotvec.unbind(-1)
-    zero = torch.zeros_like(x)
-    K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(rotvec.shape[:-1] + (3, 3))
-    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
-    return eye + a * K + b * (K @ K)
+    return axis_angle_to_matrix(rotvec)
 
 
 def kinematic_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 import struct
-from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -309,6 +308,21 @@ def _read_binary_element(data: bytes, u8: np.ndarray, pos: int, el: PlyElement, 
     end = len(data)
     o = pos
     k = range(len(props))
+    if len(props) == 1 and cdtypes[0].str[1:] == "u1":
+        # The usual face element (one list with a uchar length): a tight scan of the row offsets.
+        isz = sizes[0]
+        st, ln = offs[0], lens[0]
+        st_append, ln_append = st.append, ln.append
+        for r in range(count):
+            if o >= end:
+                raise FormatError(name, where, f"truncated at row {r} of {count}")
+            n = data[o]
+            st_append(o + 1)
+            ln_append(n)
+            o += 1 + n * isz
+        if o > end:
+            raise FormatError(name, where, f"truncated at row {count - 1} of {count}")
+        count = 0  # done: skip the generic scan below
     for r in range(count):
         for i in k:
             if readers[i] is None:
@@ -352,130 +366,129 @@ def _read_binary(data: bytes, header: PlyHeader, name: str) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _convert(tokens: list, type_code: str) -> np.ndarray:
-    """Convert a list of byte tokens to the numpy type; raises ValueError/OverflowError.
+_WS = np.zeros(256, bool)
+_WS[[9, 10, 11, 12, 13, 32]] = True  # the ASCII whitespace of bytes.split()
 
-    Tokens are converted one by one with ``float``/``int`` (C-level ``map``), never through a fixed-width
-    string array, so one huge token cannot blow up memory.
-    """
-    n = len(tokens)
-    if type_code[0] == "f":
-        return np.fromiter(map(float, tokens), np.float64, n).astype(type_code)
+
+def _to_float64(tokens: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """Tokens -> float64 (C-level ``map(float)``; no fixed-width string array, so one huge token cannot blow
+    up memory). Returns (values, mask of unparsable tokens or None)."""
     try:
-        v = np.fromiter(map(int, tokens), np.int64, n)
-    except ValueError:
-        f = np.fromiter(map(float, tokens), np.float64, n)
-        if not bool(np.isfinite(f).all()) or not bool((f == np.round(f)).all()):
-            raise ValueError("non-integer value for an integer property") from None
-        if bool((np.abs(f) > 2.0**62).any()):
-            raise OverflowError("integer value out of range")
-        v = f.astype(np.int64)
+        return np.fromiter(map(float, tokens), np.float64, len(tokens)), None
+    except ValueError:  # error path: find the bad tokens one by one
+        out = np.empty(len(tokens), np.float64)
+        bad = np.zeros(len(tokens), bool)
+        for i, t in enumerate(tokens):
+            try:
+                out[i] = float(t)
+            except ValueError:
+                out[i], bad[i] = np.nan, True
+        return out, bad
+
+
+def _cast_mask(col: np.ndarray, type_code: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """float64 column -> the property type; for integer types also the mask of non-integral/out-of-range."""
+    if type_code[0] == "f":
+        return col.astype(type_code), None
     info = np.iinfo(np.dtype(type_code))
-    if v.size and (int(v.min()) < info.min or int(v.max()) > info.max):
-        raise OverflowError(f"value out of range for {np.dtype(type_code).name}")
-    return v.astype(type_code)
-
-
-def _locate_bad(rows: list, linenos, col_of_row, type_code: str) -> int:
-    """Line number of the first row whose token cannot be converted (error path only)."""
-    for r, row in enumerate(rows):
-        try:
-            _convert(list(col_of_row(row)), type_code)
-        except (ValueError, OverflowError, IndexError):
-            return linenos(r)
-    return linenos(0)
+    with np.errstate(invalid="ignore"):
+        ok = (col == np.round(col)) & (col >= info.min) & (col <= info.max)
+    safe = np.where(ok, col, 0)
+    return safe.astype(type_code), ~ok
 
 
 def _read_ascii(data: bytes, header: PlyHeader, name: str) -> dict:
-    body_lines = data[header.body_offset:].split(b"\n")
-    toks = [ln.split() for ln in body_lines]
-    nonempty = [i for i, t in enumerate(toks) if t]
-    rows_all = [toks[i] for i in nonempty]
+    """Ascii body, vectorised over rows: one row per line (as PyTorch3D), every token parsed once."""
+    body = data[header.body_offset:]
+    tokens = body.split()
+    u8 = np.frombuffer(body, np.uint8)
+    ws = _WS[u8]
+    is_start = ~ws
+    is_start[1:] &= ws[:-1]
+    starts = np.flatnonzero(is_start)
+    del ws, is_start
+    # body line (0-based) of each token = number of newlines before it
+    tok_line = np.searchsorted(np.flatnonzero(u8 == 10), starts)
+    del starts
+    if tok_line.size:
+        brk = np.flatnonzero(np.diff(tok_line)) + 1
+        row_first_tok = np.concatenate([[0], brk]).astype(np.int64)  # first token of each non-empty line
+        row_line = tok_line[row_first_tok]
+        row_ntok = np.diff(np.concatenate([row_first_tok, [tok_line.size]]))
+    else:
+        row_first_tok = row_line = row_ntok = np.zeros(0, np.int64)
     first_line = header.body_line
     elements: dict = {}
     cur = 0
     for el in header.elements:
         count, props = el.count, el.properties
-        avail = len(rows_all) - cur
-        if count > avail:
-            last = first_line + (nonempty[-1] if nonempty else 0) + 1
-            raise FormatError(name, f"line {last}", f"element '{el.name}' declares {count} rows but the file "
-                                                    f"ends after {avail}")
-        rows = rows_all[cur:cur + count]
-        base = cur
-        cur += count
-
-        def lineno(r, base=base):
-            return first_line + nonempty[base + r]
-
         out: dict = {}
-        has_list = any(p.count_type is not None for p in props)
-        lens = np.fromiter(map(len, rows), np.int64, count)
         if not props:
             elements.setdefault(el.name, out)
             continue
+        avail = row_line.size - cur
+        if count > avail:
+            last = first_line + (int(row_line[-1]) + 1 if row_line.size else 0)
+            raise FormatError(name, f"line {last}", f"element '{el.name}' declares {count} rows but the file "
+                                                    f"ends after {avail}")
+        rl = row_line[cur:cur + count]
+        rc = row_ntok[cur:cur + count]
+        t0 = int(row_first_tok[cur]) if count else 0
+        cur += count
+
+        def fail(r: int, msg: str, rl=rl):
+            raise FormatError(name, f"line {first_line + int(rl[r])}", msg)
+
+        has_list = any(p.count_type is not None for p in props)
         if not has_list:
-            bad = np.flatnonzero(lens != len(props))
+            bad = np.flatnonzero(rc != len(props))
             if bad.size:
                 r = int(bad[0])
-                raise FormatError(name, f"line {lineno(r)}", f"element '{el.name}' row has {lens[r]} values, "
-                                                             f"expected {len(props)}")
-            flat = list(chain.from_iterable(rows))
-            for j, p in enumerate(props):
-                try:
-                    col = _convert(flat[j::len(props)], p.type)
-                except (ValueError, OverflowError):
-                    ln = _locate_bad(rows, lineno, lambda row, j=j: [row[j]], p.type)
-                    raise FormatError(name, f"line {ln}", f"bad value for property '{p.name}' of element "
-                                                          f"'{el.name}'") from None
+                fail(r, f"element '{el.name}' row has {int(rc[r])} values, expected {len(props)}")
+        n_tok = int(rc.sum())
+        vals, bad_tok = _to_float64(tokens[t0:t0 + n_tok])
+        row_end = np.cumsum(rc)
+        pos = row_end - rc  # per-row cursor, in tokens relative to t0
+        for p in props:
+            short = np.flatnonzero(pos >= row_end)
+            if short.size:
+                fail(int(short[0]), f"element '{el.name}' row is too short")
+            if p.count_type is None:
+                if bad_tok is not None and bool(bad_tok[pos].any()):
+                    fail(int(np.flatnonzero(bad_tok[pos])[0]), f"bad value for property '{p.name}' of element "
+                                                               f"'{el.name}'")
+                col, bad = _cast_mask(vals[pos], p.type)
+                if bad is not None and bool(bad.any()):
+                    fail(int(np.flatnonzero(bad)[0]), f"bad value for property '{p.name}' of element '{el.name}'")
                 out.setdefault(p.name, col)
-            elements.setdefault(el.name, out)
-            continue
-        # Rows with list properties: walk each row's tokens (ascii is line-based, as in PyTorch3D).
-        per_prop: list[list] = [[] for _ in props]
-        per_len: list[list] = [[] for _ in props]
-        for r, row in enumerate(rows):
-            t = 0
-            n_tok = len(row)
-            for i, p in enumerate(props):
-                if t >= n_tok:
-                    raise FormatError(name, f"line {lineno(r)}", f"element '{el.name}' row is too short")
-                if p.count_type is None:
-                    per_prop[i].append(row[t])
-                    t += 1
-                else:
-                    try:
-                        n = int(row[t])
-                    except ValueError:
-                        raise FormatError(name, f"line {lineno(r)}", f"bad list length {row[t][:20]!r} for "
-                                                                     f"property '{p.name}'") from None
-                    if n < 0 or t + 1 + n > n_tok:
-                        raise FormatError(name, f"line {lineno(r)}", f"list length {n} of property "
-                                                                     f"'{p.name}' does not match the row")
-                    per_len[i].append(n)
-                    per_prop[i].append(row[t + 1:t + 1 + n])
-                    t += 1 + n
-            if t != n_tok:
-                raise FormatError(name, f"line {lineno(r)}", f"element '{el.name}' row has {n_tok - t} extra "
-                                                             "values")
-        for i, p in enumerate(props):
-            if p.count_type is None:
-                tokens = per_prop[i]
-            else:
-                tokens = list(chain.from_iterable(per_prop[i]))
-            try:
-                vals = _convert(tokens, p.type)
-            except (ValueError, OverflowError):
-                if p.count_type is None:
-                    ln = _locate_bad(per_prop[i], lineno, lambda x: [x], p.type)
-                else:
-                    ln = _locate_bad(per_prop[i], lineno, lambda x: x, p.type)
-                raise FormatError(name, f"line {ln}", f"bad value for property '{p.name}' of element "
-                                                      f"'{el.name}'") from None
-            if p.count_type is None:
-                out.setdefault(p.name, vals)
-            else:
-                out.setdefault(p.name, PlyList(vals, np.asarray(per_len[i], np.int64)))
+                pos = pos + 1
+                continue
+            nf = vals[pos]
+            room = row_end - pos - 1
+            with np.errstate(invalid="ignore"):
+                okn = (nf == np.round(nf)) & (nf >= 0) & (nf <= room)
+            if bad_tok is not None:
+                okn &= ~bad_tok[pos]
+            if not bool(okn.all()):
+                r = int(np.flatnonzero(~okn)[0])
+                fail(r, f"list length {tokens[t0 + int(pos[r])][:20].decode('latin-1')} of property "
+                        f"'{p.name}' does not match the row")
+            n = nf.astype(np.int64)
+            idx = _ragged_offsets(pos + 1, n, 1)
+            item_row = np.repeat(np.arange(count), n)
+            if bad_tok is not None and bool(bad_tok[idx].any()):
+                fail(int(item_row[np.flatnonzero(bad_tok[idx])[0]]), f"bad value for property '{p.name}' of "
+                                                                      f"element '{el.name}'")
+            items, bad = _cast_mask(vals[idx], p.type)
+            if bad is not None and bool(bad.any()):
+                fail(int(item_row[np.flatnonzero(bad)[0]]), f"bad value for property '{p.name}' of element "
+                                                             f"'{el.name}'")
+            out.setdefault(p.name, PlyList(items, n))
+            pos = pos + 1 + n
+        extra = np.flatnonzero(pos != row_end)
+        if extra.size:
+            r = int(extra[0])
+            fail(r, f"element '{el.name}' row has {int(row_end[r] - pos[r])} extra values")
         elements.setdefault(el.name, out)
     return elements
 

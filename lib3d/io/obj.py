@@ -493,7 +493,7 @@ def _rows(arr: np.ndarray, prefix: str, fmt: str) -> str:
     return "\n".join(row % tuple(r) for r in arr.tolist()) + "\n"
 
 
-def save_obj(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor, decimal_places: int | None = None,
+def save_obj(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor, decimal_places: int | None = None, *,
              normals: torch.Tensor | None = None, faces_normals_idx: torch.Tensor | None = None,
              verts_uvs: torch.Tensor | None = None, faces_uvs: torch.Tensor | None = None,
              texture_map: torch.Tensor | None = None) -> None:

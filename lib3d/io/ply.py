@@ -508,8 +508,16 @@ def _triangulate(lst: PlyList, name: str) -> np.ndarray:
     if L is not None:
         if L < 3:
             raise FormatError(name, where, f"faces must have at least 3 vertices, got {L}")
-        rows = lst.values.reshape(count, L).astype(np.int64)
-        return np.concatenate([rows[:, [0, i + 1, i + 2]] for i in range(L - 2)], axis=0)
+        rows = lst.values.reshape(count, L)
+        if L == 3:
+            return rows.astype(np.int64)
+        out = np.empty(((L - 2) * count, 3), np.int64)
+        for i in range(L - 2):  # loop over the fan position, not over faces
+            blk = out[i * count:(i + 1) * count]
+            blk[:, 0] = rows[:, 0]
+            blk[:, 1] = rows[:, i + 1]
+            blk[:, 2] = rows[:, i + 2]
+        return out
     lengths = lst.lengths
     if bool((lengths < 3).any()):
         r = int(np.flatnonzero(lengths < 3)[0])

@@ -318,3 +318,12 @@ def test_load_objs_as_meshes():
     assert len(batch) == 2 and batch.num_verts_per_mesh().tolist() == [2930, 8]
     untextured = load_objs_as_meshes([cow], load_textures=False)
     assert untextured.textures is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_load_obj_on_cuda_with_atlas():
+    verts, faces, aux = load_obj(book_path("obj/cube_texture.obj"), device="cuda", create_texture_atlas=True)
+    assert verts.is_cuda and faces.verts_idx.is_cuda and aux.verts_uvs.is_cuda
+    assert aux.texture_images["Skin"].is_cuda and aux.texture_atlas.is_cuda
+    _, _, aux_cpu = load_obj(book_path("obj/cube_texture.obj"), create_texture_atlas=True)
+    torch.testing.assert_close(aux.texture_atlas.cpu(), aux_cpu.texture_atlas, atol=1e-5, rtol=0)

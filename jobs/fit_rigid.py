@@ -37,7 +37,7 @@ def train_loop(config: FitRigidConfig) -> dict[str, torch.Tensor]:
     """One worker's training loop (in-process or a Ray worker); returns its final parameters."""
     ctx = dist.worker_context(config.ray.use_gpu)
     run = runtime.start_run(JOB, config, rank=ctx.rank, world_size=ctx.world_size, quiet=not ctx.is_main)
-    torch.manual_seed(dist.derive_seed(config.run.seed, "torch", ctx.rank))
+    dist.seed_everything(config.run.seed, ctx.rank)
     problem = smoke.make_rigid_problem(config.num_points, config.run.seed, config.noise, device=ctx.device)
     model = dist.prepare_model(smoke.RigidTransform(), ctx)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)

@@ -128,6 +128,23 @@ def rank_generator(seed: int, rank: int, device: torch.device | str = "cpu") -> 
     return g
 
 
+def seed_everything(seed: int, rank: int = 0) -> int:
+    """Seed torch (CPU and CUDA), numpy and python's ``random`` with ``derive_seed(seed, "global", rank)``.
+
+    Jobs call it once at start (per worker); code that needs reproducible randomness should still take
+    explicit generators (``rank_generator``). Returns the derived seed.
+    """
+    import random
+
+    import numpy as np
+
+    s = derive_seed(seed, "global", rank)
+    torch.manual_seed(s)
+    np.random.seed(s % (2**32))
+    random.seed(s)
+    return s
+
+
 def prepare_model(model: torch.nn.Module, ctx: WorkerContext | None = None) -> torch.nn.Module:
     """Move ``model`` to the worker's device and wrap it in ``DistributedDataParallel`` when distributed.
 

@@ -34,6 +34,17 @@ def test_seeds_and_generators():
                        torch.rand(5, generator=runtime.rank_generator(3, 1)))
 
 
+def test_seed_everything():
+    import random
+
+    import numpy as np
+
+    a = (runtime.seed_everything(4, rank=1), torch.rand(2), np.random.rand(2), random.random())
+    b = (runtime.seed_everything(4, rank=1), torch.rand(2), np.random.rand(2), random.random())
+    assert a[0] == b[0] and torch.equal(a[1], b[1]) and np.array_equal(a[2], b[2]) and a[3] == b[3]
+    assert runtime.seed_everything(4, rank=0) != a[0]
+
+
 def test_worker_context_and_prepare_model():
     ctx = runtime.worker_context()
     assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed, ctx.device.type) == (0, 1, True, False, "cpu")

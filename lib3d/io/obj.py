@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from itertools import chain
+from operator import methodcaller
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -82,12 +84,6 @@ class Aux(NamedTuple):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _floats(tokens: list[str], n_min: int, n_take: int, name: str, lineno: int, what: str) -> list[str]:
-    if len(tokens) < n_min:
-        raise FormatError(name, f"line {lineno}", f"{what} needs {n_min} values, got {len(tokens)}")
-    return tokens[:n_take]
-
-
 def _to_float_array(toks: list[str], lines: list[int], width: int, name: str, what: str) -> np.ndarray:
     """Bulk float conversion; on failure find the offending line."""
     if not toks:
@@ -116,6 +112,109 @@ class _Parsed(NamedTuple):
     mtl_paths: list
 
 
+def _fan(corner_vals: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fan-triangulate polygons given as concatenated corners -> ((T, 3) values, (T,) polygon index)."""
+    ntri = np.maximum(k - 2, 0)
+    first = np.cumsum(k) - k
+    tri_face = np.repeat(np.arange(k.size), ntri)
+    j = np.arange(int(ntri.sum()), dtype=np.int64) - np.repeat(np.cumsum(ntri) - ntri, ntri)
+    s = first[tri_face]
+    tri = np.stack([corner_vals[s], corner_vals[s + j + 1], corner_vals[s + j + 2]], axis=1)
+    return tri, tri_face
+
+
+def _faces_fast(f_corners: list, f_counts: np.ndarray, max_ref: int):
+    """Vectorised face parsing when every corner has the same form (``v``, ``v/vt``, ``v//vn`` or
+    ``v/vt/vn``) and every index is valid; None otherwise (the exact checks are then done line by line)."""
+    k = np.fromiter(map(len, f_corners), np.int64, len(f_corners))
+    corners = list(chain.from_iterable(f_corners))
+    if not corners:
+        return None
+    nslash = np.fromiter(map(methodcaller("count", "/"), corners), np.int64, len(corners))
+    s0 = int(nslash[0])
+    if s0 > 2 or not bool((nslash == s0).all()):
+        return None
+    parts = "/".join(corners).split("/") if s0 else corners
+    cols = [parts[j::s0 + 1] for j in range(s0 + 1)]
+    if s0 >= 1 and "" in cols[1]:
+        if cols[1].count("") != len(corners):
+            return None
+        cols[1] = None  # v//vn
+    try:
+        raw = [None if c is None else np.fromiter(map(int, c), np.int64, len(corners)) for c in cols]
+    except (ValueError, OverflowError):
+        return None
+    out = []
+    for j in range(3):
+        if j >= len(raw) or raw[j] is None:
+            out.append(None)
+            continue
+        idx = raw[j]
+        cnt = np.repeat(f_counts[:, j], k)
+        res = np.where(idx > 0, idx - 1, cnt + idx)
+        if bool(((idx == 0) | (res < 0) | (idx > max_ref)).any()):
+            return None
+        out.append(res)
+    tv, tri_face = _fan(out[0], k)
+    tt = _fan(out[1], k)[0] if out[1] is not None else np.full_like(tv, -1)
+    tn = _fan(out[2], k)[0] if out[2] is not None else np.full_like(tv, -1)
+    return tv, tt, tn, tri_face
+
+
+def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: int, name: str):
+    """Face parsing line by line with exact error messages (any corner form, mixed forms)."""
+    tri_v: list[int] = []
+    tri_n: list[int] = []
+    tri_t: list[int] = []
+    tri_face: list[int] = []
+    for fi, corners in enumerate(f_corners):
+        lineno = f_line[fi]
+        nv, nt, nn = (int(x) for x in f_counts[fi])
+        fv: list[int] = []
+        ft: list[int] = []
+        fn: list[int] = []
+        for c in corners:
+            parts = c.split("/")
+            if len(parts) > 3:
+                raise FormatError(name, f"line {lineno}", f"face corner {c[:30]!r} has more than 3 indices")
+            try:
+                iv = int(parts[0])
+                it = int(parts[1]) if len(parts) > 1 and parts[1] != "" else None
+                inn = int(parts[2]) if len(parts) > 2 and parts[2] != "" else None
+            except ValueError:
+                raise FormatError(name, f"line {lineno}", f"bad face corner {c[:30]!r}") from None
+            for idx, cnt, lst, what in ((iv, nv, fv, "vertex"), (it, nt, ft, "texture"), (inn, nn, fn, "normal")):
+                if idx is None:
+                    continue
+                if idx > 0:
+                    if idx > max_ref:  # more than the file's lines: cannot exist (and may overflow int64)
+                        raise FormatError(name, f"line {lineno}", f"{what} index {idx} out of range")
+                    lst.append(idx - 1)
+                elif idx < 0:
+                    r = cnt + idx
+                    if r < 0:
+                        raise FormatError(name, f"line {lineno}", f"relative {what} index {idx} points "
+                                                                  f"before the first {what}")
+                    lst.append(r)
+                else:
+                    raise FormatError(name, f"line {lineno}", f"{what} index 0 (OBJ indices start at 1)")
+        k = len(fv)
+        if (ft and len(ft) != k) or (fn and len(fn) != k):
+            raise FormatError(name, f"line {lineno}", "face corners are inconsistent (all or none of the "
+                                                      "corners must have texture/normal indices)")
+        if not ft:
+            ft = [-1] * k
+        if not fn:
+            fn = [-1] * k
+        for i in range(k - 2):  # fan triangulation; faces with < 3 corners give none (as PyTorch3D)
+            tri_v += (fv[0], fv[i + 1], fv[i + 2])
+            tri_t += (ft[0], ft[i + 1], ft[i + 2])
+            tri_n += (fn[0], fn[i + 1], fn[i + 2])
+            tri_face.append(fi)
+    return (np.asarray(tri_v, np.int64).reshape(-1, 3), np.asarray(tri_t, np.int64).reshape(-1, 3),
+            np.asarray(tri_n, np.int64).reshape(-1, 3), np.asarray(tri_face, np.int64))
+
+
 def _parse_obj(data: bytes, name: str) -> _Parsed:
     text = data.decode("utf-8", errors="replace")
     v_toks: list[str] = []
@@ -124,11 +223,10 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     n_lines: list[int] = []
     t_toks: list[str] = []
     t_lines: list[int] = []
-    tri_v: list[int] = []
-    tri_n: list[int] = []
-    tri_t: list[int] = []
-    tri_m: list[int] = []
-    tri_line: list[int] = []
+    f_corners: list[list[str]] = []  # per polygon: its corner tokens
+    f_line: list[int] = []
+    f_mat: list[int] = []
+    f_counts: list[tuple[int, int, int]] = []  # (v, vt, vn) defined before the polygon (relative indices)
     material_names: list[str] = []
     mtl_paths: list[str] = []
     mat = -1
@@ -140,63 +238,29 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
         if not tokens:
             continue
         key = tokens[0]
-        if key == "v":
-            v_toks += _floats(tokens[1:], 3, 3, name, lineno, "vertex")
+        if key == "f":
+            f_corners.append(tokens[1:])
+            f_line.append(lineno)
+            f_mat.append(mat)
+            f_counts.append((nv, nt, nn))
+        elif key == "v":
+            if len(tokens) < 4:
+                raise FormatError(name, f"line {lineno}", f"vertex needs 3 values, got {len(tokens) - 1}")
+            v_toks += tokens[1:4]
             v_lines.append(lineno)
             nv += 1
         elif key == "vt":
-            t_toks += _floats(tokens[1:], 2, 2, name, lineno, "texture coordinate")
+            if len(tokens) < 3:
+                raise FormatError(name, f"line {lineno}", f"texture coordinate needs 2 values, got {len(tokens) - 1}")
+            t_toks += tokens[1:3]
             t_lines.append(lineno)
             nt += 1
         elif key == "vn":
-            n_toks += _floats(tokens[1:], 3, 3, name, lineno, "normal")
+            if len(tokens) < 4:
+                raise FormatError(name, f"line {lineno}", f"normal needs 3 values, got {len(tokens) - 1}")
+            n_toks += tokens[1:4]
             n_lines.append(lineno)
             nn += 1
-        elif key == "f":
-            corners = tokens[1:]
-            fv: list[int] = []
-            ft: list[int] = []
-            fn: list[int] = []
-            for c in corners:
-                parts = c.split("/")
-                if len(parts) > 3:
-                    raise FormatError(name, f"line {lineno}", f"face corner {c[:30]!r} has more than 3 indices")
-                try:
-                    iv = int(parts[0])
-                    it = int(parts[1]) if len(parts) > 1 and parts[1] != "" else None
-                    inn = int(parts[2]) if len(parts) > 2 and parts[2] != "" else None
-                except ValueError:
-                    raise FormatError(name, f"line {lineno}", f"bad face corner {c[:30]!r}") from None
-                for idx, cnt, lst, what in ((iv, nv, fv, "vertex"), (it, nt, ft, "texture"),
-                                            (inn, nn, fn, "normal")):
-                    if idx is None:
-                        continue
-                    if idx > 0:
-                        if idx > max_ref:  # more than the file's lines: cannot exist (and may overflow int64)
-                            raise FormatError(name, f"line {lineno}", f"{what} index {idx} out of range")
-                        lst.append(idx - 1)
-                    elif idx < 0:
-                        r = cnt + idx
-                        if r < 0:
-                            raise FormatError(name, f"line {lineno}", f"relative {what} index {idx} points "
-                                                                      f"before the first {what}")
-                        lst.append(r)
-                    else:
-                        raise FormatError(name, f"line {lineno}", f"{what} index 0 (OBJ indices start at 1)")
-            k = len(fv)
-            if (ft and len(ft) != k) or (fn and len(fn) != k):
-                raise FormatError(name, f"line {lineno}", "face corners are inconsistent (all or none of the "
-                                                          "corners must have texture/normal indices)")
-            if not ft:
-                ft = [-1] * k
-            if not fn:
-                fn = [-1] * k
-            for i in range(k - 2):  # fan triangulation; faces with < 3 corners give none (as PyTorch3D)
-                tri_v += (fv[0], fv[i + 1], fv[i + 2])
-                tri_t += (ft[0], ft[i + 1], ft[i + 2])
-                tri_n += (fn[0], fn[i + 1], fn[i + 2])
-                tri_m.append(mat)
-                tri_line.append(lineno)
         elif key == "usemtl":
             if len(tokens) < 2:
                 raise FormatError(name, f"line {lineno}", "usemtl without a material name")
@@ -214,10 +278,13 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     verts = _to_float_array(v_toks, v_lines, 3, name, "vertex")
     normals = _to_float_array(n_toks, n_lines, 3, name, "normal")
     uvs = _to_float_array(t_toks, t_lines, 2, name, "texture coordinate")
-    tv = np.asarray(tri_v, np.int64).reshape(-1, 3)
-    tn = np.asarray(tri_n, np.int64).reshape(-1, 3)
-    tt = np.asarray(tri_t, np.int64).reshape(-1, 3)
-    tl = np.asarray(tri_line, np.int64)
+    counts = np.asarray(f_counts, np.int64).reshape(-1, 3)
+    faces = _faces_fast(f_corners, counts, max_ref)
+    if faces is None:
+        faces = _faces_slow(f_corners, f_line, counts, max_ref, name)
+    tv, tt, tn, tri_face = faces
+    tm = np.asarray(f_mat, np.int64)[tri_face]
+    tl = np.asarray(f_line, np.int64)[tri_face]
     for arr, size, what in ((tv, verts.shape[0], "vertex"), (tn, normals.shape[0], "normal"),
                             (tt, uvs.shape[0], "texture")):
         bad = np.flatnonzero((arr >= size).any(axis=1)) if arr.size else np.zeros(0, np.int64)
@@ -225,7 +292,7 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
             r = int(bad[0])
             raise FormatError(name, f"line {int(tl[r])}", f"{what} index {int(arr[r].max()) + 1} out of range "
                                                           f"(the file has {size} {what}s)")
-    return _Parsed(verts, normals, uvs, tv, tn, tt, np.asarray(tri_m, np.int64), tl, material_names, mtl_paths)
+    return _Parsed(verts, normals, uvs, tv, tn, tt, tm, tl, material_names, mtl_paths)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -261,11 +261,15 @@ def _read_binary_element(data: bytes, u8: np.ndarray, pos: int, el: PlyElement, 
         if c is None:
             o += d.itemsize
         else:
+            if o + c.itemsize > len(data):
+                raise FormatError(name, where, f"truncated at row 0 of {count}")
             n = int(np.frombuffer(data, c, 1, o)[0])
             if n < 0:
                 raise FormatError(name, where, f"row 0 has a negative list length {n}")
             first_lengths.append(n)
             o += c.itemsize + n * d.itemsize
+    if o > len(data):
+        raise FormatError(name, where, f"truncated at row 0 of {count}")
     fields = []
     li = 0
     for i, (d, c) in enumerate(zip(dtypes, cdtypes)):

@@ -175,9 +175,10 @@ def test_huge_counts_do_not_allocate(tmp_path, text):
     p.write_bytes(text.encode("latin-1") + b"\x00" * 64)
     tracemalloc.start()
     try:
-        with pytest.raises(FormatError):
+        with pytest.raises(FormatError) as info:
             load_ply_data(p)
         _, peak = tracemalloc.get_traced_memory()
+        assert info.value.__cause__ is None, info.value  # a specific check, not the safety net
     finally:
         tracemalloc.stop()
     assert peak < 2_000_000, f"peak {peak} bytes"

@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lib3d.io import FormatError, load_obj, save_obj
@@ -327,3 +329,34 @@ def test_load_obj_on_cuda_with_atlas():
     assert aux.texture_images["Skin"].is_cuda and aux.texture_atlas.is_cuda
     _, _, aux_cpu = load_obj(book_path("obj/cube_texture.obj"), create_texture_atlas=True)
     torch.testing.assert_close(aux.texture_atlas.cpu(), aux_cpu.texture_atlas, atol=1e-5, rtol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["v", "v/t", "v//n", "v/t/n", "mixed"]), st.booleans())
+def test_fast_face_parser_matches_line_by_line_reference(seed, form, relative):
+    """The vectorised face parser and the line-by-line one agree (and the loader uses either)."""
+    from lib3d.io.obj import _faces_fast, _faces_slow
+
+    rng = np.random.default_rng(seed)
+    F = int(rng.integers(1, 30))
+    counts = np.sort(rng.integers(1, 20, (F, 3)), axis=0)  # (v, vt, vn) defined so far: non-decreasing
+    corners = []
+    forms = ["v", "v/t", "v//n", "v/t/n"]
+    for fi in range(F):
+        k = int(rng.integers(1, 7))
+        fm = forms[int(rng.integers(4))] if form == "mixed" else form
+        cs = []
+        for _ in range(k):
+            ids = [int(rng.integers(1, counts[fi, j] + 1)) for j in range(3)]
+            if relative:
+                ids = [i - int(counts[fi, j]) - 1 for j, i in enumerate(ids)]  # same element, counted back
+            cs.append(fm.replace("v", str(ids[0])).replace("t", str(ids[1])).replace("n", str(ids[2])))
+        corners.append(cs)
+    lines = list(range(1, F + 1))
+    slow = _faces_slow(corners, lines, counts, 10**6, "x")
+    fast = _faces_fast(corners, counts, 10**6)
+    if form == "mixed" and fast is None:
+        return
+    assert fast is not None
+    for a, b in zip(fast, slow):
+        assert np.array_equal(a, b)

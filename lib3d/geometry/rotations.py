@@ -146,8 +146,18 @@ def _sqrt_positive_part(x: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x))
 
 
+# Shepperd's candidates: row k of the symmetric 4x4 matrix 4 q q^T (k = w, x, y, z) as indices into
+# feats = (d_w, d_x, d_y, d_z, s_x, s_y, s_z, a_xy, a_xz, a_yz) with d = 4 q_k^2, s the antisymmetric
+# and a the symmetric off-diagonal sums of the matrix (see matrix_to_quaternion).
+_SHEPPERD_ROWS = ((0, 4, 5, 6), (4, 1, 7, 8), (5, 7, 2, 9), (6, 8, 9, 3))
+
+
 def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     """Unit quaternions of rotation matrices (Shepperd's method: the best-conditioned of four candidates).
+
+    With ``d_k = 4 q_k^2`` (``d_w = 1 + m00 + m11 + m22``, ``d_x = 1 + m00 - m11 - m22``, ...), the row
+    ``k = argmax d`` of ``4 q q^T`` divided by ``2 sqrt(d_k) = 4 |q_k|`` is the quaternion (PyTorch3D's
+    formulation, evaluated only for the chosen row).
 
     Args:
         matrix: ``(..., 3, 3)`` float rotation matrices (column-vector convention).
@@ -157,27 +167,21 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     """
     _float_check("matrix", matrix, (..., 3, 3))
     batch_dim = matrix.shape[:-2]
-    m00, m01, m02, m10, m11, m12, m20, m21, m22 = torch.unbind(matrix.reshape(batch_dim + (9,)), dim=-1)
-    q_abs = _sqrt_positive_part(
-        torch.stack(
-            [1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22],
-            dim=-1,
-        )
-    )
-    # candidate r: the quaternion multiplied by 4 q_r (rows: r = w, x, y, z)
-    quat_by_rijk = torch.stack(
-        [
-            torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], dim=-1),
-            torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], dim=-1),
-            torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], dim=-1),
-            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], dim=-1),
-        ],
-        dim=-2,
-    )
-    flr = torch.tensor(0.1, dtype=q_abs.dtype, device=q_abs.device)
-    quat_candidates = quat_by_rijk / (2.0 * q_abs[..., None].max(flr))
-    best = q_abs.argmax(dim=-1)  # (...,)
-    out = torch.gather(quat_candidates, -2, best[..., None, None].expand(batch_dim + (1, 4)))[..., 0, :]
+    m = matrix.reshape(batch_dim + (9,))
+    dev = matrix.device
+    # m index: m00 0, m01 1, m02 2, m10 3, m11 4, m12 5, m20 6, m21 7, m22 8
+    diag = m[..., [0, 4, 8]]
+    signs = torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]],
+                         dtype=matrix.dtype, device=dev)
+    d = torch.relu(1.0 + (diag[..., None, :] * signs).sum(-1))  # (..., 4) = 4 q_k^2 (clamped at 0)
+    sk = m[..., [7, 2, 3]] - m[..., [5, 6, 1]]  # m21 - m12, m02 - m20, m10 - m01
+    sy = m[..., [3, 2, 5]] + m[..., [1, 6, 7]]  # m10 + m01, m02 + m20, m12 + m21
+    feats = torch.cat([d, sk, sy], dim=-1)  # (..., 10)
+    best = d.argmax(dim=-1, keepdim=True)  # (..., 1)
+    rows = torch.tensor(_SHEPPERD_ROWS, device=dev)[best[..., 0]]  # (..., 4)
+    num = torch.gather(feats, -1, rows)
+    q_abs = _sqrt_positive_part(torch.gather(d, -1, best))  # 2 |q_k|
+    out = num / (2.0 * q_abs.clamp(min=0.1))
     return standardize_quaternion(out)
 
 
@@ -547,11 +551,13 @@ def _rodrigues_factors(theta2: torch.Tensor, eps: float):
 
 
 def _rodrigues(log_rot: torch.Tensor, eps: float) -> torch.Tensor:
+    """``I + a [w]_x + b [w]_x^2`` using ``[w]_x^2 = w w^T - t^2 I`` (no batched 3x3 products)."""
     theta2 = (log_rot * log_rot).sum(-1)
     a, b, _ = _rodrigues_factors(theta2, max(float(eps), 1e-12))
     skews = hat(log_rot)
+    outer = log_rot[..., :, None] * log_rot[..., None, :]
     eye = torch.eye(3, dtype=log_rot.dtype, device=log_rot.device)
-    return eye + a[..., None, None] * skews + b[..., None, None] * (skews @ skews)
+    return (1.0 - b * theta2)[..., None, None] * eye + a[..., None, None] * skews + b[..., None, None] * outer
 
 
 def so3_exp_map(log_rot: torch.Tensor, eps: float = 0.0001) -> torch.Tensor:
@@ -683,8 +689,9 @@ def _se3_V_matrix(log_rotation: torch.Tensor, eps: float) -> torch.Tensor:
     theta2 = (log_rotation * log_rotation).sum(-1)
     _, b, c = _rodrigues_factors(theta2, max(float(eps), 1e-12))
     skews = hat(log_rotation)
+    outer = log_rotation[..., :, None] * log_rotation[..., None, :]
     eye = torch.eye(3, dtype=log_rotation.dtype, device=log_rotation.device)
-    return eye + b[..., None, None] * skews + c[..., None, None] * (skews @ skews)
+    return (1.0 - c * theta2)[..., None, None] * eye + b[..., None, None] * skews + c[..., None, None] * outer
 
 
 def se3_exp_map(log_transform: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -702,14 +709,18 @@ def se3_exp_map(log_transform: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
         ``(..., 4, 4)`` float.
     """
     _float_check("log_transform", log_transform, (..., 6))
-    log_translation = log_transform[..., :3]
-    log_rotation = log_transform[..., 3:]
-    R = _rodrigues(log_rotation, eps)
-    V = _se3_V_matrix(log_rotation, eps)
-    t = (V @ log_translation[..., None])[..., 0]
-    top = torch.cat([R.transpose(-1, -2), torch.zeros_like(R[..., :1])], dim=-1)  # (..., 3, 4)
-    bottom = torch.cat([t, torch.ones_like(t[..., :1])], dim=-1)[..., None, :]  # (..., 1, 4)
-    return torch.cat([top, bottom], dim=-2)
+    v = log_transform[..., :3]
+    w = log_transform[..., 3:]
+    R = _rodrigues(w, eps)
+    # t = V v = v + b (w x v) + c (w (w.v) - t^2 v)
+    theta2 = (w * w).sum(-1, keepdim=True)
+    _, b, c = _rodrigues_factors(theta2, max(float(eps), 1e-12))
+    t = v + b * torch.cross(w, v, dim=-1) + c * (w * (w * v).sum(-1, keepdim=True) - theta2 * v)
+    out = log_transform.new_zeros(log_transform.shape[:-1] + (4, 4))
+    out[..., :3, :3] = R.transpose(-1, -2)
+    out[..., 3, :3] = t
+    out[..., 3, 3] = 1.0
+    return out
 
 
 def se3_log_map(transform: torch.Tensor, eps: float = 1e-4, cos_bound: float = 1e-4) -> torch.Tensor:

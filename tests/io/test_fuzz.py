@@ -205,3 +205,19 @@ def test_huge_token_does_not_allocate(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 40_000_000, f"peak {peak} bytes"
+
+
+def test_fuzz_mtl(tmp_path):
+    from lib3d.io import load_mtl
+
+    rng = random.Random(99)
+    seed = (_MTL + "map_Kd missing.png\n").encode()
+    for k in range(300):
+        data = mutate(seed, rng)
+        (tmp_path / "f.mtl").write_bytes(data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                load_mtl(tmp_path / "f.mtl", ["red", "blue"])
+        except FormatError as e:
+            assert e.__cause__ is None, e

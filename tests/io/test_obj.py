@@ -360,3 +360,15 @@ def test_fast_face_parser_matches_line_by_line_reference(seed, form, relative):
     assert fast is not None
     for a, b in zip(fast, slow):
         assert np.array_equal(a, b)
+
+
+def test_load_objs_as_meshes_with_atlas():
+    pytest.importorskip("lib3d.structures")
+    from lib3d.io import load_objs_as_meshes
+
+    cube = book_path("obj/cube_texture.obj")
+    mesh = load_objs_as_meshes([cube], create_texture_atlas=True, texture_atlas_size=4)
+    _, _, aux = load_obj(cube, create_texture_atlas=True, texture_atlas_size=4)
+    assert type(mesh.textures).__name__ == "TexturesAtlas"
+    assert torch.equal(mesh.textures.atlas_padded()[0], aux.texture_atlas)
+    assert aux.texture_atlas.shape == (12, 4, 4, 3)

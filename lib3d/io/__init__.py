@@ -26,28 +26,45 @@ float in [0, 1]; texture images (H, W, 3) float32 in [0, 1] with row 0 at the to
 from lib3d.io import images
 from lib3d.io.errors import FormatError
 from lib3d.io.images import image_grid, save_gif, save_image
-from lib3d.io.obj import Aux, Faces, load_mtl, load_obj, load_objs_as_meshes, make_mesh_texture_atlas, save_obj
-from lib3d.io.ply import PlyData, PlyElement, PlyHeader, PlyList, PlyProperty, load_ply, load_ply_data, save_ply
+from lib3d.io.obj import (
+    Aux,
+    Faces,
+    load_mtl,
+    load_obj,
+    load_objs_as_meshes,
+    make_mesh_texture_atlas,
+    save_obj,
+)
+from lib3d.io.ply import (
+    PlyData,
+    PlyElement,
+    PlyHeader,
+    PlyList,
+    PlyProperty,
+    load_ply,
+    load_ply_data,
+    save_ply,
+)
 
 __all__ = [
+    "Aux",
+    "Faces",
     "FormatError",
-    "load_ply",
-    "load_ply_data",
-    "save_ply",
     "PlyData",
     "PlyElement",
     "PlyHeader",
     "PlyList",
     "PlyProperty",
-    "load_obj",
-    "load_mtl",
-    "save_obj",
-    "load_objs_as_meshes",
-    "make_mesh_texture_atlas",
-    "Faces",
-    "Aux",
-    "images",
-    "save_image",
-    "save_gif",
     "image_grid",
+    "images",
+    "load_mtl",
+    "load_obj",
+    "load_objs_as_meshes",
+    "load_ply",
+    "load_ply_data",
+    "make_mesh_texture_atlas",
+    "save_gif",
+    "save_image",
+    "save_obj",
+    "save_ply",
 ]

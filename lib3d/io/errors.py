@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
-PathOrFile = Union[str, os.PathLike, IO[bytes]]
+PathOrFile = str | os.PathLike | IO[bytes]
 
 
 class FormatError(ValueError):

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from itertools import chain
 from operator import methodcaller
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,13 +33,13 @@ from lib3d._checks import check_choice, check_index, check_shape
 from lib3d.io.errors import FormatError, PathOrFile, data_dir_of, file_name, read_bytes
 
 __all__ = [
-    "Faces",
     "Aux",
-    "load_obj",
+    "Faces",
     "load_mtl",
-    "save_obj",
+    "load_obj",
     "load_objs_as_meshes",
     "make_mesh_texture_atlas",
+    "save_obj",
 ]
 
 

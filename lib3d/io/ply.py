@@ -35,11 +35,11 @@ from lib3d._checks import check_index, check_shape
 from lib3d.io.errors import FormatError, PathOrFile, file_name, read_bytes
 
 __all__ = [
-    "PlyProperty",
+    "PlyData",
     "PlyElement",
     "PlyHeader",
     "PlyList",
-    "PlyData",
+    "PlyProperty",
     "load_ply",
     "load_ply_data",
     "save_ply",

@@ -74,7 +74,7 @@ def test_trimesh_ply_read_by_lib3d(encoding):
     m.visual = trimesh.visual.ColorVisuals(m, vertex_colors=rgba)
     data = m.export(file_type="ply", encoding=encoding)
     d = load_ply_data(io.BytesIO(data))
-    tol = 1e-7 if encoding == "binary" else 1e-7  # trimesh writes 8 decimals in ascii
+    tol = 1e-7  # trimesh writes 8 decimals in ascii, float32 in binary
     np.testing.assert_allclose(d.verts.numpy(), m.vertices.astype(np.float32), atol=tol, rtol=0)
     assert np.array_equal(d.faces.numpy(), m.faces)
     np.testing.assert_allclose(d.verts_colors.numpy(), rgba / 255.0, atol=1e-7)
@@ -110,6 +110,6 @@ def test_trimesh_textured_obj_read_by_lib3d(tmp_path):
     np.testing.assert_allclose(verts[faces.verts_idx].numpy(), np.asarray(m2.vertices)[m2.faces], atol=1e-7)
     np.testing.assert_allclose(aux.verts_uvs[faces.textures_idx].numpy(),
                                np.asarray(m2.visual.uv)[m2.faces], atol=1e-7)
-    (name, tex), = aux.texture_images.items()
+    (_name, tex), = aux.texture_images.items()
     assert torch.equal((tex * 255).round().to(torch.uint8), torch.from_numpy(img))
     assert bool((faces.materials_idx == 0).all())

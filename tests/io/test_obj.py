@@ -170,7 +170,7 @@ def test_missing_mtl_and_texture_warn(tmp_path):
 
 def test_texture_atlas(tmp_path):
     p = _write_textured(tmp_path)
-    _, faces, aux = load_obj(p, create_texture_atlas=True, texture_atlas_size=3)
+    _, _, aux = load_obj(p, create_texture_atlas=True, texture_atlas_size=3)
     atlas = aux.texture_atlas
     assert atlas.shape == (2, 3, 3, 3)
     assert torch.allclose(atlas[1], torch.tensor([1.0, 0.0, 0.0]).expand(3, 3, 3))  # material b: Kd, no image
@@ -311,7 +311,7 @@ def test_load_objs_as_meshes():
     cow = book_path("cow_mesh/cow.obj")
     cube = book_path("obj/cube_texture.obj")
     mesh = load_objs_as_meshes([cow])
-    verts, faces, aux = load_obj(cow)
+    verts, faces, _ = load_obj(cow)
     assert len(mesh) == 1
     assert torch.equal(mesh.verts_packed(), verts) and torch.equal(mesh.faces_packed(), faces.verts_idx)
     tex = mesh.textures

@@ -12,12 +12,18 @@ from hypothesis import strategies as st
 from lib3d.geometry import (
     FoVOrthographicCameras,
     FoVPerspectiveCameras,
+    OpenGLOrthographicCameras,
+    OpenGLPerspectiveCameras,
     OrthographicCameras,
     PerspectiveCameras,
+    SfMOrthographicCameras,
+    SfMPerspectiveCameras,
     camera_position_from_spherical_angles,
     look_at_rotation,
     look_at_view_transform,
     random_rotations,
+    so3_exp_map,
+    so3_log_map,
 )
 from tests.helpers import golden_case, load_golden
 
@@ -291,3 +297,31 @@ def test_cuda_matches_cpu():
     R, T = look_at_view_transform(2.7, 10.0, [0.0, 90.0], device="cuda")
     assert R.device.type == "cuda" and T.device.type == "cuda"
     assert FoVPerspectiveCameras(R=R, T=T).get_camera_center().device.type == "cuda"
+
+
+def test_deprecated_aliases():
+    with pytest.warns(DeprecationWarning):
+        cam = OpenGLPerspectiveCameras(fov=45.0)
+    torch.testing.assert_close(cam.get_projection_transform().get_matrix(),
+                               FoVPerspectiveCameras(fov=45.0).get_projection_transform().get_matrix())
+    with pytest.warns(DeprecationWarning):
+        assert isinstance(SfMPerspectiveCameras(focal_length=2.0), PerspectiveCameras)
+    with pytest.warns(DeprecationWarning):
+        assert isinstance(OpenGLOrthographicCameras(), FoVOrthographicCameras)
+    with pytest.warns(DeprecationWarning):
+        assert isinstance(SfMOrthographicCameras(), OrthographicCameras)
+
+
+def test_torch_compile_fullgraph():
+    """Pure functions and camera projections trace without graph breaks (data checks skip while tracing)."""
+    R, T = look_at_view_transform(2.7, 10.0, [0.0, 90.0])
+    cam = FoVPerspectiveCameras(R=R, T=T)
+    pts = torch.randn(2, 10, 3)
+
+    def fn(p, w):
+        return cam.transform_points_screen(p, image_size=(32, 48)), so3_log_map(so3_exp_map(w))
+
+    w = torch.randn(5, 3)
+    compiled = torch.compile(fn, backend="eager", fullgraph=True)
+    for a, b in zip(compiled(pts, w), fn(pts, w)):
+        torch.testing.assert_close(a, b)

@@ -170,10 +170,9 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     m = matrix.reshape(batch_dim + (9,))
     dev = matrix.device
     # m index: m00 0, m01 1, m02 2, m10 3, m11 4, m12 5, m20 6, m21 7, m22 8
-    diag = m[..., [0, 4, 8]]
-    signs = torch.tensor([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]],
-                         dtype=matrix.dtype, device=dev)
-    d = torch.relu(1.0 + (diag[..., None, :] * signs).sum(-1))  # (..., 4) = 4 q_k^2 (clamped at 0)
+    m00, m11, m22 = m[..., 0], m[..., 4], m[..., 8]
+    d = torch.relu(torch.stack([1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22,
+                                1.0 - m00 - m11 + m22], dim=-1))  # (..., 4) = 4 q_k^2 (clamped at 0)
     sk = m[..., [7, 2, 3]] - m[..., [5, 6, 1]]  # m21 - m12, m02 - m20, m10 - m01
     sy = m[..., [3, 2, 5]] + m[..., [1, 6, 7]]  # m10 + m01, m02 + m20, m12 + m21
     feats = torch.cat([d, sk, sy], dim=-1)  # (..., 10)

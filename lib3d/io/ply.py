@@ -401,7 +401,7 @@ def _cast_mask(col: np.ndarray, type_code: str) -> tuple[np.ndarray, np.ndarray 
     return safe.astype(type_code), ~ok
 
 
-def _read_ascii(data: bytes, header: PlyHeader, name: str) -> dict:
+def _read_ascii(data: bytes, header: PlyHeader, name: str, row_lines: dict | None = None) -> dict:
     """Ascii body, vectorised over rows: one row per line (as PyTorch3D), every token parsed once."""
     body = data[header.body_offset:]
     tokens = body.split()
@@ -437,6 +437,8 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str) -> dict:
                                                     f"ends after {avail}")
         rl = row_line[cur:cur + count]
         rc = row_ntok[cur:cur + count]
+        if row_lines is not None:
+            row_lines.setdefault(el.name, first_line + rl)
         t0 = int(row_first_tok[cur]) if count else 0
         cur += count
 
@@ -502,16 +504,23 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str) -> dict:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _triangulate(lst: PlyList, name: str) -> np.ndarray:
+def _tri_to_row(lst: PlyList, t: int) -> int:
+    """The face row that triangle ``t`` of :func:`_triangulate` comes from (error messages)."""
+    L = lst.uniform_length
+    if L is not None:
+        return t % lst.lengths.size
+    return int(np.searchsorted(np.cumsum(lst.lengths - 2), t, side="right"))
+
+
+def _triangulate(lst: PlyList, name: str, row_where) -> np.ndarray:
     """Fan-triangulate polygons (PyTorch3D's order) -> (F, 3) int64."""
-    where = "element 'face'"
     count = lst.lengths.size
     if count == 0:
         return np.zeros((0, 3), np.int64)
     L = lst.uniform_length
     if L is not None:
         if L < 3:
-            raise FormatError(name, where, f"faces must have at least 3 vertices, got {L}")
+            raise FormatError(name, row_where(0), f"faces must have at least 3 vertices, got {L}")
         rows = lst.values.reshape(count, L)
         if L == 3:
             return rows.astype(np.int64)
@@ -525,7 +534,7 @@ def _triangulate(lst: PlyList, name: str) -> np.ndarray:
     lengths = lst.lengths
     if bool((lengths < 3).any()):
         r = int(np.flatnonzero(lengths < 3)[0])
-        raise FormatError(name, where, f"face {r} has {int(lengths[r])} vertices; at least 3 are needed")
+        raise FormatError(name, row_where(r), f"face has {int(lengths[r])} vertices; at least 3 are needed")
     vals = lst.values.astype(np.int64)
     first = np.cumsum(lengths) - lengths
     ntri = lengths - 2
@@ -535,7 +544,15 @@ def _triangulate(lst: PlyList, name: str) -> np.ndarray:
     return np.stack([vals[s], vals[s + k + 1], vals[s + k + 2]], axis=1)
 
 
-def _mesh_from_elements(elements: dict, name: str):
+def _mesh_from_elements(elements: dict, name: str, row_lines: dict | None = None):
+    """verts, faces, normals, colours from the parsed elements. ``row_lines``: element -> file line of each
+    row (ascii), so that errors name the line; binary errors name the element and the row."""
+
+    def row_where(r: int) -> str:
+        if row_lines is not None and "face" in row_lines:
+            return f"line {int(row_lines['face'][r])}"
+        return f"element 'face', row {r}"
+
     vertex = elements.get("vertex")
     if vertex is None:
         raise FormatError(name, None, "the file has no 'vertex' element")
@@ -574,10 +591,12 @@ def _mesh_from_elements(elements: dict, name: str):
             raise FormatError(name, "element 'face'", "vertex indices must be a list property")
         if lst.values.dtype.kind not in "iu":
             raise FormatError(name, "element 'face'", f"vertex indices must be integers, got {lst.values.dtype}")
-        faces = _triangulate(lst, name)
+        faces = _triangulate(lst, name, row_where)
         if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= V):
-            raise FormatError(name, "element 'face'", f"vertex index out of range: indices span "
-                                                      f"[{int(faces.min())}, {int(faces.max())}] for {V} vertices")
+            t = int(np.flatnonzero(((faces < 0) | (faces >= V)).any(axis=1))[0])
+            bad = faces[t][(faces[t] < 0) | (faces[t] >= V)][0]
+            raise FormatError(name, row_where(_tri_to_row(lst, t)), f"vertex index {int(bad)} out of range "
+                                                                    f"[0, {V}) in element 'face'")
     return torch.from_numpy(verts), torch.from_numpy(np.ascontiguousarray(faces)), normals, colors
 
 
@@ -599,10 +618,12 @@ def load_ply_data(f: PathOrFile) -> PlyData:
     try:
         header = _parse_header(data, name)
         if header.format == "ascii":
-            elements = _read_ascii(data, header, name)
+            row_lines: dict = {}
+            elements = _read_ascii(data, header, name, row_lines)
         else:
+            row_lines = None
             elements = _read_binary(data, header, name)
-        verts, faces, normals, colors = _mesh_from_elements(elements, name)
+        verts, faces, normals, colors = _mesh_from_elements(elements, name, row_lines)
     except FormatError:
         raise
     except (ValueError, IndexError, OverflowError, struct.error, TypeError, KeyError) as e:  # safety net

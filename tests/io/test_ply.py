@@ -199,7 +199,7 @@ def test_errors_name_file_and_location(tmp_path):
                                ("face", [("vertex_indices", "int", "uchar")], [([0, 1, 2],)])])
     p = tmp_path / "bad.ply"
     p.write_bytes(good.replace(b"1 2\n", b"1 3\n"))
-    with pytest.raises(FormatError, match=r"bad\.ply, element 'face': vertex index out of range"):
+    with pytest.raises(FormatError, match=r"bad\.ply, line 14: vertex index 3 out of range \[0, 3\)"):
         load_ply(p)
     p.write_bytes(good.replace(b"0.0 0.0 0.0\n", b"0.0 zz 0.0\n", 1))
     with pytest.raises(FormatError, match=r"bad\.ply, line 11: bad value for property 'y'"):
@@ -236,6 +236,11 @@ def test_binary_errors_and_hostile_counts(fmt):
     evil = bytearray(good)
     evil[body_start + 36] = 250
     _bad(bytes(evil), "element 'face'")
+    # an index out of range names the element and the row (uniform and ragged rows)
+    for polys, row in [([[0, 1, 2], [0, 1, 2, 1], [2, 9, 0]], 2), ([[0, 1, 2], [2, 1, 0], [0, 2, 7]], 2)]:
+        bad = write_ply(fmt, [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
+                              ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys])])
+        _bad(bad, rf"element 'face', row {row}: vertex index \d out of range \[0, 3\)")
     # faces with fewer than 3 vertices
     two = write_ply(fmt, [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
                           ("face", [("vertex_indices", "int", "uchar")], [([0, 1],)])])

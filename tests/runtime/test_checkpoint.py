@@ -236,8 +236,9 @@ def test_killed_process_resumes_to_same_parameters(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "resumed from" in p.stdout and "at step 10" in p.stdout
-    p = subprocess.run(cmd + ["--run.name", "u"], env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0
+    from jobs.fit_rigid import train_loop
+
+    runtime.fit(train_loop, _smoke(tmp_path, "u"), "fit_rigid")  # uninterrupted reference, in-process
     a = runtime.load_checkpoint(run_dir / "checkpoints")
     b = runtime.load_checkpoint(tmp_path / "fit_rigid" / "u" / "checkpoints")
     assert a.step == b.step == 30

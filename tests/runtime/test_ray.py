@@ -33,6 +33,15 @@ def _read_env(path: Path) -> dict:
     return dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
 
 
+def _refresh_ray_auth_config():
+    """Ray caches RAY_AUTH_MODE when first imported (another test may have imported it before the head's
+    environment was set): re-read it, as Ray itself does when it turns token authentication on."""
+    if "ray" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
 @pytest.fixture(scope="module")
 def ray_head():
     """A Ray head started by cluster/local.sh in its own state dir; stopped (by its pid) afterwards."""
@@ -51,12 +60,14 @@ def ray_head():
                 if k in head_env:
                     mp.setenv(k, head_env[k])
             mp.delenv("RAY_ADDRESS", raising=False)
+            _refresh_ray_auth_config()
             yield {"env": {**env, **head_env}, "pid": pid, **head_env}
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
+        _refresh_ray_auth_config()
         subprocess.run(["bash", str(LOCAL_SH), "stop"], env=env, capture_output=True, timeout=180)
         alive = True
         for _ in range(50):

@@ -50,8 +50,9 @@ class RayConfig:
     """Ray cluster to join ("auto", "ray://host:10001", "host:6379"). None: the ``RAY_ADDRESS`` environment
     variable if set (``ray job submit`` sets it), else an embedded one-machine Ray started by the job."""
     num_workers: int = 0
-    """Training workers (one Ray actor process each, DDP over ``torch.distributed``). 0 or 1: run the
-    training loop in this process without Ray (fast start-up); 2+: a Ray worker group (``lib3d.runtime.fit``)."""
+    """Training workers (one Ray actor process each, DDP over ``torch.distributed``). 0: run the training
+    loop in this process without Ray (fast start-up); 1: the same, unless a cluster is set (``address`` or
+    ``RAY_ADDRESS``), where it is one remote worker (e.g. on a GPU node); 2+: a Ray worker group."""
     use_gpu: bool = False
     """Give each worker one GPU (NCCL backend); False: CPU workers with the gloo backend."""
     cpus_per_worker: float = 1.0

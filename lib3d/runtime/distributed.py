@@ -3,8 +3,9 @@
 Training (``fit``) follows Ray Train's ``TorchTrainer`` contract, built on Ray core because ``ray.train``
 needs ``ray[train]`` (pandas, pyarrow), which lib3d does not depend on:
 
-- a job writes one ``train_loop_per_worker(config)``; with ``config.ray.num_workers <= 1`` it runs in this
-  process (no Ray at all: fast start-up); with N >= 2 each of N Ray actors runs it after joining a
+- a job writes one ``train_loop_per_worker(config)``; with ``config.ray.num_workers`` 0 (or 1 when no
+  cluster address is set) it runs in this process (no Ray at all: fast start-up); otherwise each of N Ray
+  actors (N = 1 on a cluster: one remote worker, e.g. on a GPU node) runs it after joining a
   ``torch.distributed`` process group (gloo on CPU, NCCL with ``use_gpu``), resources per worker from
   ``RayConfig`` (the analogue of ``ScalingConfig``);
 - inside the loop ``worker_context()`` gives rank, world size and device, ``prepare_model`` wraps the model
@@ -282,7 +283,8 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
     config = resolve_run_config(job_name, config)
     found = find_field(config, RayConfig)
     rcfg = found[1] if found else RayConfig()
-    if rcfg.num_workers <= 1:
+    on_cluster = bool(rcfg.address or os.environ.get("RAY_ADDRESS"))
+    if rcfg.num_workers <= 0 or (rcfg.num_workers == 1 and not on_cluster):
         return FitResult(results=[train_loop_per_worker(config)], restarts=0, config=config)
 
     import ray

@@ -21,3 +21,8 @@ class AffinePredictor:
             Path(self.marker).touch()
             os._exit(1)
         return {"y": batch * self.scale, "pid": torch.full((len(batch),), self.pid)}
+
+
+def pid_loop(config) -> int:
+    """A training loop that only reports which process ran it."""
+    return os.getpid()

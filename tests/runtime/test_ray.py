@@ -168,3 +168,12 @@ def test_evaluate_actor_pool_retries_in_order(ray_driver, tmp_path):
     assert marker.exists()  # an actor process died mid-run ...
     assert torch.equal(out["y"], 3 * x)  # ... and its batch was retried; results in input order
     assert len(set(out["pid"].tolist())) >= 2
+
+
+def test_one_worker_runs_remotely_on_a_cluster(ray_driver, tmp_path):
+    from tests.runtime.helpers_eval import pid_loop
+
+    on_cluster = _smoke(tmp_path, "one", ray=RayConfig(num_workers=1, address=ray_driver["RAY_GCS_ADDRESS"]))
+    assert runtime.fit(pid_loop, on_cluster, "pid").result != os.getpid()
+    local = _smoke(tmp_path, "local", ray=RayConfig(num_workers=1))
+    assert runtime.fit(pid_loop, local, "pid").result == os.getpid()

@@ -12,8 +12,9 @@ It is deterministic, about the size of the book's cow (its longest half-extent i
 the centre), and asymmetric left/right, front/back and up/down, so that every view determines its pose
 (chapter 4's camera fitting) and a NeRF trained on it has texture detail to recover.
 
-Conventions: faces counter-clockwise seen from outside (outward normals); +Y up, the head looks along +X,
-the stripe is on the +Z flank.
+Conventions: faces counter-clockwise seen from outside (outward normals); +Y up; like the book's cow the
+toy faces -Z (its head points along -Z, so ``look_at_view_transform(2.7, 0, 180)`` sees it from the front
+and ``PointLights(location=[[0, 0, -3]])`` lights its face); the blue stripe is on its +X flank.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from lib3d._checks import check_choice
 
-__all__ = ["toy", "toy_parts", "ToyPart", "default_scene"]
+__all__ = ["toy", "toy_parts", "ToyPart", "default_scene", "load_mesh"]
 
 
 class ToyPart(NamedTuple):
@@ -41,7 +42,7 @@ class ToyPart(NamedTuple):
 
 
 def toy_parts() -> tuple[ToyPart, ...]:
-    """The parts of ``toy()`` (in its local frame, before any normalisation)."""
+    """The parts of ``toy()`` in its modelling frame (head along +X; ``toy()`` turns it to face -Z)."""
     return (
         ToyPart("body", (0.0, 0.1, 0.0), (0.85, 0.42, 0.40), 0.0, 4.0, 24, 40),
         ToyPart("head", (0.98, 0.42, 0.08), (0.30, 0.26, 0.24), 25.0, -15.0, 16, 24),
@@ -52,7 +53,7 @@ def toy_parts() -> tuple[ToyPart, ...]:
         ToyPart("leg_fr", (0.55, -0.45, -0.22), (0.11, 0.36, 0.11), 0.0, 8.0, 10, 14),
         ToyPart("leg_bl", (-0.55, -0.45, 0.22), (0.12, 0.36, 0.12), 0.0, 0.0, 10, 14),
         ToyPart("leg_br", (-0.52, -0.45, -0.22), (0.12, 0.36, 0.12), 0.0, -6.0, 10, 14),
-        ToyPart("tail", (-0.92, 0.35, 0.18), (0.30, 0.06, 0.06), -35.0, 35.0, 8, 14),
+        ToyPart("tail", (-1.0, 0.36, 0.08), (0.30, 0.06, 0.06), -30.0, -37.0, 8, 14),
     )
 
 
@@ -193,7 +194,8 @@ def toy(texture: Literal["uv", "vertex"] = "uv", texture_size: int = 512, device
         fuvs.append(fuv + nt)
         nv += pts.shape[0]
         nt += atlas_uv.shape[0]
-    verts_t = torch.cat(verts).to(dtype)
+    verts_t = torch.cat(verts)
+    verts_t = torch.stack([verts_t[:, 2], verts_t[:, 1], -verts_t[:, 0]], -1).to(dtype)  # +X -> -Z (face -Z)
     faces_t = torch.cat(faces)
     if texture == "vertex":
         textures = TexturesVertex([torch.cat(vcols).clamp(0, 1).to(dtype)])
@@ -222,6 +224,48 @@ def _paint_atlas(parts, cols: int, size: int, margin: float) -> torch.Tensor:
     return img.clamp(0, 1).float()
 
 
-def default_scene(device=None) -> "object":
+def default_scene(device=None):
     """The embedded default scene of the render, fit_camera and NeRF jobs: ``toy()`` with its UV texture."""
     return toy(device=device)
+
+
+def load_mesh(path=None, device=None, color=(0.8, 0.8, 0.8)):
+    """A mesh for the jobs: an ``.obj`` (with its texture) or ``.ply`` file, or the embedded toy.
+
+    Args:
+        path: ``.obj`` / ``.ply`` file, or None for ``default_scene()``.
+        device: device of the mesh.
+        color: (3,) vertex colour given to meshes without a texture (PLY, untextured OBJ).
+
+    Returns:
+        ``Meshes`` of batch 1 with textures.
+
+    Raises:
+        ValueError: for another file suffix.
+    """
+    from pathlib import Path
+
+    from lib3d.structures.meshes import Meshes
+    from lib3d.structures.textures import TexturesVertex
+
+    if path is None:
+        return default_scene(device=device)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".obj":
+        from lib3d.io import load_objs_as_meshes
+
+        mesh = load_objs_as_meshes([path], device=device)
+    elif suffix == ".ply":
+        from lib3d.io import load_ply
+
+        verts, faces = load_ply(path)
+        mesh = Meshes([verts], [faces])
+        mesh = mesh.to(device) if device is not None else mesh
+    else:
+        raise ValueError(f"path must be an .obj or .ply file, got {str(path)!r}")
+    if mesh.textures is None:
+        v = mesh.verts_packed()
+        mesh = Meshes([v], [mesh.faces_packed()],
+                      textures=TexturesVertex([torch.tensor(color, dtype=v.dtype, device=v.device).expand_as(v)]))
+    return mesh

@@ -12,16 +12,15 @@ import os
 import signal
 import time
 
-_T0 = time.time()
+import torch
 
-import torch  # noqa: E402
-
-from configs.fit_rigid import PRESETS, FitRigidConfig  # noqa: E402
-from lib3d import runtime  # noqa: E402
-from lib3d.runtime import distributed as dist  # noqa: E402
-from lib3d.runtime import smoke  # noqa: E402
+from configs.fit_rigid import PRESETS, FitRigidConfig
+from lib3d import runtime
+from lib3d.runtime import distributed as dist
+from lib3d.runtime import smoke
 
 JOB = "fit_rigid"
+_T0 = time.time()  # fallback start time when psutil is unavailable
 
 
 def _process_start() -> float:
@@ -29,7 +28,7 @@ def _process_start() -> float:
         import psutil
 
         return psutil.Process().create_time()
-    except Exception:  # psutil missing: count from this module's import
+    except (ImportError, OSError):  # no psutil: count from this module's import
         return _T0
 
 

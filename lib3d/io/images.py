@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["to_uint8", "save_image", "save_gif", "image_grid"]
+__all__ = ["image_grid", "save_gif", "save_image", "to_uint8"]
 
 
 def to_uint8(img: Any, name: str = "img") -> np.ndarray:
@@ -143,7 +143,7 @@ def image_grid(images: Any, rows: int | None = None, labels: Sequence[str] | Non
     if len({a.shape[:2] for a in arrs}) != 1:
         raise ValueError(f"image_grid: all images must share one (H, W); got {sorted({a.shape[:2] for a in arrs})}")
     if rows is None:
-        rows = max(1, int(math.floor(math.sqrt(b))))
+        rows = max(1, math.floor(math.sqrt(b)))
     if not isinstance(rows, int) or rows < 1:
         raise ValueError(f"image_grid: rows must be an int >= 1, got {rows!r}")
     if labels is not None and len(labels) != b:
@@ -160,7 +160,7 @@ def image_grid(images: Any, rows: int | None = None, labels: Sequence[str] | Non
     cols = math.ceil(b / rows)
     rows = math.ceil(b / cols)
     h, w = arrs[0].shape[:2]
-    fill = int(round(np.clip(background, 0, 1) * 255))
+    fill = round(float(np.clip(background, 0, 1)) * 255)
     grid = np.full((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), fill, np.uint8)
     for i, a in enumerate(arrs):
         r, q = divmod(i, cols)

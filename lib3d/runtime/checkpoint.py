@@ -265,8 +265,7 @@ def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
     Raises:
         CheckpointError: for a missing, truncated, pickle, zip or otherwise foreign file.
     """
-    from safetensors import SafetensorError
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():

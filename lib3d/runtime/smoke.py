@@ -91,7 +91,7 @@ def make_rigid_problem(num_points: int, seed: int, noise: float = 0.0, device: t
     target = scale * source @ rotation + translation
     if noise > 0:
         target = target + noise * torch.randn(target.shape, generator=g, dtype=torch.float64)
-    cast = dict(device=device, dtype=dtype)
+    cast = {"device": device, "dtype": dtype}
     return RigidProblem(source.to(**cast), target.to(**cast), rotation.to(**cast), translation.to(**cast),
                         scale.to(**cast))
 

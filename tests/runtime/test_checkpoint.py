@@ -17,7 +17,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from configs.common import RunConfig
 from configs.fit_rigid import PRESETS
 from lib3d import runtime
 from lib3d.runtime import CheckpointError

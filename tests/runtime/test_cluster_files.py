@@ -35,7 +35,7 @@ def test_kuberay_manifest():
     (container,) = gpu["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert gpu["minReplicas"] <= gpu["replicas"] <= gpu["maxReplicas"]
-    pvc = [d for d in docs if d["kind"] == "PersistentVolumeClaim"][0]
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in gpu["template"]["spec"]["volumes"]
               if "persistentVolumeClaim" in v}

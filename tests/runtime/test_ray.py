@@ -68,7 +68,7 @@ def ray_head():
         if ray.is_initialized():
             ray.shutdown()
         _refresh_ray_auth_config()
-        subprocess.run(["bash", str(LOCAL_SH), "stop"], env=env, capture_output=True, timeout=180)
+        subprocess.run(["bash", str(LOCAL_SH), "stop"], env=env, capture_output=True, timeout=180, check=False)
         alive = True
         for _ in range(50):
             try:
@@ -100,7 +100,7 @@ def test_job_submit_smoke(ray_head, tmp_path):
     cmd = [RAY_CLI, "job", "submit", "--address", ray_head["RAY_ADDRESS"], "--submission-id", sid,
            "--working-dir", str(REPO), "--no-wait", "--", sys.executable, "-m", "jobs.fit_rigid", "smoke",
            "--run.name", "submitted", "--run.output-root", str(tmp_path)]
-    p = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(cmd, env=ray_head["env"], capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     client = JobSubmissionClient(ray_head["RAY_ADDRESS"])
     deadline = time.monotonic() + 240

@@ -388,7 +388,8 @@ def evaluate(
         inputs: N items (a tensor, indexed along dim 0, or a sequence).
         batch_size: B, items per call.
         num_actors: 0: run in this process (no Ray); >= 1: that many Ray actors (call ``init_ray`` first to
-            pick a cluster; an embedded Ray is started otherwise). With ``use_gpu`` each actor holds one GPU.
+            pick a cluster; an embedded Ray is started otherwise); -1: one actor per GPU of the cluster with
+            ``use_gpu``, else one per ``cpus_per_actor`` CPUs. With ``use_gpu`` each actor holds one GPU.
         use_gpu: one GPU per actor.
         cpus_per_actor: CPUs per actor.
         max_retries: a batch whose actor died or raised is retried this many times (the actor restarted).
@@ -400,12 +401,12 @@ def evaluate(
         The per-batch outputs concatenated: a ``(N, ...)`` tensor, a dict of them, or a list of N items.
 
     Raises:
-        ValueError: for batch_size < 1, num_actors < 0 or empty inputs.
+        ValueError: for batch_size < 1, num_actors < -1 or empty inputs.
     """
     from tqdm.auto import tqdm
 
-    if batch_size < 1 or num_actors < 0:
-        raise ValueError(f"evaluate: need batch_size >= 1 and num_actors >= 0, got {batch_size}, {num_actors}")
+    if batch_size < 1 or num_actors < -1:
+        raise ValueError(f"evaluate: need batch_size >= 1 and num_actors >= -1, got {batch_size}, {num_actors}")
     if len(inputs) == 0:
         raise ValueError("evaluate: inputs is empty (N = 0)")
     batches = _batches(inputs, batch_size)
@@ -425,6 +426,11 @@ def evaluate(
 
         if not ray.is_initialized():
             init_ray()
+        if num_actors == -1:
+            res = ray.cluster_resources()
+            num_actors = int(res.get("GPU", 0)) if use_gpu else int(res.get("CPU", 1) // cpus_per_actor)
+            if num_actors < 1:
+                raise ValueError(f"evaluate: num_actors=-1 found no {'GPU' if use_gpu else 'CPU'} in the cluster")
         remote = ray.remote(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
                             max_restarts=max_retries, max_task_retries=max_retries)(_EvalActor)
         actors = [remote.remote(predictor, tuple(predictor_args), kwargs)

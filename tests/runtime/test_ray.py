@@ -168,6 +168,9 @@ def test_evaluate_actor_pool_retries_in_order(ray_driver, tmp_path):
     assert marker.exists()  # an actor process died mid-run ...
     assert torch.equal(out["y"], 3 * x)  # ... and its batch was retried; results in input order
     assert len(set(out["pid"].tolist())) >= 2
+    auto = runtime.evaluate(AffinePredictor, x, batch_size=8, num_actors=-1, cpus_per_actor=2,
+                            predictor_args=(1.0,), progress=False)  # 4 CPUs / 2 -> 2 actors
+    assert torch.equal(auto["y"], x) and len(set(auto["pid"].tolist())) <= 2
 
 
 def test_one_worker_runs_remotely_on_a_cluster(ray_driver, tmp_path):

@@ -230,6 +230,8 @@ class _TrainWorker:
             master_addr: str, master_port: int, backend: str, timeout_s: float) -> Any:
         os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local_rank),
                            "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
+        if backend == "nccl":
+            torch.cuda.set_device(0)  # Ray shows each GPU actor only its own GPU(s)
         torch.distributed.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}",
                                              rank=rank, world_size=world,
                                              timeout=datetime.timedelta(seconds=timeout_s))
@@ -298,7 +300,15 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
     while True:
         actors = [remote.remote() for _ in range(rcfg.num_workers)]
         try:
-            infos = ray.get([a.info.remote() for a in actors])
+            pending_info = [a.info.remote() for a in actors]
+            while True:  # say so when the cluster cannot place the group yet (Ray/the autoscaler keeps trying)
+                ready, _ = ray.wait(pending_info, num_returns=len(pending_info), timeout=30)
+                if len(ready) == len(pending_info):
+                    break
+                print(f"[lib3d] waiting for {len(pending_info) - len(ready)} of {len(actors)} workers "
+                      f"({rcfg.cpus_per_worker} CPU, {rcfg.gpus_per_worker if rcfg.use_gpu else 0} GPU each); "
+                      f"available: {ray.available_resources()}", file=sys.stderr, flush=True)
+            infos = ray.get(pending_info)
             master_addr, _, master_port = infos[0]
             per_node: dict[str, int] = {}
             local_ranks = []

@@ -165,46 +165,67 @@ def _edge(px, py, ax, ay, bx, by):
     return (px - ax) * (by - ay) - (py - ay) * (bx - ax)
 
 
-def _point_segment_dist2(px, py, ax, ay, bx, by):
-    """Squared distance from p to segment ab (PyTorch3D's PointLineDistanceForward).
+# Rows of the per-face table (structure of arrays, (19, F)) gathered once per chunk of pairs.
+X0, Y0, Z0, X1, Y1, Z1, X2, Y2, Z2, DX10, DY10, DX21, DY21, DX02, DY02, AREA, L01, L12, L02 = range(19)
 
-    The projection parameter is treated as a constant in the backward pass, as PyTorch3D's
-    PointLineDistanceBackward does.
+
+def _face_table(fv: torch.Tensor) -> torch.Tensor:
+    """(19, F) per-face quantities: vertices, edge vectors, PyTorch3D's barycentric area, squared edge lengths."""
+    return torch.stack(_face_rows(fv))
+
+
+def _face_rows(fv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The 19 rows of ``_face_table`` as separate (F,) tensors (cheap autograd: no select backward)."""
+    x0, y0, z0 = fv[:, 0, 0], fv[:, 0, 1], fv[:, 0, 2]
+    x1, y1, z1 = fv[:, 1, 0], fv[:, 1, 1], fv[:, 1, 2]
+    x2, y2, z2 = fv[:, 2, 0], fv[:, 2, 1], fv[:, 2, 2]
+    dx10, dy10, dx21, dy21, dx02, dy02 = x1 - x0, y1 - y0, x2 - x1, y2 - y1, x0 - x2, y0 - y2
+    area = (-dx02) * dy10 - (-dy02) * dx10  # EdgeFunctionForward(v2, v0, v1)
+    # PyTorch3D adds its double kEpsilon and rounds back to float: emulate that for float32 parity.
+    area = (area.double() + _EPS).to(area.dtype) if area.dtype == torch.float32 else area + _EPS
+    return (x0, y0, z0, x1, y1, z1, x2, y2, z2, dx10, dy10, dx21, dy21, dx02, dy02, area,
+            dx10 * dx10 + dy10 * dy10, dx21 * dx21 + dy21 * dy21, dx02 * dx02 + dy02 * dy02)
+
+
+def _segment_dist2(dot, length2, cross, qa2, qb2):
+    """Squared distance from p to segment ab (PyTorch3D's PointLineDistanceForward, exact arithmetic).
+
+    With ``q = p - a``, ``d = b - a``: ``dot = q.d``, ``cross = q x d``, ``qa2 = |p - a|^2``,
+    ``qb2 = |p - b|^2``. The projection parameter ``t = dot / |d|^2`` is clamped to [0, 1]: ``t <= 0``
+    gives ``|p - a|^2``, ``t >= 1`` gives ``|p - b|^2``, otherwise the distance to the line is
+    ``cross^2 / |d|^2``. Its gradient equals PyTorch3D's backward (which holds t constant): at the optimum
+    d(dist)/dt = 0. Degenerate edges (``|d|^2 <= 1e-8``) give ``|p - b|^2`` as PyTorch3D does.
     """
-    dx, dy = bx - ax, by - ay
-    l2 = dx * dx + dy * dy
-    with torch.no_grad():
-        t = ((px - ax) * dx + (py - ay) * dy) / torch.where(l2 > _EPS, l2, torch.ones_like(l2))
-        t = t.clamp(0.0, 1.0)
-    qx = px - (ax + t * dx)
-    qy = py - (ay + t * dy)
-    d_seg = qx * qx + qy * qy
-    ex, ey = px - bx, py - by
-    return torch.where(l2 <= _EPS, ex * ex + ey * ey, d_seg)
+    safe = torch.where(length2 > _EPS, length2, torch.ones_like(length2))
+    line = cross * cross / safe
+    d = torch.where(dot <= 0, qa2, torch.where(dot >= length2, qb2, line))
+    return torch.where(length2 <= _EPS, qb2, d)
 
 
-def _pair_terms(fv: torch.Tensor, px: torch.Tensor, py: torch.Tensor, perspective_correct: bool,
+def _pair_terms(t: torch.Tensor, px: torch.Tensor, py: torch.Tensor, perspective_correct: bool,
                 clip_barycentric_coords: bool, need_dist: bool = True):
     """Depth, barycentrics, inside flag and squared distance for M (face, pixel) pairs.
 
     Args:
-        fv: (M, 3, 3) face vertices (x, y NDC; z view depth).
+        t: (19, M) rows of ``_face_table`` for the face of each pair (a tensor or a sequence of rows).
         px, py: (M,) pixel centres in NDC.
+        perspective_correct, clip_barycentric_coords: as ``rasterize_meshes``.
+        need_dist: compute the (unsigned, squared) distance to the triangle.
 
     Returns:
         pz (M,), bary (M, 3) (as output: corrected and clipped as requested), inside (M,) bool,
         dist (M,) unsigned squared distance (None unless need_dist).
     """
-    x0, y0, z0 = fv[:, 0, 0], fv[:, 0, 1], fv[:, 0, 2]
-    x1, y1, z1 = fv[:, 1, 0], fv[:, 1, 1], fv[:, 1, 2]
-    x2, y2, z2 = fv[:, 2, 0], fv[:, 2, 1], fv[:, 2, 2]
-    # Barycentrics w_i = edge_i / area (BarycentricCoordinatesForward).
-    area = _edge(x2, y2, x0, y0, x1, y1)
-    # PyTorch3D adds its double kEpsilon and rounds back to float: emulate that for float32 parity.
-    area = (area.double() + _EPS).to(area.dtype) if area.dtype == torch.float32 else area + _EPS
-    w0 = _edge(px, py, x1, y1, x2, y2) / area
-    w1 = _edge(px, py, x2, y2, x0, y0) / area
-    w2 = _edge(px, py, x0, y0, x1, y1) / area
+    z0, z1, z2 = t[Z0], t[Z1], t[Z2]
+    q0x, q0y = px - t[X0], py - t[Y0]
+    q1x, q1y = px - t[X1], py - t[Y1]
+    q2x, q2y = px - t[X2], py - t[Y2]
+    # Edge functions, bit-identical to PyTorch3D's EdgeFunctionForward(p, v1, v2) etc.
+    e0 = q1x * t[DY21] - q1y * t[DX21]
+    e1 = q2x * t[DY02] - q2y * t[DX02]
+    e2 = q0x * t[DY10] - q0y * t[DX10]
+    area = t[AREA]
+    w0, w1, w2 = e0 / area, e1 / area, e2 / area  # BarycentricCoordinatesForward
     if perspective_correct:
         # w_i' = (w_i / z_i) / sum_j (w_j / z_j), written as PyTorch3D does (no division by z).
         t0 = w0 * z1 * z2
@@ -213,7 +234,7 @@ def _pair_terms(fv: torch.Tensor, px: torch.Tensor, py: torch.Tensor, perspectiv
         denom = t0 + t1 + t2
         # PyTorch3D clamps the denominator at kEpsilon (fmaxf) in the forward pass and differentiates
         # it as if unclamped in its backward kernel: value clamped, gradient straight through.
-        denom = denom.detach().clamp_min(_EPS) + (denom - denom.detach())  # exact value, grad of denom
+        denom = denom.detach().clamp_min(_EPS) + (denom - denom.detach())
         w0, w1, w2 = t0 / denom, t1 / denom, t2 / denom
     inside = (w0 > 0) & (w1 > 0) & (w2 > 0)
     if clip_barycentric_coords:
@@ -224,9 +245,10 @@ def _pair_terms(fv: torch.Tensor, px: torch.Tensor, py: torch.Tensor, perspectiv
     bary = torch.stack((w0, w1, w2), dim=-1)
     dist = None
     if need_dist:
-        e01 = _point_segment_dist2(px, py, x0, y0, x1, y1)
-        e02 = _point_segment_dist2(px, py, x0, y0, x2, y2)
-        e12 = _point_segment_dist2(px, py, x1, y1, x2, y2)
+        n0, n1, n2 = q0x * q0x + q0y * q0y, q1x * q1x + q1y * q1y, q2x * q2x + q2y * q2y
+        e01 = _segment_dist2(q0x * t[DX10] + q0y * t[DY10], t[L01], e2, n0, n1)
+        e02 = _segment_dist2(-(q0x * t[DX02] + q0y * t[DY02]), t[L02], e1, n0, n2)
+        e12 = _segment_dist2(q1x * t[DX21] + q1y * t[DY21], t[L12], e0, n1, n2)
         # min with PyTorch3D's tie order (e01, then e02, then e12) so the gradient picks the same edge.
         dist = torch.where((e01 <= e02) & (e01 <= e12), e01, torch.where(e02 <= e12, e02, e12))
     return pz, bary, inside, dist
@@ -249,6 +271,55 @@ def _face_filter(fv: torch.Tensor, cull_backfaces: bool, z_clip_value: float | N
     return ok
 
 
+def _float_key(z: torch.Tensor) -> torch.Tensor:
+    """Order-preserving int64 key of non-negative float32 z (its bit pattern, < 2^31)."""
+    return (z.float() + 0.0).view(torch.int32).to(torch.int64)
+
+
+def _pair_chunks(ix0, ix1, iy0, iy1, W: int, H: int, budget: int):
+    """Enumerate the (item, pixel) pairs of pixel boxes in chunks of about ``budget`` pairs.
+
+    Item i covers unflipped pixel indices [ix0[i], ix1[i]] x [iy0[i], iy1[i]]. Pairs come in item order
+    (then row, then column), so a chunk never reorders items. Enumeration is by box rows: a row of an
+    item expands to its columns with ``repeat_interleave`` (no integer division per pair).
+
+    Yields:
+        (item (M,), col (M,), row (M,)) int64: item index and image column/row (flipped: col 0 is +X).
+    """
+    device = ix0.device
+    nx = (ix1 - ix0 + 1).clamp_min(0)
+    ny = (iy1 - iy0 + 1).clamp_min(0)
+    ny = torch.where(nx > 0, ny, torch.zeros_like(ny))
+    n_rows = int(ny.sum()) if ny.numel() else 0
+    if n_rows == 0:
+        return
+    item = torch.repeat_interleave(torch.arange(ix0.numel(), device=device), ny)  # one entry per box row
+    first = torch.cumsum(ny, 0) - ny
+    row_img = (H - 1) - (iy0[item] + torch.arange(n_rows, device=device) - first[item])
+    row_cnt = nx[item]
+    row_cum = torch.cumsum(row_cnt, 0)
+    col0 = (W - 1) - ix0[item]
+    budget = max(int(budget), W)
+    # Row ranges whose pair counts fit the budget (a row has at most W pairs).
+    bounds = torch.searchsorted(row_cum, torch.arange(budget, int(row_cum[-1]) + budget, budget,
+                                                      device=device), right=True).tolist()
+    a = 0
+    for b in bounds:
+        b = min(max(b, a + 1), n_rows)
+        if b <= a:
+            continue
+        cnt = row_cnt[a:b]
+        m = int(row_cum[b - 1] - (row_cum[a - 1] if a > 0 else 0))
+        start = torch.cumsum(cnt, 0) - cnt  # local start of each row in the chunk
+        # col = col0 - (k - start) for the k-th pair of the chunk
+        col = torch.repeat_interleave(col0[a:b] + start, cnt, output_size=m) - torch.arange(m, device=device)
+        yield (torch.repeat_interleave(item[a:b], cnt, output_size=m), col,
+               torch.repeat_interleave(row_img[a:b], cnt, output_size=m))
+        a = b
+        if a >= n_rows:
+            break
+
+
 def _pixel_range(lo: torch.Tensor, hi: torch.Tensor, s1: int, s2: int):
     """Unflipped pixel-index range [i0, i1] whose centres may lie in [lo, hi] (1 pixel of slack)."""
     r = _ndc_range(s1, s2)
@@ -259,21 +330,19 @@ def _pixel_range(lo: torch.Tensor, hi: torch.Tensor, s1: int, s2: int):
     return i0.clamp_min(0).long(), i1.clamp_max(s1 - 1).long()
 
 
-def _float_key(z: torch.Tensor) -> torch.Tensor:
-    """Order-preserving int64 key of non-negative float32 z (its bit pattern)."""
-    return (z.float() + 0.0).view(torch.int32).to(torch.int64)
+def _topk_by_sort(pix, z, item, K, n_pix: int):
+    """Keep, per pixel, the K pairs with the smallest (z, item); returns (pix, z, item, rank) of survivors.
 
-
-def _topk_by_sort(pix, z, face, K):
-    """Keep, per pixel, the K pairs with the smallest (z, face); returns (pix, face, rank) of survivors."""
-    if z.dtype == torch.float32 or z.dtype in (torch.float16, torch.bfloat16):
-        key = (_float_key(z) << 32) | face
-        order = torch.argsort(key)
-    else:  # exact lexicographic order for float64: face, then z, then pixel (stable sorts)
-        order = torch.argsort(face, stable=True)
+    Precondition (exact ties): among pairs of equal (pixel, z), the input order is item-ascending; it holds
+    for ``cat(previous survivors, new chunk)`` since chunks come in item order. z must be >= 0.
+    """
+    if z.dtype == torch.float32 and n_pix < (1 << 32):
+        order = torch.sort((pix << 31) | _float_key(z), stable=True).indices
+    else:  # exact lexicographic order for float64: item, then z, then pixel (stable sorts)
+        order = torch.argsort(item, stable=True)
         order = order[torch.argsort(z[order], stable=True)]
-    order = order[torch.argsort(pix[order], stable=True)]
-    pix, z, face = pix[order], z[order], face[order]
+        order = order[torch.argsort(pix[order], stable=True)]
+    pix, z, item = pix[order], z[order], item[order]
     m = pix.numel()
     pos = torch.arange(m, device=pix.device)
     start = torch.ones(m, dtype=torch.bool, device=pix.device)
@@ -281,8 +350,8 @@ def _topk_by_sort(pix, z, face, K):
         start[1:] = pix[1:] != pix[:-1]
     seg_start = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=0).values
     rank = pos - seg_start
-    keep = rank < K
-    return pix[keep], z[keep], face[keep], rank[keep]
+    keep = torch.nonzero(rank < K).squeeze(1)
+    return pix[keep], z[keep], item[keep], rank[keep]
 
 
 def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch.Tensor,
@@ -342,39 +411,25 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
         # Unflipped pixel-index ranges of each face's box grown by sqrt(blur_radius).
         ix0, ix1 = _pixel_range(fvx.amin(1) - r, fvx.amax(1) + r, W, H)
         iy0, iy1 = _pixel_range(fvy.amin(1) - r, fvy.amax(1) + r, H, W)
-        nx = (ix1 - ix0 + 1).clamp_min(0)
-        ny = (iy1 - iy0 + 1).clamp_min(0)
-        n_pairs = nx * ny
-        cum = torch.cumsum(n_pairs, 0)
-        total = int(cum[-1]) if cum.numel() else 0
-        bbox_lo_x, bbox_hi_x = fvx.amin(1) - r, fvx.amax(1) + r
-        bbox_lo_y, bbox_hi_y = fvy.amin(1) - r, fvy.amax(1) + r
+        # Per-face rows the selection pass reads (edge lengths only for the blur test).
+        table = _face_table(fv[faces])[: 19 if blur_radius > 0 else 16]
+        pix_base = face_mesh[faces] * HW  # first pixel of each face's image
 
         use_scatter = K == 1 and dtype == torch.float32
         if use_scatter:
             best = torch.full((N * HW,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
         kept = None  # (pix, z, face) of the running top-K
-        chunk = int(max_pairs_per_chunk)
-        for start in range(0, total, chunk):
-            pid = torch.arange(start, min(start + chunk, total), device=device)
-            j = torch.searchsorted(cum, pid, right=True)  # index into `faces`
-            local = pid - (cum[j] - n_pairs[j])
-            xidx = ix0[j] + local % nx[j]
-            yidx = iy0[j] + local // nx[j]
-            col, row = (W - 1) - xidx, (H - 1) - yidx
+        for j, col, row in _pair_chunks(ix0, ix1, iy0, iy1, W, H, max_pairs_per_chunk):
             px, py = xs[col], ys[row]
-            in_box = (px >= bbox_lo_x[j]) & (px <= bbox_hi_x[j]) & (py >= bbox_lo_y[j]) & (py <= bbox_hi_y[j])
-            f = faces[j]
-            pz, _, inside, dist = _pair_terms(fv[f], px, py, perspective_correct, clip_barycentric_coords,
-                                              need_dist=blur_radius > 0)
-            valid = in_box & (pz >= 0)
-            if blur_radius > 0:
-                valid &= inside | (dist < blur_radius)
-            else:
-                valid &= inside
+            # (PyTorch3D's bounding-box test is implied: inside, or within sqrt(blur) of the triangle.)
+            pz, _, inside, dist = _pair_terms(table.index_select(1, j), px, py, perspective_correct,
+                                              clip_barycentric_coords, need_dist=blur_radius > 0)
+            valid = pz >= 0
+            valid &= (inside | (dist < blur_radius)) if blur_radius > 0 else inside
             sel = torch.nonzero(valid).squeeze(1)
-            pix = face_mesh[f[sel]] * HW + row[sel] * W + col[sel]
-            f, pz = f[sel], pz[sel]
+            j = j[sel]
+            pix = pix_base[j] + row[sel] * W + col[sel]
+            f, pz = faces[j], pz[sel]
             if use_scatter:
                 best.scatter_reduce_(0, pix, (_float_key(pz) << 32) | f, reduce="amin")
             else:
@@ -382,7 +437,7 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
                     pix = torch.cat((kept[0], pix))
                     pz = torch.cat((kept[1], pz))
                     f = torch.cat((kept[2], f))
-                kept = _topk_by_sort(pix, pz, f, K)
+                kept = _topk_by_sort(pix, pz, f, K, N * HW)
 
         if use_scatter:
             hit = torch.nonzero(best != torch.iinfo(torch.int64).max).squeeze(1)
@@ -396,17 +451,18 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
         sel_col = sel_pix % W
 
     # Differentiable recompute on the selected pairs only.
-    pz, bary, inside, dist = _pair_terms(face_verts[sel_face], xs[sel_col], ys[sel_row],
-                                         perspective_correct, clip_barycentric_coords, need_dist=True)
+    table = [row.index_select(0, sel_face) for row in _face_rows(face_verts)]
+    pz, bary, inside, dist = _pair_terms(table, xs[sel_col], ys[sel_row], perspective_correct,
+                                         clip_barycentric_coords, need_dist=True)
     signed = torch.where(inside, -dist, dist)
     flat = sel_pix * K + sel_rank
     total_slots = N * HW * K
     pix_to_face = torch.full((total_slots,), -1, dtype=torch.int64, device=device)
     pix_to_face[flat] = sel_face
-    minus1 = face_verts.new_full((total_slots,), -1.0)
-    zbuf = minus1.index_put((flat,), pz)
-    dists = minus1.index_put((flat,), signed)
-    bary_coords = face_verts.new_full((total_slots, 3), -1.0).index_put((flat,), bary)
+    # In-place scatter into fresh -1 buffers (autograd records index_put_; no copy of the buffers).
+    zbuf = face_verts.new_full((total_slots,), -1.0).index_put_((flat,), pz)
+    dists = face_verts.new_full((total_slots,), -1.0).index_put_((flat,), signed)
+    bary_coords = face_verts.new_full((total_slots, 3), -1.0).index_put_((flat,), bary)
     return Fragments(pix_to_face.view(N, H, W, K), zbuf.view(N, H, W, K),
                      bary_coords.view(N, H, W, K, 3), dists.view(N, H, W, K))
 
@@ -503,7 +559,8 @@ def rasterize_meshes_reference(meshes, image_size=256, blur_radius: float = 0.0,
         fvr = fv[None].expand(P, c, 3, 3).reshape(-1, 3, 3)
         pxr = px[:, None].expand(P, c).reshape(-1)
         pyr = py[:, None].expand(P, c).reshape(-1)
-        pz, bary, inside, dist = _pair_terms(fvr, pxr, pyr, perspective_correct, clip_barycentric_coords)
+        pz, bary, inside, dist = _pair_terms(_face_rows(fvr), pxr, pyr, perspective_correct,
+                                             clip_barycentric_coords)
         pz, bary, inside, dist = pz.view(P, c), bary.view(P, c, 3), inside.view(P, c), dist.view(P, c)
         valid = ok[s:s + c][None] & (pz.detach() >= 0) & (inside | (dist.detach() < blur_radius))
         zkey = torch.where(valid, pz.detach(), torch.full_like(pz, float("inf")))

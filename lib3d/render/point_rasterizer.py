@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lib3d._checks import check_finite, check_shape
-from lib3d.render.mesh_rasterizer import (_DEFAULT_PAIRS_PER_CHUNK, _ndc_range, _pixel_range, _topk_by_sort,
+from lib3d.render.mesh_rasterizer import (_DEFAULT_PAIRS_PER_CHUNK, _pair_chunks, _pixel_range, _topk_by_sort,
                                           parse_image_size, pixel_centers_ndc)
 
 __all__ = [
@@ -119,30 +119,20 @@ def rasterize_packed_points(points: torch.Tensor, cloud_to_packed_first_idx: tor
         x, y, r = pts[sel_pts, 0], pts[sel_pts, 1], rad[sel_pts]
         ix0, ix1 = _pixel_range(x - r, x + r, W, H)
         iy0, iy1 = _pixel_range(y - r, y + r, H, W)
-        nx = (ix1 - ix0 + 1).clamp_min(0)
-        ny = (iy1 - iy0 + 1).clamp_min(0)
-        n_pairs = nx * ny
-        cum = torch.cumsum(n_pairs, 0)
-        total = int(cum[-1]) if cum.numel() else 0
-        r2 = rad * rad
+        table = torch.stack((x, y, pts[sel_pts, 2], r * r))  # (4, P_ok)
+        pix_base = cloud[sel_pts] * HW
         kept = None
-        chunk = int(max_pairs_per_chunk)
-        for start in range(0, total, chunk):
-            pid = torch.arange(start, min(start + chunk, total), device=device)
-            j = torch.searchsorted(cum, pid, right=True)
-            local = pid - (cum[j] - n_pairs[j])
-            col = (W - 1) - (ix0[j] + local % nx[j])
-            row = (H - 1) - (iy0[j] + local // nx[j])
-            p = sel_pts[j]
-            dx = pts[p, 0] - xs[col]
-            dy = pts[p, 1] - ys[row]
-            d2 = dx * dx + dy * dy
-            hit = torch.nonzero(d2 < r2[p]).squeeze(1)
-            pix = cloud[p[hit]] * HW + row[hit] * W + col[hit]
-            p, z = p[hit], pts[p[hit], 2]
+        for j, col, row in _pair_chunks(ix0, ix1, iy0, iy1, W, H, max_pairs_per_chunk):
+            tj = table.index_select(1, j)
+            dx = tj[0] - xs[col]
+            dy = tj[1] - ys[row]
+            hit = torch.nonzero(dx * dx + dy * dy < tj[3]).squeeze(1)
+            j = j[hit]
+            pix = pix_base[j] + row[hit] * W + col[hit]
+            p, z = sel_pts[j], tj[2][hit]
             if kept is not None:
                 pix, z, p = torch.cat((kept[0], pix)), torch.cat((kept[1], z)), torch.cat((kept[2], p))
-            kept = _topk_by_sort(pix, z, p, K)
+            kept = _topk_by_sort(pix, z, p, K, N * HW)
         if kept is None:
             e = torch.zeros(0, dtype=torch.int64, device=device)
             kept = (e, points.new_zeros(0), e, e)
@@ -157,9 +147,8 @@ def rasterize_packed_points(points: torch.Tensor, cloud_to_packed_first_idx: tor
     total_slots = N * HW * K
     idx = torch.full((total_slots,), -1, dtype=torch.int64, device=device)
     idx[flat] = sel_p
-    minus1 = points.new_full((total_slots,), -1.0)
-    zbuf = minus1.index_put((flat,), sp[:, 2])
-    dists = minus1.index_put((flat,), dx * dx + dy * dy)
+    zbuf = points.new_full((total_slots,), -1.0).index_put_((flat,), sp[:, 2])
+    dists = points.new_full((total_slots,), -1.0).index_put_((flat,), dx * dx + dy * dy)
     return PointFragments(idx.view(N, H, W, K), zbuf.view(N, H, W, K), dists.view(N, H, W, K))
 
 

@@ -62,6 +62,9 @@ class RayConfig:
     max_failures: int = 2
     """How many times the worker group is restarted after a lost worker or a failed step, each restart
     resuming from the run's last checkpoint (-1: forever)."""
+    schedule_timeout_s: float | None = None
+    """Give up (RuntimeError) when the worker group cannot be placed on the cluster within this many seconds.
+    None: wait (an autoscaler may be adding nodes); progress is printed every 30 s."""
     num_cpus: int | None = None
     """CPUs the embedded local Ray may use (None: all). Ignored when joining a cluster."""
     include_dashboard: bool = True

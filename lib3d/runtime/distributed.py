@@ -31,6 +31,7 @@ import hashlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -277,7 +278,8 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
         ``FitResult`` with each rank's return value.
 
     Raises:
-        RuntimeError: when the group failed more than ``ray.max_failures`` times (chained to the last error).
+        RuntimeError: when the group failed more than ``ray.max_failures`` times (chained to the last error),
+            or could not be scheduled within ``ray.schedule_timeout_s``.
     """
     from configs.common import RayConfig
     from lib3d.runtime.config import find_field
@@ -301,10 +303,19 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
         actors = [remote.remote() for _ in range(rcfg.num_workers)]
         try:
             pending_info = [a.info.remote() for a in actors]
+            t0 = time.monotonic()
             while True:  # say so when the cluster cannot place the group yet (Ray/the autoscaler keeps trying)
-                ready, _ = ray.wait(pending_info, num_returns=len(pending_info), timeout=30)
+                wait_s = 30.0 if rcfg.schedule_timeout_s is None else \
+                    max(0.1, min(30.0, rcfg.schedule_timeout_s - (time.monotonic() - t0)))
+                ready, _ = ray.wait(pending_info, num_returns=len(pending_info), timeout=wait_s)
                 if len(ready) == len(pending_info):
                     break
+                if rcfg.schedule_timeout_s is not None and time.monotonic() - t0 >= rcfg.schedule_timeout_s:
+                    raise RuntimeError(
+                        f"fit({job_name}): {len(pending_info) - len(ready)} of {len(actors)} workers "
+                        f"({rcfg.cpus_per_worker} CPU, {rcfg.gpus_per_worker if rcfg.use_gpu else 0} GPU each) "
+                        f"could not be scheduled within {rcfg.schedule_timeout_s} s; cluster resources: "
+                        f"{ray.cluster_resources()}")
                 print(f"[lib3d] waiting for {len(pending_info) - len(ready)} of {len(actors)} workers "
                       f"({rcfg.cpus_per_worker} CPU, {rcfg.gpus_per_worker if rcfg.use_gpu else 0} GPU each); "
                       f"available: {ray.available_resources()}", file=sys.stderr, flush=True)

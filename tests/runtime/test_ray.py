@@ -180,3 +180,11 @@ def test_one_worker_runs_remotely_on_a_cluster(ray_driver, tmp_path):
     assert runtime.fit(pid_loop, on_cluster, "pid").result != os.getpid()
     local = _smoke(tmp_path, "local", ray=RayConfig(num_workers=1))
     assert runtime.fit(pid_loop, local, "pid").result == os.getpid()
+
+
+def test_unschedulable_group_times_out(ray_driver, tmp_path):
+    from jobs.fit_rigid import train_loop
+
+    cfg = _smoke(tmp_path, "big", ray=RayConfig(num_workers=2, cpus_per_worker=64, schedule_timeout_s=2))
+    with pytest.raises(RuntimeError, match="could not be scheduled"):
+        runtime.fit(train_loop, cfg, "fit_rigid")

@@ -6,7 +6,7 @@ For clouds ``x`` (P1 points) and ``y`` (P2 points) the bidirectional Chamfer dis
 
 with ``p = 2`` (squared L2, ``norm=2``) or the L1 distance (``norm=1``), ``red`` the point reduction (mean,
 sum, max or none); the optional normal term is ``1 - |cos(n_i, n_NN(i))|`` (``abs_cosine``) or
-``1 - cos(...)``. For ``norm=2`` both directions share one chunked distance computation.
+``1 - cos(...)``. Each direction is one chunked :func:`knn_points` search (K=1).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lib3d._checks import check_shape, check_tensor, is_tracing
-from lib3d.ops.knn import _FAR, _chunk_rows, _lengths, knn_gather, knn_points
+from lib3d.ops.knn import _lengths, knn_gather, knn_points
 
 Reduction = Literal["mean", "sum", "max"] | None
 
@@ -42,55 +42,15 @@ def _handle_pointcloud_input(name: str, points, lengths, normals):
     return points, lengths, normals
 
 
-@torch.no_grad()
-def _nn_idx_both(x: torch.Tensor, y: torch.Tensor, x_lengths: torch.Tensor, y_lengths: torch.Tensor,
-                 chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest-neighbour indices in both directions from one chunked pass (squared L2).
-
-    Returns ``(idx_xy (N, P1) int64, idx_yx (N, P2) int64)``: the row minima and the column minima of
-    ``|x_i - y_j|^2`` over valid points (padding entries are arbitrary and masked by the caller).
-    """
-    n, p1, _ = x.shape
-    p2 = y.shape[1]
-    idx_xy = torch.zeros((n, p1), dtype=torch.int64, device=x.device)
-    idx_yx = torch.zeros((n, p2), dtype=torch.int64, device=x.device)
-    if p1 == 0 or p2 == 0:
-        return idx_xy, idx_yx
-    centre = y.detach().mean(dim=1, keepdim=True)
-    a = x.detach() - centre
-    b = y.detach() - centre
-    a_sq = (a * a).sum(-1).masked_fill(torch.arange(p1, device=x.device)[None] >= x_lengths[:, None], _FAR)
-    b_sq = (b * b).sum(-1).masked_fill(torch.arange(p2, device=x.device)[None] >= y_lengths[:, None], _FAR)
-    b_sq = b_sq[:, None, :]
-    b_t = b.transpose(1, 2)
-    best = torch.full((n, p2), float("inf"), dtype=x.dtype, device=x.device)
-    rows = _chunk_rows(n, p1, p2, chunk_size)
-    for s in range(0, p1, rows):
-        score = torch.baddbmm(b_sq, a[:, s:s + rows], b_t, alpha=-2.0)  # |b|^2 - 2 a.b
-        idx_xy[:, s:s + rows] = score.min(dim=2).indices
-        score.add_(a_sq[:, s:s + rows, None])  # now |a - b|^2 (masked rows ~ _FAR)
-        val, arg = score.min(dim=1)
-        better = val < best
-        best = torch.where(better, val, best)
-        idx_yx = torch.where(better, arg + s, idx_yx)
-    return idx_xy, idx_yx
-
-
 def _single_direction(x, y, x_lengths, y_lengths, x_normals, y_normals, weights, point_reduction, norm,
-                      abs_cosine, idx=None):
+                      abs_cosine):
     """One direction of the Chamfer distance, PyTorch3D's ``_chamfer_distance_single_direction``."""
     return_normals = x_normals is not None and y_normals is not None
     n, p1, _ = x.shape
     x_mask = torch.arange(p1, device=x.device)[None] >= x_lengths[:, None]  # (N, P1)
-    if idx is None:
-        knn = knn_points(x, y, lengths1=x_lengths, lengths2=y_lengths, norm=norm, K=1)
-        cham_x = knn.dists[..., 0]
-        idx = knn.idx
-    else:
-        nn = knn_gather(y, idx[..., None], y_lengths)[:, :, 0]
-        diff = x - nn
-        cham_x = (diff * diff).sum(-1)
-        idx = idx[..., None]
+    knn = knn_points(x, y, lengths1=x_lengths, lengths2=y_lengths, norm=norm, K=1)
+    cham_x = knn.dists[..., 0]
+    idx = knn.idx
     cham_x = cham_x.masked_fill(x_mask, 0.0)
     if weights is not None:
         cham_x = cham_x * weights.view(n, 1)
@@ -199,16 +159,13 @@ def chamfer_distance(x, y, x_lengths: torch.Tensor | None = None, y_lengths: tor
                 return zero, zero
             return zero.sum(), zero.sum()
 
-    idx_x = idx_y = None
-    if norm == 2 and not single_directional and x.shape[1] and y.shape[1]:
-        idx_x, idx_y = _nn_idx_both(x, y, x_lengths, y_lengths)
     cham_x, cham_norm_x = _single_direction(x, y, x_lengths, y_lengths, x_normals, y_normals, weights,
-                                            point_reduction, norm, abs_cosine, idx_x)
+                                            point_reduction, norm, abs_cosine)
     if single_directional:
         loss, loss_normals = cham_x, cham_norm_x
     else:
         cham_y, cham_norm_y = _single_direction(y, x, y_lengths, x_lengths, y_normals, x_normals, weights,
-                                                point_reduction, norm, abs_cosine, idx_y)
+                                                point_reduction, norm, abs_cosine)
         if point_reduction == "max":
             loss, loss_normals = torch.maximum(cham_x, cham_y), None
         elif point_reduction is not None:

@@ -14,7 +14,6 @@ measured with 10,000 surface samples, wall time).
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch

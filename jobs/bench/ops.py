@@ -85,8 +85,14 @@ def chapter2_step(device):
 
 def chapter3_step(device):
     """Book ch. 3: deform ico_sphere(4) towards a 239-point cloud with chamfer + 3 regularisers."""
-    from lib3d.ops import (chamfer_distance, ico_sphere, mesh_edge_loss, mesh_laplacian_smoothing,
-                           mesh_normal_consistency, sample_points_from_meshes)
+    from lib3d.ops import (
+        chamfer_distance,
+        ico_sphere,
+        mesh_edge_loss,
+        mesh_laplacian_smoothing,
+        mesh_normal_consistency,
+        sample_points_from_meshes,
+    )
 
     src = ico_sphere(4, device)
     g = torch.Generator().manual_seed(0)

@@ -3,8 +3,18 @@
 import pytest
 import torch
 
-from lib3d.ops import (GraphConv, chamfer_distance, cubify, ico_sphere, knn_points, mesh_edge_loss,
-                       mesh_laplacian_smoothing, mesh_normal_consistency, subdivide_meshes, vert_align)
+from lib3d.ops import (
+    GraphConv,
+    chamfer_distance,
+    cubify,
+    ico_sphere,
+    knn_points,
+    mesh_edge_loss,
+    mesh_laplacian_smoothing,
+    mesh_normal_consistency,
+    subdivide_meshes,
+    vert_align,
+)
 from lib3d.structures import Meshes
 from tests.helpers import golden_case, load_golden
 

@@ -6,11 +6,30 @@ import math
 import pytest
 import torch
 
-from lib3d.ops import (GraphConv, cot_laplacian, cubify, gather_scatter, ico_sphere, laplacian, mesh_edge_loss,
-                       mesh_laplacian_smoothing, mesh_normal_consistency, norm_laplacian, packed_to_padded,
-                       padded_to_packed, sample_points_from_meshes, subdivide_meshes, vert_align)
-from lib3d.ops.mesh_losses import (edge_length_loss, face_pairs, faces_to_edges, laplacian_smoothing_loss,
-                                   normal_consistency_loss)
+from lib3d.ops import (
+    GraphConv,
+    cot_laplacian,
+    cubify,
+    gather_scatter,
+    ico_sphere,
+    laplacian,
+    mesh_edge_loss,
+    mesh_laplacian_smoothing,
+    mesh_normal_consistency,
+    norm_laplacian,
+    packed_to_padded,
+    padded_to_packed,
+    sample_points_from_meshes,
+    subdivide_meshes,
+    vert_align,
+)
+from lib3d.ops.mesh_losses import (
+    edge_length_loss,
+    face_pairs,
+    faces_to_edges,
+    laplacian_smoothing_loss,
+    normal_consistency_loss,
+)
 from lib3d.structures import Meshes, Pointclouds, TexturesVertex
 
 

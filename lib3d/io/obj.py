@@ -229,6 +229,7 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     f_mat: list[int] = []
     f_counts: list[tuple[int, int, int]] = []  # (v, vt, vn) defined before the polygon (relative indices)
     material_names: list[str] = []
+    material_index: dict[str, int] = {}
     mtl_paths: list[str] = []
     mat = -1
     nv = nn = nt = 0
@@ -266,9 +267,10 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
             if len(tokens) < 2:
                 raise FormatError(name, f"line {lineno}", "usemtl without a material name")
             mname = tokens[1]
-            if mname not in material_names:
+            mat = material_index.get(mname, -1)
+            if mat < 0:
+                mat = material_index[mname] = len(material_names)
                 material_names.append(mname)
-            mat = material_names.index(mname)
         elif key == "mtllib":
             rest = raw.strip()[len("mtllib"):].strip()
             if not rest:

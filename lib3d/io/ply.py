@@ -24,7 +24,6 @@ Bad input raises :class:`lib3d.io.FormatError` naming the file and the header/as
 
 from __future__ import annotations
 
-import re
 import struct
 from typing import NamedTuple
 
@@ -58,7 +57,8 @@ PLY_TYPES: dict[str, str] = {
 }
 _STRUCT_CODES = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I"}
 _FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
-_END_HEADER = re.compile(rb"(?:^|\n)end_header[ \t\r]*(?:\n|$)")
+MAX_ELEMENTS = 1000  # header sanity limits (real files have a handful): bound the per-element work
+MAX_PROPERTIES = 1000
 
 
 class PlyProperty(NamedTuple):
@@ -133,14 +133,29 @@ class PlyData(NamedTuple):
 # ---------------------------------------------------------------------------------------------------
 
 
+def _find_end_header(data: bytes) -> tuple[int, int] | None:
+    """(end of the header lines, start of the body) of the first line that is ``end_header``."""
+    i = data.find(b"end_header")
+    n = len(data)
+    while i >= 0:
+        if i > 0 and data[i - 1] == 10:  # at the start of a line
+            j = i + 10
+            while j < n and data[j] in b" \t\r":
+                j += 1
+            if j == n or data[j] == 10:
+                return i - 1, min(j + 1, n)
+        i = data.find(b"end_header", i + 1)
+    return None
+
+
 def _parse_header(data: bytes, name: str) -> PlyHeader:
     if not data.startswith(b"ply"):
         raise FormatError(name, "line 1", "not a PLY file (the first line must be 'ply')")
-    m = _END_HEADER.search(data)
-    if m is None:
+    found = _find_end_header(data)
+    if found is None:
         raise FormatError(name, None, "no 'end_header' line: the header is truncated")
-    header_bytes = data[: m.start()]
-    body_offset = m.end()
+    header_end, body_offset = found
+    header_bytes = data[:header_end]
     lines = header_bytes.split(b"\n")
     fmt = None
     elements: list[list] = []
@@ -174,10 +189,15 @@ def _parse_header(data: bytes, name: str) -> PlyHeader:
                 raise FormatError(name, where, f"element count {tokens[2][:30]!r} is not an integer") from None
             if count < 0:
                 raise FormatError(name, where, f"element count {count} is negative")
+            if len(elements) >= MAX_ELEMENTS:
+                raise FormatError(name, where, f"more than {MAX_ELEMENTS} elements")
             elements.append([tokens[1], count, []])
         elif key == "property":
             if not elements:
                 raise FormatError(name, where, "property before any element")
+            if len(elements[-1][2]) >= MAX_PROPERTIES:
+                raise FormatError(name, where, f"more than {MAX_PROPERTIES} properties in element "
+                                               f"'{elements[-1][0]}'")
             if len(tokens) >= 2 and tokens[1] == "list":
                 if len(tokens) != 5:
                     raise FormatError(name, where, f"bad list property {line[:60]!r}, expected "
@@ -524,13 +544,9 @@ def _triangulate(lst: PlyList, name: str, row_where) -> np.ndarray:
         rows = lst.values.reshape(count, L)
         if L == 3:
             return rows.astype(np.int64)
-        out = np.empty(((L - 2) * count, 3), np.int64)
-        for i in range(L - 2):  # loop over the fan position, not over faces
-            blk = out[i * count:(i + 1) * count]
-            blk[:, 0] = rows[:, 0]
-            blk[:, 1] = rows[:, i + 1]
-            blk[:, 2] = rows[:, i + 2]
-        return out
+        # fan position major, then face: (L-2, count, 3) -> ((L-2) * count, 3)
+        first = np.broadcast_to(rows[:, 0], (L - 2, count))
+        return np.stack([first, rows[:, 1:L - 1].T, rows[:, 2:L].T], axis=-1).reshape(-1, 3).astype(np.int64)
     lengths = lst.lengths
     if bool((lengths < 3).any()):
         r = int(np.flatnonzero(lengths < 3)[0])

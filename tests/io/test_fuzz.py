@@ -12,6 +12,7 @@ import time
 import tracemalloc
 import warnings
 
+import numpy as np
 import pytest
 
 from lib3d.io import FormatError, load_obj, load_ply_data
@@ -221,3 +222,45 @@ def test_fuzz_mtl(tmp_path):
                 load_mtl(tmp_path / "f.mtl", ["red", "blue"])
         except FormatError as e:
             assert e.__cause__ is None, e
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    try:
+        fn(*args)
+        out = "ok"
+    except FormatError as e:
+        assert e.__cause__ is None, e
+        out = str(e)
+    return out, time.perf_counter() - t0
+
+
+def test_pathological_but_valid_files_stay_linear(tmp_path):
+    """Structures that are cheap to write but were quadratic or per-item Python in naive readers."""
+    import io
+
+    # 50k distinct materials (a list lookup per usemtl would be quadratic)
+    obj_text = b"v 0 0 0\n" * 3 + b"".join(b"usemtl m%d\nf 1 2 3\n" % i for i in range(50_000))
+    out, dt = _timed(load_obj, io.BytesIO(obj_text))
+    assert out == "ok" and dt < 5.0, dt
+    # one polygon with 300k corners, ascii and binary PLY
+    head = ("ply\nformat {}\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+            "element face 1\nproperty list uint int vertex_indices\nend_header\n")
+    n = 300_000
+    ascii_body = b"0 0 0\n" * 3 + str(n).encode() + b" 0 1 2" * (n // 3) + b"\n"
+    corner3 = np.array([0, 1, 2], "<i4").tobytes()
+    binary_body = b"\x00" * 36 + n.to_bytes(4, "little") + corner3 * (n // 3)
+    for fmt, body in [("ascii 1.0", ascii_body), ("binary_little_endian 1.0", binary_body)]:
+        out, dt = _timed(load_ply_data, io.BytesIO(head.format(fmt).encode() + body))
+        assert out == "ok" and dt < 5.0, (fmt, out, dt)
+
+
+def test_header_limits():
+    import io
+
+    head = b"ply\nformat ascii 1.0\n" + b"".join(b"element e%d 0\n" % i for i in range(1001)) + b"end_header\n"
+    with pytest.raises(FormatError, match="more than 1000 elements"):
+        load_ply_data(io.BytesIO(head))
+    head = b"ply\nformat ascii 1.0\nelement e 0\n" + b"".join(b"property float p%d\n" % i for i in range(1001))
+    with pytest.raises(FormatError, match="more than 1000 properties"):
+        load_ply_data(io.BytesIO(head + b"end_header\n"))

@@ -5,11 +5,10 @@ grid boundary; interior faces are dropped and coincident corners are merged, so 
 vertices and no internal faces. Axes: voxels are ``(N, D, H, W)``; vertex x runs along W, y along H and z
 along D, in ``[-1, 1]`` according to ``align``:
 
-- ``"topleft"``: voxel centres at ``2 i / (W - 1) - 1 + 1/(W-1)``... precisely vertex ``i`` (a corner between
-  voxels ``i - 1`` and ``i``) sits at ``2 i / (W - 1) - 1``, so voxel i's top-left corner is grid point i;
-- ``"corner"``: the grid's outer corners are at -1 and 1: vertex ``i`` at ``2 i / W - 1``;
-- ``"center"``: voxel centres are the grid points ``2 i / (W - 1) - 1``: vertex ``i`` at
-  ``2 (i - 0.5) / (W - 1) - 1``.
+- ``"topleft"``: corner ``i`` of the grid (between voxels ``i - 1`` and ``i``) sits at ``2 i / (W - 1) - 1``,
+  so voxel i's top-left corner lands where a voxel centre would be for ``align_corners=True`` sampling;
+- ``"corner"``: the grid's outer corners are at -1 and 1: corner ``i`` at ``2 i / W - 1``;
+- ``"center"``: voxel centres sit at ``2 i / (W - 1) - 1``: corner ``i`` at ``2 (i - 0.5) / (W - 1) - 1``.
 """
 
 from __future__ import annotations
@@ -104,10 +103,11 @@ def cubify(voxels: torch.Tensor, thresh: float, *, feats: torch.Tensor | None = 
     # Keep the used corners of each mesh and renumber them compactly (merging shared corners).
     used = torch.zeros((n, num_grid), dtype=torch.bool, device=device)
     used[ni[:, None].expand_as(grid_faces), grid_faces] = True
-    new_id = torch.cumsum(used, 1) - 1  # (N, num_grid)
-    verts_list, faces_list = [], []
-    for b in range(n):  # loop over batch elements
-        sel = ni == b
-        verts_list.append(grid_verts[used[b]])
-        faces_list.append(new_id[b][grid_faces[sel]])
+    new_id = torch.cumsum(used, 1) - 1  # (N, num_grid) compact index of each used corner in its mesh
+    verts_packed = grid_verts[torch.nonzero(used)[:, 1]]  # grouped by mesh (row-major nonzero)
+    faces_local = new_id[ni[:, None], grid_faces]  # faces come grouped by mesh (voxel order starts with n)
+    counts_v = used.sum(1).tolist()
+    counts_f = torch.bincount(ni, minlength=n).tolist()
+    verts_list = list(torch.split(verts_packed, counts_v))
+    faces_list = list(torch.split(faces_local, counts_f))
     return Meshes(verts=verts_list, faces=faces_list)

@@ -46,8 +46,9 @@ def _time(fn, repeats: int) -> list[float]:
 
 def grid_mesh(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """An n x n vertex grid with 2 (n-1)^2 triangles."""
-    ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32), indexing="ij"
+    )
     verts = torch.stack([xs, ys, torch.sin(xs * 0.1) * torch.cos(ys * 0.1)], -1).reshape(-1, 3) / n
     i = torch.arange(n - 1)
     a = (i[:, None] * n + i[None, :]).reshape(-1)
@@ -58,9 +59,11 @@ def grid_mesh(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _write_mixed(path: Path, n_tri: int, n_quad: int, V: int) -> None:
     rng = np.random.default_rng(0)
-    head = (f"ply\nformat binary_little_endian 1.0\nelement vertex {V}\nproperty float x\nproperty float y\n"
-            f"property float z\nelement face {n_tri + n_quad}\nproperty list uchar int vertex_indices\n"
-            "end_header\n").encode()
+    head = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {V}\nproperty float x\nproperty float y\n"
+        f"property float z\nelement face {n_tri + n_quad}\nproperty list uchar int vertex_indices\n"
+        "end_header\n"
+    ).encode()
     verts = rng.random((V, 3), dtype=np.float32).tobytes()
     tri = np.empty(n_tri, np.dtype([("n", "u1"), ("v", "<i4", (3,))]))
     tri["n"], tri["v"] = 3, rng.integers(0, V, (n_tri, 3))
@@ -69,13 +72,15 @@ def _write_mixed(path: Path, n_tri: int, n_quad: int, V: int) -> None:
     tb, qb = tri.tobytes(), quad.tobytes()
     parts = []
     for k in range(min(n_tri, n_quad)):  # interleave rows: tri, quad, tri, quad, ...
-        parts.append(tb[13 * k:13 * (k + 1)])
-        parts.append(qb[17 * k:17 * (k + 1)])
+        parts.append(tb[13 * k : 13 * (k + 1)])
+        parts.append(qb[17 * k : 17 * (k + 1)])
     path.write_bytes(head + verts + b"".join(parts))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "io.json"))
     args = parser.parse_args()
@@ -87,9 +92,16 @@ def main() -> None:
     def record(name: str, fn, nbytes: int, note: str = "") -> None:
         ts = _time(fn, args.repeats)
         med = statistics.median(ts)
-        results[name] = {"median_s": med, "times_s": ts, "bytes": nbytes, "mb_per_s": nbytes / 1e6 / med,
-                         "note": note}
-        print(f"{name:34s} {med * 1e3:9.1f} ms  {nbytes / 1e6:8.2f} MB  {nbytes / 1e6 / med:8.1f} MB/s  {note}")
+        results[name] = {
+            "median_s": med,
+            "times_s": ts,
+            "bytes": nbytes,
+            "mb_per_s": nbytes / 1e6 / med,
+            "note": note,
+        }
+        print(
+            f"{name:34s} {med * 1e3:9.1f} ms  {nbytes / 1e6:8.2f} MB  {nbytes / 1e6 / med:8.1f} MB/s  {note}"
+        )
 
     if COW.exists():
         cow_bytes = COW.stat().st_size + (COW.parent / "cow_texture.png").stat().st_size
@@ -105,36 +117,57 @@ def main() -> None:
         save_ply(p, verts, faces)
         size = p.stat().st_size
         record("save_ply_binary_1M", lambda: save_ply(p, verts, faces), size)
-        record("ply_binary_1M", lambda: load_ply(p), size,
-               f"{verts.shape[0]} verts, {faces.shape[0]} faces (the bar: >= {BAR_MB_S} MB/s)")
+        record(
+            "ply_binary_1M",
+            lambda: load_ply(p),
+            size,
+            f"{verts.shape[0]} verts, {faces.shape[0]} faces (the bar: >= {BAR_MB_S} MB/s)",
+        )
         v2, f2 = load_ply(p)
         assert torch.equal(v2, verts) and torch.equal(f2, faces)
 
         pn = tmp / "grid_nc.ply"
-        save_ply(pn, verts, faces, verts_normals=torch.nn.functional.normalize(verts, dim=1),
-                 verts_colors=verts.clamp(0, 1))
+        save_ply(
+            pn,
+            verts,
+            faces,
+            verts_normals=torch.nn.functional.normalize(verts, dim=1),
+            verts_colors=verts.clamp(0, 1),
+        )
         record("ply_binary_1M_normals_colors", lambda: load_ply_data(pn), pn.stat().st_size)
 
         pm = tmp / "mixed.ply"
         _write_mixed(pm, 250_000, 250_000, 300_000)
-        record("ply_binary_mixed_500k", lambda: load_ply(pm), pm.stat().st_size,
-               "interleaved triangles and quads: variable-length fallback")
+        record(
+            "ply_binary_mixed_500k",
+            lambda: load_ply(pm),
+            pm.stat().st_size,
+            "interleaved triangles and quads: variable-length fallback",
+        )
 
         va, fa = grid_mesh(317)
         pa = tmp / "grid_ascii.ply"
         save_ply(pa, va, fa, ascii=True)
-        record("ply_ascii_100k", lambda: load_ply(pa), pa.stat().st_size, f"{va.shape[0]} verts, {fa.shape[0]} faces")
+        record(
+            "ply_ascii_100k",
+            lambda: load_ply(pa),
+            pa.stat().st_size,
+            f"{va.shape[0]} verts, {fa.shape[0]} faces",
+        )
 
     report = {
         "benchmark": "lib3d.io",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
         "torch": torch.__version__,
         "numpy": np.__version__,
         "repeats": args.repeats,
-        "bar": {"ply_binary_1M_mb_per_s": BAR_MB_S,
-                "met": results["ply_binary_1M"]["mb_per_s"] >= BAR_MB_S},
+        "bar": {"ply_binary_1M_mb_per_s": BAR_MB_S, "met": results["ply_binary_1M"]["mb_per_s"] >= BAR_MB_S},
         "note": "timings taken while other jobs shared the CPU are noisy; rerun on a quiet machine",
         "results": results,
     }

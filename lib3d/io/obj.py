@@ -136,7 +136,7 @@ def _faces_fast(f_corners: list, f_counts: np.ndarray, max_ref: int):
     if s0 > 2 or not bool((nslash == s0).all()):
         return None
     parts = "/".join(corners).split("/") if s0 else corners
-    cols = [parts[j::s0 + 1] for j in range(s0 + 1)]
+    cols = [parts[j :: s0 + 1] for j in range(s0 + 1)]
     if s0 >= 1 and "" in cols[1]:
         if cols[1].count("") != len(corners):
             return None
@@ -184,7 +184,11 @@ def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: in
                 inn = int(parts[2]) if len(parts) > 2 and parts[2] != "" else None
             except ValueError:
                 raise FormatError(name, f"line {lineno}", f"bad face corner {c[:30]!r}") from None
-            for idx, cnt, lst, what in ((iv, nv, fv, "vertex"), (it, nt, ft, "texture"), (inn, nn, fn, "normal")):
+            for idx, cnt, lst, what in (
+                (iv, nv, fv, "vertex"),
+                (it, nt, ft, "texture"),
+                (inn, nn, fn, "normal"),
+            ):
                 if idx is None:
                     continue
                 if idx > 0:
@@ -194,15 +198,21 @@ def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: in
                 elif idx < 0:
                     r = cnt + idx
                     if r < 0:
-                        raise FormatError(name, f"line {lineno}", f"relative {what} index {idx} points "
-                                                                  f"before the first {what}")
+                        raise FormatError(
+                            name,
+                            f"line {lineno}",
+                            f"relative {what} index {idx} points before the first {what}",
+                        )
                     lst.append(r)
                 else:
                     raise FormatError(name, f"line {lineno}", f"{what} index 0 (OBJ indices start at 1)")
         k = len(fv)
         if (ft and len(ft) != k) or (fn and len(fn) != k):
-            raise FormatError(name, f"line {lineno}", "face corners are inconsistent (all or none of the "
-                                                      "corners must have texture/normal indices)")
+            raise FormatError(
+                name,
+                f"line {lineno}",
+                "face corners are inconsistent (all or none of the corners must have texture/normal indices)",
+            )
         if not ft:
             ft = [-1] * k
         if not fn:
@@ -212,8 +222,12 @@ def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: in
             tri_t += (ft[0], ft[i + 1], ft[i + 2])
             tri_n += (fn[0], fn[i + 1], fn[i + 2])
             tri_face.append(fi)
-    return (np.asarray(tri_v, np.int64).reshape(-1, 3), np.asarray(tri_t, np.int64).reshape(-1, 3),
-            np.asarray(tri_n, np.int64).reshape(-1, 3), np.asarray(tri_face, np.int64))
+    return (
+        np.asarray(tri_v, np.int64).reshape(-1, 3),
+        np.asarray(tri_t, np.int64).reshape(-1, 3),
+        np.asarray(tri_n, np.int64).reshape(-1, 3),
+        np.asarray(tri_face, np.int64),
+    )
 
 
 def _parse_obj(data: bytes, name: str) -> _Parsed:
@@ -253,7 +267,9 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
             nv += 1
         elif key == "vt":
             if len(tokens) < 3:
-                raise FormatError(name, f"line {lineno}", f"texture coordinate needs 2 values, got {len(tokens) - 1}")
+                raise FormatError(
+                    name, f"line {lineno}", f"texture coordinate needs 2 values, got {len(tokens) - 1}"
+                )
             t_toks += tokens[1:3]
             t_lines.append(lineno)
             nt += 1
@@ -272,7 +288,7 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
                 mat = material_index[mname] = len(material_names)
                 material_names.append(mname)
         elif key == "mtllib":
-            rest = raw.strip()[len("mtllib"):].strip()
+            rest = raw.strip()[len("mtllib") :].strip()
             if not rest:
                 raise FormatError(name, f"line {lineno}", "mtllib without a file name")
             mtl_paths.append(rest)
@@ -288,13 +304,19 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     tv, tt, tn, tri_face = faces
     tm = np.asarray(f_mat, np.int64)[tri_face]
     tl = np.asarray(f_line, np.int64)[tri_face]
-    for arr, size, what in ((tv, verts.shape[0], "vertex"), (tn, normals.shape[0], "normal"),
-                            (tt, uvs.shape[0], "texture")):
+    for arr, size, what in (
+        (tv, verts.shape[0], "vertex"),
+        (tn, normals.shape[0], "normal"),
+        (tt, uvs.shape[0], "texture"),
+    ):
         bad = np.flatnonzero((arr >= size).any(axis=1)) if arr.size else np.zeros(0, np.int64)
         if bad.size:
             r = int(bad[0])
-            raise FormatError(name, f"line {int(tl[r])}", f"{what} index {int(arr[r].max()) + 1} out of range "
-                                                          f"(the file has {size} {what}s)")
+            raise FormatError(
+                name,
+                f"line {int(tl[r])}",
+                f"{what} index {int(arr[r].max()) + 1} out of range (the file has {size} {what}s)",
+            )
     return _Parsed(verts, normals, uvs, tv, tn, tt, tm, tl, material_names, mtl_paths)
 
 
@@ -332,8 +354,12 @@ def _read_texture(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def load_mtl(f: PathOrFile, material_names: Sequence[str], data_dir: str | os.PathLike | None = None,
-             load_images: bool = True) -> tuple[dict, dict]:
+def load_mtl(
+    f: PathOrFile,
+    material_names: Sequence[str],
+    data_dir: str | os.PathLike | None = None,
+    load_images: bool = True,
+) -> tuple[dict, dict]:
     """Read an MTL file: colours of the materials used and their ``map_Kd`` texture images.
 
     Args:
@@ -356,8 +382,14 @@ def load_mtl(f: PathOrFile, material_names: Sequence[str], data_dir: str | os.Pa
     props: dict[str, dict] = {}
     tex_files: dict[str, str] = {}
     current = None
-    keys = {"Ka": ("ambient_color", 3), "Kd": ("diffuse_color", 3), "Ks": ("specular_color", 3),
-            "Ns": ("shininess", 1), "d": ("opacity", 1), "illum": ("illum", 1)}
+    keys = {
+        "Ka": ("ambient_color", 3),
+        "Kd": ("diffuse_color", 3),
+        "Ks": ("specular_color", 3),
+        "Ns": ("shininess", 1),
+        "d": ("opacity", 1),
+        "illum": ("illum", 1),
+    }
     for lineno, raw in enumerate(text.split("\n"), 1):
         tokens = raw.split()
         if not tokens or tokens[0].startswith("#"):
@@ -372,7 +404,7 @@ def load_mtl(f: PathOrFile, material_names: Sequence[str], data_dir: str | os.Pa
             if current is None:
                 raise FormatError(name, f"line {lineno}", f"{key} before any newmtl")
             if key == "map_Kd":
-                rest = raw.strip()[len("map_Kd"):].strip()
+                rest = raw.strip()[len("map_Kd") :].strip()
                 if not rest:
                     raise FormatError(name, f"line {lineno}", "map_Kd without a file name")
                 tex_files[current] = rest
@@ -430,13 +462,22 @@ def _bilinear(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     wy = (xy[..., 1] - y0f)[..., None]
     x0, y0 = x0f.long(), y0f.long()
     x1, y1 = (x0 + 1).clamp(max=W - 1), (y0 + 1).clamp(max=H - 1)
-    return (image[y0, x0] * (1 - wx) * (1 - wy) + image[y1, x0] * (1 - wx) * wy
-            + image[y0, x1] * wx * (1 - wy) + image[y1, x1] * wx * wy)
+    return (
+        image[y0, x0] * (1 - wx) * (1 - wy)
+        + image[y1, x0] * (1 - wx) * wy
+        + image[y0, x1] * wx * (1 - wy)
+        + image[y1, x1] * wx * wy
+    )
 
 
-def make_mesh_texture_atlas(material_colors: dict, texture_images: dict, face_material_names: Sequence[str],
-                            faces_verts_uvs: torch.Tensor | None, texture_size: int,
-                            texture_wrap: str | None) -> torch.Tensor:
+def make_mesh_texture_atlas(
+    material_colors: dict,
+    texture_images: dict,
+    face_material_names: Sequence[str],
+    faces_verts_uvs: torch.Tensor | None,
+    texture_size: int,
+    texture_wrap: str | None,
+) -> torch.Tensor:
     """Per-face (R, R, 3) textures sampled from the material images (PyTorch3D's / SoftRas's atlas).
 
     Faces start white; faces of a material with ``diffuse_color`` take that colour; faces of a material
@@ -487,9 +528,14 @@ def make_mesh_texture_atlas(material_colors: dict, texture_images: dict, face_ma
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_obj(f: PathOrFile, load_textures: bool = True, create_texture_atlas: bool = False,
-             texture_atlas_size: int = 4, texture_wrap: str | None = "repeat",
-             device: str | torch.device = "cpu") -> tuple[torch.Tensor, Faces, Aux]:
+def load_obj(
+    f: PathOrFile,
+    load_textures: bool = True,
+    create_texture_atlas: bool = False,
+    texture_atlas_size: int = 4,
+    texture_wrap: str | None = "repeat",
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, Faces, Aux]:
     """Load an OBJ file (and its MTL and textures) as ``pytorch3d.io.load_obj``.
 
     Args:
@@ -526,8 +572,12 @@ def load_obj(f: PathOrFile, load_textures: bool = True, create_texture_atlas: bo
     verts = torch.from_numpy(p.verts).to(dev)
     normals = torch.from_numpy(p.normals).to(dev)
     uvs = torch.from_numpy(p.uvs).to(dev)
-    faces = Faces(torch.from_numpy(p.tri_v).to(dev), torch.from_numpy(p.tri_n).to(dev),
-                  torch.from_numpy(p.tri_t).to(dev), torch.from_numpy(p.tri_m).to(dev))
+    faces = Faces(
+        torch.from_numpy(p.tri_v).to(dev),
+        torch.from_numpy(p.tri_n).to(dev),
+        torch.from_numpy(p.tri_t).to(dev),
+        torch.from_numpy(p.tri_m).to(dev),
+    )
 
     material_colors = texture_images = atlas = None
     if load_textures and p.mtl_paths:
@@ -541,7 +591,9 @@ def load_obj(f: PathOrFile, load_textures: bool = True, create_texture_atlas: bo
             warnings.warn(f"{name}: mtl file does not exist: {p.mtl_paths[0]}", stacklevel=2)
         else:
             material_colors, texture_images = load_mtl(mtl, p.material_names, data_dir=base)
-            material_colors = {k: {kk: vv.to(dev) for kk, vv in v.items()} for k, v in material_colors.items()}
+            material_colors = {
+                k: {kk: vv.to(dev) for kk, vv in v.items()} for k, v in material_colors.items()
+            }
             texture_images = {k: v.to(dev) for k, v in texture_images.items()}
             if create_texture_atlas:
                 mnames = np.array(p.material_names + [""], dtype=object)[p.tri_m]  # -1 -> ""
@@ -549,10 +601,16 @@ def load_obj(f: PathOrFile, load_textures: bool = True, create_texture_atlas: bo
                 if uvs.shape[0] > 0:
                     ti = faces.textures_idx.clamp(min=0)
                     fuv = uvs[ti]  # corners without UVs read uv 0 (they are white/colour-only anyway)
-                atlas = make_mesh_texture_atlas(material_colors, texture_images, list(mnames), fuv,
-                                                texture_atlas_size, texture_wrap)
-    aux = Aux(normals if normals.shape[0] else None, uvs if uvs.shape[0] else None, material_colors,
-              texture_images, atlas)
+                atlas = make_mesh_texture_atlas(
+                    material_colors, texture_images, list(mnames), fuv, texture_atlas_size, texture_wrap
+                )
+    aux = Aux(
+        normals if normals.shape[0] else None,
+        uvs if uvs.shape[0] else None,
+        material_colors,
+        texture_images,
+        atlas,
+    )
     return verts, faces, aux
 
 
@@ -563,10 +621,18 @@ def _rows(arr: np.ndarray, prefix: str, fmt: str) -> str:
     return "\n".join(row % tuple(r) for r in arr.tolist()) + "\n"
 
 
-def save_obj(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor, decimal_places: int | None = None, *,
-             normals: torch.Tensor | None = None, faces_normals_idx: torch.Tensor | None = None,
-             verts_uvs: torch.Tensor | None = None, faces_uvs: torch.Tensor | None = None,
-             texture_map: torch.Tensor | None = None) -> None:
+def save_obj(
+    f: PathOrFile,
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    decimal_places: int | None = None,
+    *,
+    normals: torch.Tensor | None = None,
+    faces_normals_idx: torch.Tensor | None = None,
+    verts_uvs: torch.Tensor | None = None,
+    faces_uvs: torch.Tensor | None = None,
+    texture_map: torch.Tensor | None = None,
+) -> None:
     """Write a mesh to an OBJ file (as ``pytorch3d.io.save_obj``).
 
     With ``verts_uvs``, ``faces_uvs`` and ``texture_map`` all given, also writes ``<stem>.mtl`` (material
@@ -652,12 +718,18 @@ def save_obj(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor, decimal_pl
         Image.fromarray(img, "RGB").save(path.parent / f"{stem}.png")
         (path.parent / f"{stem}.mtl").write_text(
             f"newmtl mesh\nmap_Kd {stem}.png\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\n"
-            "Ks 0.000 0.000 0.000\nNs 10.0\nillum 2\n")
+            "Ks 0.000 0.000 0.000\nNs 10.0\nillum 2\n"
+        )
 
 
-def load_objs_as_meshes(files: Sequence[PathOrFile], device: str | torch.device | None = None,
-                        load_textures: bool = True, create_texture_atlas: bool = False,
-                        texture_atlas_size: int = 4, texture_wrap: str | None = "repeat"):
+def load_objs_as_meshes(
+    files: Sequence[PathOrFile],
+    device: str | torch.device | None = None,
+    load_textures: bool = True,
+    create_texture_atlas: bool = False,
+    texture_atlas_size: int = 4,
+    texture_wrap: str | None = "repeat",
+):
     """Load OBJ files into one batched ``lib3d.structures.Meshes`` (as ``pytorch3d.io.load_objs_as_meshes``).
 
     Each mesh gets ``TexturesUV`` from its first texture image (or ``TexturesAtlas`` when
@@ -679,9 +751,14 @@ def load_objs_as_meshes(files: Sequence[PathOrFile], device: str | torch.device 
     dev = torch.device("cpu" if device is None else device)
     meshes = []
     for fobj in files:
-        verts, faces, aux = load_obj(fobj, load_textures=load_textures, create_texture_atlas=create_texture_atlas,
-                                     texture_atlas_size=texture_atlas_size, texture_wrap=texture_wrap,
-                                     device=dev)
+        verts, faces, aux = load_obj(
+            fobj,
+            load_textures=load_textures,
+            create_texture_atlas=create_texture_atlas,
+            texture_atlas_size=texture_atlas_size,
+            texture_wrap=texture_wrap,
+            device=dev,
+        )
         tex = None
         if create_texture_atlas and aux.texture_atlas is not None:
             tex = TexturesAtlas(atlas=[aux.texture_atlas])

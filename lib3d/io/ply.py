@@ -46,14 +46,22 @@ __all__ = [
 
 # PLY type name -> numpy type code (without byte order).
 PLY_TYPES: dict[str, str] = {
-    "char": "i1", "int8": "i1",
-    "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4",
-    "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 _STRUCT_CODES = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I"}
 _FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
@@ -173,20 +181,26 @@ def _parse_header(data: bytes, name: str) -> PlyHeader:
             continue
         key = tokens[0]
         if key in ("comment", "obj_info"):
-            comments.append(line[len(key):].strip())
+            comments.append(line[len(key) :].strip())
         elif key == "format":
             if len(tokens) != 3 or tokens[1] not in _FORMATS:
-                raise FormatError(name, where, f"bad format line {line[:60]!r}, expected one of {list(_FORMATS)}")
+                raise FormatError(
+                    name, where, f"bad format line {line[:60]!r}, expected one of {list(_FORMATS)}"
+                )
             if fmt is not None:
                 raise FormatError(name, where, "duplicate format line")
             fmt = tokens[1]
         elif key == "element":
             if len(tokens) != 3:
-                raise FormatError(name, where, f"bad element line {line[:60]!r}, expected 'element <name> <count>'")
+                raise FormatError(
+                    name, where, f"bad element line {line[:60]!r}, expected 'element <name> <count>'"
+                )
             try:
                 count = int(tokens[2])
             except ValueError:
-                raise FormatError(name, where, f"element count {tokens[2][:30]!r} is not an integer") from None
+                raise FormatError(
+                    name, where, f"element count {tokens[2][:30]!r} is not an integer"
+                ) from None
             if count < 0:
                 raise FormatError(name, where, f"element count {count} is negative")
             if len(elements) >= MAX_ELEMENTS:
@@ -196,22 +210,30 @@ def _parse_header(data: bytes, name: str) -> PlyHeader:
             if not elements:
                 raise FormatError(name, where, "property before any element")
             if len(elements[-1][2]) >= MAX_PROPERTIES:
-                raise FormatError(name, where, f"more than {MAX_PROPERTIES} properties in element "
-                                               f"'{elements[-1][0]}'")
+                raise FormatError(
+                    name, where, f"more than {MAX_PROPERTIES} properties in element '{elements[-1][0]}'"
+                )
             if len(tokens) >= 2 and tokens[1] == "list":
                 if len(tokens) != 5:
-                    raise FormatError(name, where, f"bad list property {line[:60]!r}, expected "
-                                                   "'property list <count type> <item type> <name>'")
+                    raise FormatError(
+                        name,
+                        where,
+                        f"bad list property {line[:60]!r}, expected "
+                        "'property list <count type> <item type> <name>'",
+                    )
                 ctype, itype = PLY_TYPES.get(tokens[2]), PLY_TYPES.get(tokens[3])
                 if ctype is None or itype is None:
                     raise FormatError(name, where, f"unknown PLY type in {line[:60]!r}")
                 if ctype[0] == "f":
-                    raise FormatError(name, where, f"list count type must be an integer type, got {tokens[2]!r}")
+                    raise FormatError(
+                        name, where, f"list count type must be an integer type, got {tokens[2]!r}"
+                    )
                 elements[-1][2].append(PlyProperty(tokens[4], itype, ctype))
             else:
                 if len(tokens) != 3:
-                    raise FormatError(name, where, f"bad property line {line[:60]!r}, expected "
-                                                   "'property <type> <name>'")
+                    raise FormatError(
+                        name, where, f"bad property line {line[:60]!r}, expected 'property <type> <name>'"
+                    )
                 t = PLY_TYPES.get(tokens[1])
                 if t is None:
                     raise FormatError(name, where, f"unknown PLY type {tokens[1][:30]!r}")
@@ -246,8 +268,9 @@ def _ragged_offsets(starts: np.ndarray, lengths: np.ndarray, item: int) -> np.nd
     return np.repeat(starts, lengths) + within * item
 
 
-def _read_binary_element(data: bytes, u8: np.ndarray, pos: int, el: PlyElement, endian: str,
-                         name: str) -> tuple[dict, int]:
+def _read_binary_element(
+    data: bytes, u8: np.ndarray, pos: int, el: PlyElement, endian: str, name: str
+) -> tuple[dict, int]:
     where = f"element '{el.name}'"
     left = len(data) - pos
     props = el.properties
@@ -259,8 +282,12 @@ def _read_binary_element(data: bytes, u8: np.ndarray, pos: int, el: PlyElement, 
     cdtypes = [np.dtype(endian + p.count_type) if p.count_type else None for p in props]
     min_row = sum(c.itemsize if c is not None else d.itemsize for d, c in zip(dtypes, cdtypes))
     if count * min_row > left:
-        raise FormatError(name, where, f"declares {count} rows (at least {count * min_row} bytes) but only "
-                                       f"{left} bytes are left in the file")
+        raise FormatError(
+            name,
+            where,
+            f"declares {count} rows (at least {count * min_row} bytes) but only "
+            f"{left} bytes are left in the file",
+        )
     out: dict = {}
     if not has_list:
         row = np.dtype([(f"p{i}", d) for i, d in enumerate(dtypes)])
@@ -325,8 +352,10 @@ def _read_binary_element(data: bytes, u8: np.ndarray, pos: int, el: PlyElement, 
     # Fallback: scan the row offsets (lists of varying lengths), then gather every property at once.
     offs = [[] for _ in props]
     lens = [[] if c is not None else None for c in cdtypes]
-    readers = [struct.Struct(endian + _STRUCT_CODES[c.str[1:]]).unpack_from if c is not None else None
-               for c in cdtypes]
+    readers = [
+        struct.Struct(endian + _STRUCT_CODES[c.str[1:]]).unpack_from if c is not None else None
+        for c in cdtypes
+    ]
     sizes = [d.itemsize for d in dtypes]
     csizes = [c.itemsize if c is not None else 0 for c in cdtypes]
     end = len(data)
@@ -423,7 +452,7 @@ def _cast_mask(col: np.ndarray, type_code: str) -> tuple[np.ndarray, np.ndarray 
 
 def _read_ascii(data: bytes, header: PlyHeader, name: str, row_lines: dict | None = None) -> dict:
     """Ascii body, vectorised over rows: one row per line (as PyTorch3D), every token parsed once."""
-    body = data[header.body_offset:]
+    body = data[header.body_offset :]
     tokens = body.split()
     u8 = np.frombuffer(body, np.uint8)
     ws = _WS[u8]
@@ -453,10 +482,13 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str, row_lines: dict | Non
         avail = row_line.size - cur
         if count > avail:
             last = first_line + (int(row_line[-1]) + 1 if row_line.size else 0)
-            raise FormatError(name, f"line {last}", f"element '{el.name}' declares {count} rows but the file "
-                                                    f"ends after {avail}")
-        rl = row_line[cur:cur + count]
-        rc = row_ntok[cur:cur + count]
+            raise FormatError(
+                name,
+                f"line {last}",
+                f"element '{el.name}' declares {count} rows but the file ends after {avail}",
+            )
+        rl = row_line[cur : cur + count]
+        rc = row_ntok[cur : cur + count]
         if row_lines is not None:
             row_lines.setdefault(el.name, first_line + rl)
         t0 = int(row_first_tok[cur]) if count else 0
@@ -472,7 +504,7 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str, row_lines: dict | Non
                 r = int(bad[0])
                 fail(r, f"element '{el.name}' row has {int(rc[r])} values, expected {len(props)}")
         n_tok = int(rc.sum())
-        vals, bad_tok = _to_float64(tokens[t0:t0 + n_tok])
+        vals, bad_tok = _to_float64(tokens[t0 : t0 + n_tok])
         row_end = np.cumsum(rc)
         pos = row_end - rc  # per-row cursor, in tokens relative to t0
         for p in props:
@@ -481,11 +513,16 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str, row_lines: dict | Non
                 fail(int(short[0]), f"element '{el.name}' row is too short")
             if p.count_type is None:
                 if bad_tok is not None and bool(bad_tok[pos].any()):
-                    fail(int(np.flatnonzero(bad_tok[pos])[0]), f"bad value for property '{p.name}' of element "
-                                                               f"'{el.name}'")
+                    fail(
+                        int(np.flatnonzero(bad_tok[pos])[0]),
+                        f"bad value for property '{p.name}' of element '{el.name}'",
+                    )
                 col, bad = _cast_mask(vals[pos], p.type)
                 if bad is not None and bool(bad.any()):
-                    fail(int(np.flatnonzero(bad)[0]), f"bad value for property '{p.name}' of element '{el.name}'")
+                    fail(
+                        int(np.flatnonzero(bad)[0]),
+                        f"bad value for property '{p.name}' of element '{el.name}'",
+                    )
                 out.setdefault(p.name, col)
                 pos = pos + 1
                 continue
@@ -497,18 +534,25 @@ def _read_ascii(data: bytes, header: PlyHeader, name: str, row_lines: dict | Non
                 okn &= ~bad_tok[pos]
             if not bool(okn.all()):
                 r = int(np.flatnonzero(~okn)[0])
-                fail(r, f"list length {tokens[t0 + int(pos[r])][:20].decode('latin-1')} of property "
-                        f"'{p.name}' does not match the row")
+                fail(
+                    r,
+                    f"list length {tokens[t0 + int(pos[r])][:20].decode('latin-1')} of property "
+                    f"'{p.name}' does not match the row",
+                )
             n = nf.astype(np.int64)
             idx = _ragged_offsets(pos + 1, n, 1)
             item_row = np.repeat(np.arange(count), n)
             if bad_tok is not None and bool(bad_tok[idx].any()):
-                fail(int(item_row[np.flatnonzero(bad_tok[idx])[0]]), f"bad value for property '{p.name}' of "
-                                                                      f"element '{el.name}'")
+                fail(
+                    int(item_row[np.flatnonzero(bad_tok[idx])[0]]),
+                    f"bad value for property '{p.name}' of element '{el.name}'",
+                )
             items, bad = _cast_mask(vals[idx], p.type)
             if bad is not None and bool(bad.any()):
-                fail(int(item_row[np.flatnonzero(bad)[0]]), f"bad value for property '{p.name}' of element "
-                                                             f"'{el.name}'")
+                fail(
+                    int(item_row[np.flatnonzero(bad)[0]]),
+                    f"bad value for property '{p.name}' of element '{el.name}'",
+                )
             out.setdefault(p.name, PlyList(items, n))
             pos = pos + 1 + n
         extra = np.flatnonzero(pos != row_end)
@@ -546,7 +590,9 @@ def _triangulate(lst: PlyList, name: str, row_where) -> np.ndarray:
             return rows.astype(np.int64)
         # fan position major, then face: (L-2, count, 3) -> ((L-2) * count, 3)
         first = np.broadcast_to(rows[:, 0], (L - 2, count))
-        return np.stack([first, rows[:, 1:L - 1].T, rows[:, 2:L].T], axis=-1).reshape(-1, 3).astype(np.int64)
+        return (
+            np.stack([first, rows[:, 1 : L - 1].T, rows[:, 2:L].T], axis=-1).reshape(-1, 3).astype(np.int64)
+        )
     lengths = lst.lengths
     if bool((lengths < 3).any()):
         r = int(np.flatnonzero(lengths < 3)[0])
@@ -590,7 +636,9 @@ def _mesh_from_elements(elements: dict, name: str, row_lines: dict | None = None
         for k in ckeys:
             c = vertex[k]
             if c.dtype.kind in "iu":
-                c = c.astype(np.float32) / (65535.0 if c.dtype.itemsize >= 2 and c.dtype.kind == "u" else 255.0)
+                c = c.astype(np.float32) / (
+                    65535.0 if c.dtype.itemsize >= 2 and c.dtype.kind == "u" else 255.0
+                )
             cols.append(c.astype(np.float32))
         colors = torch.from_numpy(np.stack(cols, 1))
 
@@ -606,13 +654,18 @@ def _mesh_from_elements(elements: dict, name: str, row_lines: dict | None = None
         if not isinstance(lst, PlyList):
             raise FormatError(name, "element 'face'", "vertex indices must be a list property")
         if lst.values.dtype.kind not in "iu":
-            raise FormatError(name, "element 'face'", f"vertex indices must be integers, got {lst.values.dtype}")
+            raise FormatError(
+                name, "element 'face'", f"vertex indices must be integers, got {lst.values.dtype}"
+            )
         faces = _triangulate(lst, name, row_where)
         if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= V):
             t = int(np.flatnonzero(((faces < 0) | (faces >= V)).any(axis=1))[0])
             bad = faces[t][(faces[t] < 0) | (faces[t] >= V)][0]
-            raise FormatError(name, row_where(_tri_to_row(lst, t)), f"vertex index {int(bad)} out of range "
-                                                                    f"[0, {V}) in element 'face'")
+            raise FormatError(
+                name,
+                row_where(_tri_to_row(lst, t)),
+                f"vertex index {int(bad)} out of range [0, {V}) in element 'face'",
+            )
     return torch.from_numpy(verts), torch.from_numpy(np.ascontiguousarray(faces)), normals, colors
 
 
@@ -679,9 +732,15 @@ def _ascii_rows(arr: np.ndarray, fmt: str) -> bytes:
     return ("\n".join(row % tuple(r) for r in arr.tolist()) + "\n").encode("ascii")
 
 
-def save_ply(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor | None = None,
-             verts_normals: torch.Tensor | None = None, verts_colors: torch.Tensor | None = None,
-             ascii: bool = False, decimal_places: int | None = None) -> None:
+def save_ply(
+    f: PathOrFile,
+    verts: torch.Tensor,
+    faces: torch.Tensor | None = None,
+    verts_normals: torch.Tensor | None = None,
+    verts_colors: torch.Tensor | None = None,
+    ascii: bool = False,
+    decimal_places: int | None = None,
+) -> None:
     """Write a mesh or point cloud to a PLY file (as ``pytorch3d.io.save_ply``, plus colours).
 
     Vertex properties are written as ``float`` (``x y z``, then ``nx ny nz``, then ``red green blue
@@ -707,7 +766,9 @@ def save_ply(f: PathOrFile, verts: torch.Tensor, faces: torch.Tensor | None = No
     if verts_colors is not None:
         check_shape("verts_colors", verts_colors, ("V", None), sizes, dtype="float")
         if verts_colors.shape[1] not in (3, 4):
-            raise ValueError(f"verts_colors must have shape (V, 3) or (V, 4), got {tuple(verts_colors.shape)}")
+            raise ValueError(
+                f"verts_colors must have shape (V, 3) or (V, 4), got {tuple(verts_colors.shape)}"
+            )
     if faces is not None:
         check_shape("faces", faces, ("F", 3), dtype="int")
         check_index("faces", faces, sizes["V"])

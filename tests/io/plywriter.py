@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import struct
 
-STRUCT = {"char": "b", "int8": "b", "uchar": "B", "uint8": "B", "short": "h", "int16": "h", "ushort": "H",
-          "uint16": "H", "int": "i", "int32": "i", "uint": "I", "uint32": "I", "float": "f", "float32": "f",
-          "double": "d", "float64": "d"}
+STRUCT = {
+    "char": "b",
+    "int8": "b",
+    "uchar": "B",
+    "uint8": "B",
+    "short": "h",
+    "int16": "h",
+    "ushort": "H",
+    "uint16": "H",
+    "int": "i",
+    "int32": "i",
+    "uint": "I",
+    "uint32": "I",
+    "float": "f",
+    "float32": "f",
+    "double": "d",
+    "float64": "d",
+}
 
 
 def write_ply(fmt: str, elements: list, comments=("test",)) -> bytes:
@@ -26,10 +41,14 @@ def write_ply(fmt: str, elements: list, comments=("test",)) -> bytes:
                 for (pname, t, ct), v in zip(props, row):
                     if ct:
                         toks.append(str(len(v)))
-                        toks += [repr(float(x)) if t in ("float", "float32", "double", "float64") else str(int(x))
-                                 for x in v]
+                        toks += [
+                            repr(float(x)) if t in ("float", "float32", "double", "float64") else str(int(x))
+                            for x in v
+                        ]
                     else:
-                        toks.append(repr(float(v)) if t in ("float", "float32", "double", "float64") else str(int(v)))
+                        toks.append(
+                            repr(float(v)) if t in ("float", "float32", "double", "float64") else str(int(v))
+                        )
                 lines.append(" ".join(toks))
         return out + ("\n".join(lines) + "\n").encode()
     e = "<" if fmt == "binary_little_endian" else ">"

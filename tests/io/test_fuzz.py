@@ -25,15 +25,24 @@ XYZ = [("x", "float", None), ("y", "float", None), ("z", "float", None)]
 
 def _ply_seed(fmt: str, mixed: bool = False) -> bytes:
     pts = [(float(i % 3), float(i // 3), float(i) * 0.5) for i in range(9)]
-    vprops = XYZ + [("nx", "float", None), ("ny", "float", None), ("nz", "float", None), ("red", "uchar", None),
-                    ("green", "uchar", None), ("blue", "uchar", None)]
+    vprops = XYZ + [
+        ("nx", "float", None),
+        ("ny", "float", None),
+        ("nz", "float", None),
+        ("red", "uchar", None),
+        ("green", "uchar", None),
+        ("blue", "uchar", None),
+    ]
     vrows = [p + (0.0, 0.0, 1.0, 10 * i, 20, 255) for i, p in enumerate(pts)]
     polys = [[0, 1, 4], [1, 2, 5, 4], [3, 4, 7, 6, 3]] if mixed else [[0, 1, 4], [1, 5, 4], [3, 4, 7]]
-    return write_ply(fmt, [
-        ("vertex", vprops, vrows),
-        ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys]),
-        ("meta", [("tags", "short", "uchar"), ("w", "double", None)], [([1, 2], 0.5), ([3], 1.5)]),
-    ])
+    return write_ply(
+        fmt,
+        [
+            ("vertex", vprops, vrows),
+            ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys]),
+            ("meta", [("tags", "short", "uchar"), ("w", "double", None)], [([1, 2], 0.5), ([3], 1.5)]),
+        ],
+    )
 
 
 _OBJ_SEED = """# seed
@@ -93,9 +102,19 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
             nums = list(_NUM.finditer(bytes(b)))
             if nums:
                 m = rng.choice(nums)
-                new = rng.choice([b"4294967295", b"99999999999999999999999", b"-1", b"0", b"-7", b"1000000",
-                                  b"2147483648", str(int(m.group()) + 1).encode()])
-                b[m.start():m.end()] = new
+                new = rng.choice(
+                    [
+                        b"4294967295",
+                        b"99999999999999999999999",
+                        b"-1",
+                        b"0",
+                        b"-7",
+                        b"1000000",
+                        b"2147483648",
+                        str(int(m.group()) + 1).encode(),
+                    ]
+                )
+                b[m.start() : m.end()] = new
         elif kind == 5:  # delete or duplicate a line
             lines = bytes(b).split(b"\n")
             i = rng.randrange(len(lines))
@@ -106,14 +125,21 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
             b = bytearray(b"\n".join(lines))
         elif kind == 6:  # swap the PLY format / an OBJ keyword
             s = bytes(b)
-            swaps = [(b"ascii", b"binary_little_endian"), (b"binary_little_endian", b"binary_big_endian"),
-                     (b"binary_big_endian", b"ascii"), (b"uchar", b"int"), (b"float", b"double"),
-                     (b"\nf ", b"\nv "), (b"\nvt ", b"\nvn "), (b"/", b"//")]
+            swaps = [
+                (b"ascii", b"binary_little_endian"),
+                (b"binary_little_endian", b"binary_big_endian"),
+                (b"binary_big_endian", b"ascii"),
+                (b"uchar", b"int"),
+                (b"float", b"double"),
+                (b"\nf ", b"\nv "),
+                (b"\nvt ", b"\nvn "),
+                (b"/", b"//"),
+            ]
             a, c = rng.choice(swaps)
             b = bytearray(s.replace(a, c, 1))
         elif kind == 7 and b:  # write a large value in binary at a random place
             pos = rng.randrange(len(b))
-            b[pos:pos + 4] = rng.choice([b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\xff\xff\xff\xff"])
+            b[pos : pos + 4] = rng.choice([b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\xff\xff\xff\xff"])
     return bytes(b)
 
 
@@ -150,9 +176,13 @@ def test_fuzz_mutated_files_load_or_raise_format_error(tmp_path):
             try:
                 outcome, dt = _run_one(kind, path, data)
             except Exception as e:
-                raise AssertionError(f"seed file {si} mutation {k}: {type(e).__name__}: {e}\n{data[:400]!r}") from e
+                raise AssertionError(
+                    f"seed file {si} mutation {k}: {type(e).__name__}: {e}\n{data[:400]!r}"
+                ) from e
             assert dt < TIME_LIMIT_S, f"seed file {si} mutation {k} took {dt:.2f}s"
-            assert not outcome.startswith("safety_net"), f"seed file {si} mutation {k}: {outcome}\n{data[:400]!r}"
+            assert not outcome.startswith("safety_net"), (
+                f"seed file {si} mutation {k}: {outcome}\n{data[:400]!r}"
+            )
             slowest = max(slowest, dt)
             outcomes[outcome] += 1
             n += 1
@@ -161,16 +191,27 @@ def test_fuzz_mutated_files_load_or_raise_format_error(tmp_path):
     assert outcomes["ok"] > 100 and outcomes["format_error"] > 500, outcomes
 
 
-@pytest.mark.parametrize("text", [
-    ("ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\nproperty float x\nproperty float y\n"
-     "property float z\nend_header\n"),
-    ("ply\nformat binary_big_endian 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\n"
-     "element face 4000000000\nproperty list uchar int vertex_indices\nend_header\n"),
-    ("ply\nformat ascii 1.0\nelement vertex 4000000000\nproperty float x\nproperty float y\nproperty float z\n"
-     "end_header\n0 0 0\n"),
-    ("ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
-     "property float z\nelement face 1\nproperty list uint int vertex_indices\nend_header\n\xff\xff\xff\x7f"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        (
+            "ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\nproperty float x\nproperty float y\n"
+            "property float z\nend_header\n"
+        ),
+        (
+            "ply\nformat binary_big_endian 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\n"
+            "element face 4000000000\nproperty list uchar int vertex_indices\nend_header\n"
+        ),
+        (
+            "ply\nformat ascii 1.0\nelement vertex 4000000000\nproperty float x\nproperty float y\nproperty float z\n"
+            "end_header\n0 0 0\n"
+        ),
+        (
+            "ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+            "property float z\nelement face 1\nproperty list uint int vertex_indices\nend_header\n\xff\xff\xff\x7f"
+        ),
+    ],
+)
 def test_huge_counts_do_not_allocate(tmp_path, text):
     p = tmp_path / "huge.ply"
     p.write_bytes(text.encode("latin-1") + b"\x00" * 64)
@@ -187,7 +228,9 @@ def test_huge_counts_do_not_allocate(tmp_path, text):
 
 def test_huge_token_does_not_allocate(tmp_path):
     p = tmp_path / "tok.ply"
-    head = b"ply\nformat ascii 1.0\nelement vertex 2000\nproperty float x\nproperty float y\nproperty float z\n"
+    head = (
+        b"ply\nformat ascii 1.0\nelement vertex 2000\nproperty float x\nproperty float y\nproperty float z\n"
+    )
     body = b"0 0 0\n" * 1999 + b"1" * 1_000_000 + b" 0 0\n"
     p.write_bytes(head + b"end_header\n" + body)
     tracemalloc.start()
@@ -244,8 +287,10 @@ def test_pathological_but_valid_files_stay_linear(tmp_path):
     out, dt = _timed(load_obj, io.BytesIO(obj_text))
     assert out == "ok" and dt < 5.0, dt
     # one polygon with 300k corners, ascii and binary PLY
-    head = ("ply\nformat {}\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
-            "element face 1\nproperty list uint int vertex_indices\nend_header\n")
+    head = (
+        "ply\nformat {}\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+        "element face 1\nproperty list uint int vertex_indices\nend_header\n"
+    )
     n = 300_000
     ascii_body = b"0 0 0\n" * 3 + str(n).encode() + b" 0 1 2" * (n // 3) + b"\n"
     corner3 = np.array([0, 1, 2], "<i4").tobytes()
@@ -258,9 +303,13 @@ def test_pathological_but_valid_files_stay_linear(tmp_path):
 def test_header_limits():
     import io
 
-    head = b"ply\nformat ascii 1.0\n" + b"".join(b"element e%d 0\n" % i for i in range(1001)) + b"end_header\n"
+    head = (
+        b"ply\nformat ascii 1.0\n" + b"".join(b"element e%d 0\n" % i for i in range(1001)) + b"end_header\n"
+    )
     with pytest.raises(FormatError, match="more than 1000 elements"):
         load_ply_data(io.BytesIO(head))
-    head = b"ply\nformat ascii 1.0\nelement e 0\n" + b"".join(b"property float p%d\n" % i for i in range(1001))
+    head = b"ply\nformat ascii 1.0\nelement e 0\n" + b"".join(
+        b"property float p%d\n" % i for i in range(1001)
+    )
     with pytest.raises(FormatError, match="more than 1000 properties"):
         load_ply_data(io.BytesIO(head + b"end_header\n"))

@@ -1,5 +1,7 @@
-"""Interop with trimesh: what lib3d writes, lib3d and trimesh read back identically; what trimesh writes, lib3d
-reads."""
+"""Interop with trimesh.
+
+What lib3d writes, lib3d and trimesh read back identically; what trimesh writes, lib3d reads.
+"""
 
 from __future__ import annotations
 
@@ -108,8 +110,9 @@ def test_trimesh_textured_obj_read_by_lib3d(tmp_path):
     verts, faces, aux = load_obj(tmp_path / "box.obj")
     m2 = _tm_load(tmp_path / "box.obj")
     np.testing.assert_allclose(verts[faces.verts_idx].numpy(), np.asarray(m2.vertices)[m2.faces], atol=1e-7)
-    np.testing.assert_allclose(aux.verts_uvs[faces.textures_idx].numpy(),
-                               np.asarray(m2.visual.uv)[m2.faces], atol=1e-7)
-    (_name, tex), = aux.texture_images.items()
+    np.testing.assert_allclose(
+        aux.verts_uvs[faces.textures_idx].numpy(), np.asarray(m2.visual.uv)[m2.faces], atol=1e-7
+    )
+    ((_name, tex),) = aux.texture_images.items()
     assert torch.equal((tex * 255).round().to(torch.uint8), torch.from_numpy(img))
     assert bool((faces.materials_idx == 0).all())

@@ -70,15 +70,18 @@ vn 0 0 -1
 """
 
 
-@pytest.mark.parametrize("face,vidx,tidx,nidx", [
-    ("f 1 2 3 4", [[0, 1, 2], [0, 2, 3]], [[-1] * 3] * 2, [[-1] * 3] * 2),
-    ("f 1/1 2/2 3/3 4/4", [[0, 1, 2], [0, 2, 3]], [[0, 1, 2], [0, 2, 3]], [[-1] * 3] * 2),
-    ("f 1//1 2//1 3//2 4//2", [[0, 1, 2], [0, 2, 3]], [[-1] * 3] * 2, [[0, 0, 1], [0, 1, 1]]),
-    ("f 1/4/2 2/3/2 3/2/1 4/1/1", [[0, 1, 2], [0, 2, 3]], [[3, 2, 1], [3, 1, 0]], [[1, 1, 0], [1, 0, 0]]),
-    ("f -4/-4/-2 -3/-3/-2 -2/-2/-1", [[0, 1, 2]], [[0, 1, 2]], [[0, 0, 1]]),
-    ("f\t1 2   3\r", [[0, 1, 2]], [[-1] * 3], [[-1] * 3]),
-    ("f 1 2", [], [], []),
-])
+@pytest.mark.parametrize(
+    "face,vidx,tidx,nidx",
+    [
+        ("f 1 2 3 4", [[0, 1, 2], [0, 2, 3]], [[-1] * 3] * 2, [[-1] * 3] * 2),
+        ("f 1/1 2/2 3/3 4/4", [[0, 1, 2], [0, 2, 3]], [[0, 1, 2], [0, 2, 3]], [[-1] * 3] * 2),
+        ("f 1//1 2//1 3//2 4//2", [[0, 1, 2], [0, 2, 3]], [[-1] * 3] * 2, [[0, 0, 1], [0, 1, 1]]),
+        ("f 1/4/2 2/3/2 3/2/1 4/1/1", [[0, 1, 2], [0, 2, 3]], [[3, 2, 1], [3, 1, 0]], [[1, 1, 0], [1, 0, 0]]),
+        ("f -4/-4/-2 -3/-3/-2 -2/-2/-1", [[0, 1, 2]], [[0, 1, 2]], [[0, 0, 1]]),
+        ("f\t1 2   3\r", [[0, 1, 2]], [[-1] * 3], [[-1] * 3]),
+        ("f 1 2", [], [], []),
+    ],
+)
 def test_face_forms(face, vidx, tidx, nidx):
     _, faces, aux = _obj(QUAD + face + "\n")
     assert faces.verts_idx.tolist() == vidx
@@ -132,8 +135,13 @@ def _write_textured(tmp_path, mtl_extra="", image=True):
     Image.fromarray(np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)).save(tmp_path / "tex.png")
     (tmp_path / "m.mtl").write_text(
         "# materials\nnewmtl a\nKa 0.1 0.2 0.3\nKd 0.4 0.5 0.6 # comment\nKs 0.7 0.8 0.9\nNs 12\nd 0.5\nillum 2\n"
-        + ("map_Kd tex.png\n" if image else "") + "newmtl b\nKd 1 0 0\n" + mtl_extra)
-    (tmp_path / "m.obj").write_text("mtllib m.mtl\n" + QUAD + "usemtl a\nf 1/1 2/2 3/3\nusemtl b\nf 1/1 3/3 4/4\n")
+        + ("map_Kd tex.png\n" if image else "")
+        + "newmtl b\nKd 1 0 0\n"
+        + mtl_extra
+    )
+    (tmp_path / "m.obj").write_text(
+        "mtllib m.mtl\n" + QUAD + "usemtl a\nf 1/1 2/2 3/3\nusemtl b\nf 1/1 3/3 4/4\n"
+    )
     return tmp_path / "m.obj"
 
 
@@ -208,8 +216,12 @@ def test_save_roundtrip_all_forms(tmp_path):
     normals = torch.randn(N, 3, generator=g)
     fn = torch.randint(0, N, (F, 3), generator=g)
     p = tmp_path / "a.obj"
-    for kw in [{}, {"normals": normals, "faces_normals_idx": fn}, {"verts_uvs": uvs, "faces_uvs": fuv},
-               {"normals": normals, "faces_normals_idx": fn, "verts_uvs": uvs, "faces_uvs": fuv}]:
+    for kw in [
+        {},
+        {"normals": normals, "faces_normals_idx": fn},
+        {"verts_uvs": uvs, "faces_uvs": fuv},
+        {"normals": normals, "faces_normals_idx": fn, "verts_uvs": uvs, "faces_uvs": fuv},
+    ]:
         save_obj(p, verts, faces, **kw)
         v2, f2, aux = load_obj(p)
         assert torch.equal(v2, verts) and torch.equal(f2.verts_idx, faces)
@@ -253,22 +265,25 @@ def test_save_rejects_bad_input(tmp_path):
 # --- errors --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,match", [
-    ("v 1 2\n", r"line 1: vertex needs 3 values"),
-    ("v 0 0 0\nv 1 x 0\n", r"line 2: bad vertex value 'x'"),
-    ("vt 1\n", r"line 1: texture coordinate needs 2"),
-    ("vn 1 0\n", r"line 1: normal needs 3"),
-    ("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 4\n", r"line 4: vertex index 4 out of range"),
-    ("v 0 0 0\nf 1 1 0\n", r"line 2: vertex index 0"),
-    ("v 0 0 0\nf -1 -2 -1\n", r"line 2: relative vertex index -2"),
-    ("v 0 0 0\nf 1/1/1/1 1 1\n", r"line 2: face corner"),
-    ("v 0 0 0\nf 1/a 1 1\n", r"line 2: bad face corner"),
-    ("v 0 0 0\nvt 0 0\nf 1/1 1 1\n", r"line 3: face corners are inconsistent"),
-    ("v 0 0 0\nvt 0 0\nf 1/2 1/1 1/1\n", r"line 3: texture index 2 out of range"),
-    ("v 0 0 0\n\n\nf 1//1 1//1 1//1\n", r"line 4: normal index 1 out of range"),
-    ("usemtl\n", "line 1: usemtl without"),
-    ("mtllib\n", "line 1: mtllib without"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("v 1 2\n", r"line 1: vertex needs 3 values"),
+        ("v 0 0 0\nv 1 x 0\n", r"line 2: bad vertex value 'x'"),
+        ("vt 1\n", r"line 1: texture coordinate needs 2"),
+        ("vn 1 0\n", r"line 1: normal needs 3"),
+        ("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 4\n", r"line 4: vertex index 4 out of range"),
+        ("v 0 0 0\nf 1 1 0\n", r"line 2: vertex index 0"),
+        ("v 0 0 0\nf -1 -2 -1\n", r"line 2: relative vertex index -2"),
+        ("v 0 0 0\nf 1/1/1/1 1 1\n", r"line 2: face corner"),
+        ("v 0 0 0\nf 1/a 1 1\n", r"line 2: bad face corner"),
+        ("v 0 0 0\nvt 0 0\nf 1/1 1 1\n", r"line 3: face corners are inconsistent"),
+        ("v 0 0 0\nvt 0 0\nf 1/2 1/1 1/1\n", r"line 3: texture index 2 out of range"),
+        ("v 0 0 0\n\n\nf 1//1 1//1 1//1\n", r"line 4: normal index 1 out of range"),
+        ("usemtl\n", "line 1: usemtl without"),
+        ("mtllib\n", "line 1: mtllib without"),
+    ],
+)
 def test_errors_name_the_line(text, match):
     with pytest.raises(FormatError, match=match):
         _obj(text)

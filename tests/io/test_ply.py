@@ -15,8 +15,20 @@ from tests.helpers import book_path, golden_case, load_golden
 from tests.io.plywriter import write_ply
 
 FORMATS = ["ascii", "binary_little_endian", "binary_big_endian"]
-INT_TYPES = ["char", "int8", "uchar", "uint8", "short", "int16", "ushort", "uint16", "int", "int32", "uint",
-             "uint32"]
+INT_TYPES = [
+    "char",
+    "int8",
+    "uchar",
+    "uint8",
+    "short",
+    "int16",
+    "ushort",
+    "uint16",
+    "int",
+    "int32",
+    "uint",
+    "uint32",
+]
 FLOAT_TYPES = ["float", "float32", "double", "float64"]
 XYZ = [("x", "float", None), ("y", "float", None), ("z", "float", None)]
 
@@ -28,7 +40,9 @@ def _load(b: bytes, **kw):
 # --- golden parity -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["cow_ply", "cube_ply", "parallel_plane_color_ply", "parallel_plane_mono_ply"])
+@pytest.mark.parametrize(
+    "case", ["cow_ply", "cube_ply", "parallel_plane_color_ply", "parallel_plane_mono_ply"]
+)
 def test_golden_parity(case):
     tensors, cases = load_golden("io")
     g = golden_case(tensors, case)
@@ -43,16 +57,30 @@ def test_golden_parity(case):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("vtype", FLOAT_TYPES + ["short", "int"])
-@pytest.mark.parametrize("ctype,itype", [("uchar", "int"), ("uint8", "uint32"), ("ushort", "short"),
-                                         ("int", "uint"), ("char", "ushort"), ("uint", "int16")])
+@pytest.mark.parametrize(
+    "ctype,itype",
+    [
+        ("uchar", "int"),
+        ("uint8", "uint32"),
+        ("ushort", "short"),
+        ("int", "uint"),
+        ("char", "ushort"),
+        ("uint", "int16"),
+    ],
+)
 def test_types_and_formats(fmt, vtype, ctype, itype):
     rng = np.random.default_rng(0)
     V = 7
     pts = rng.integers(-50, 50, (V, 3)) if vtype in ("short", "int") else rng.normal(size=(V, 3))
     tris = [[0, 1, 2], [2, 3, 4], [6, 5, 0]]
     props = [("x", vtype, None), ("y", vtype, None), ("z", vtype, None)]
-    data = write_ply(fmt, [("vertex", props, [tuple(p) for p in pts.tolist()]),
-                           ("face", [("vertex_indices", itype, ctype)], [(t,) for t in tris])])
+    data = write_ply(
+        fmt,
+        [
+            ("vertex", props, [tuple(p) for p in pts.tolist()]),
+            ("face", [("vertex_indices", itype, ctype)], [(t,) for t in tris]),
+        ],
+    )
     verts, faces = _load(data)
     expect = torch.tensor(pts, dtype=torch.float32)
     torch.testing.assert_close(verts, expect, atol=1e-6, rtol=1e-6)
@@ -62,12 +90,36 @@ def test_types_and_formats(fmt, vtype, ctype, itype):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("t", INT_TYPES + FLOAT_TYPES)
 def test_every_scalar_type_roundtrips_exactly(fmt, t):
-    info = np.iinfo(np.dtype({"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2",
-                              "int16": "i2", "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4",
-                              "uint": "u4", "uint32": "u4"}[t])) if t in INT_TYPES else None
+    info = (
+        np.iinfo(
+            np.dtype(
+                {
+                    "char": "i1",
+                    "int8": "i1",
+                    "uchar": "u1",
+                    "uint8": "u1",
+                    "short": "i2",
+                    "int16": "i2",
+                    "ushort": "u2",
+                    "uint16": "u2",
+                    "int": "i4",
+                    "int32": "i4",
+                    "uint": "u4",
+                    "uint32": "u4",
+                }[t]
+            )
+        )
+        if t in INT_TYPES
+        else None
+    )
     vals = [info.min, 0, 1, info.max] if info else [-1.5, 0.0, 3.25, 1e6]
-    data = write_ply(fmt, [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 4),
-                           ("extra", [("val", t, None), ("lst", t, "uchar")], [(v, [v, v]) for v in vals])])
+    data = write_ply(
+        fmt,
+        [
+            ("vertex", XYZ, [(0.0, 0.0, 0.0)] * 4),
+            ("extra", [("val", t, None), ("lst", t, "uchar")], [(v, [v, v]) for v in vals]),
+        ],
+    )
     d = load_ply_data(io.BytesIO(data))
     assert d.elements["extra"]["val"].tolist() == vals
     assert d.elements["extra"]["lst"].values.tolist() == [v for v in vals for _ in range(2)]
@@ -75,8 +127,15 @@ def test_every_scalar_type_roundtrips_exactly(fmt, t):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_normals_colors_uchar_and_float(fmt):
-    props = XYZ + [("nx", "float", None), ("ny", "float", None), ("nz", "float", None), ("red", "uchar", None),
-                   ("green", "uchar", None), ("blue", "uchar", None), ("alpha", "uchar", None)]
+    props = XYZ + [
+        ("nx", "float", None),
+        ("ny", "float", None),
+        ("nz", "float", None),
+        ("red", "uchar", None),
+        ("green", "uchar", None),
+        ("blue", "uchar", None),
+        ("alpha", "uchar", None),
+    ]
     rows = [(0, 0, 0, 0, 0, 1, 255, 0, 51, 255), (1, 0, 0, 1, 0, 0, 0, 102, 0, 0)]
     d = load_ply_data(io.BytesIO(write_ply(fmt, [("vertex", props, rows)])))
     torch.testing.assert_close(d.verts_normals, torch.tensor([[0.0, 0, 1], [1, 0, 0]]))
@@ -104,15 +163,24 @@ def test_polygons_fan_triangulated_in_pytorch3d_order(fmt, prop):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_unknown_elements_and_properties_are_skipped(fmt):
     pts = [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
-    vprops = [("quality", "double", None), ("x", "float", None), ("tags", "short", "uchar"), ("y", "float", None),
-              ("z", "float", None), ("flags", "uint", "ushort")]
+    vprops = [
+        ("quality", "double", None),
+        ("x", "float", None),
+        ("tags", "short", "uchar"),
+        ("y", "float", None),
+        ("z", "float", None),
+        ("flags", "uint", "ushort"),
+    ]
     vrows = [(9.5, p[0], [1, 2, 3][: i % 3], p[1], p[2], [7] * i) for i, p in enumerate(pts)]
     elements = [
         ("material", [("name", "uchar", "uint"), ("k", "float", None)], [([1, 2], 0.5), ([], 1.5)]),
         ("vertex", vprops, vrows),
         ("edge", [("vertex1", "int", None), ("vertex2", "int", None)], [(0, 1), (1, 2)]),
-        ("face", [("flags", "uchar", None), ("vertex_indices", "uint", "uchar"), ("texcoord", "float", "uchar")],
-         [(1, [0, 1, 2], [0.1] * 6), (2, [0, 2, 3], [])]),
+        (
+            "face",
+            [("flags", "uchar", None), ("vertex_indices", "uint", "uchar"), ("texcoord", "float", "uchar")],
+            [(1, [0, 1, 2], [0.1] * 6), (2, [0, 2, 3], [])],
+        ),
         ("trailer", [("junk", "double", "int")], [([1.0, 2.0],)]),
     ]
     d = load_ply_data(io.BytesIO(write_ply(fmt, elements)))
@@ -174,8 +242,13 @@ def test_property_roundtrip_against_reference_writer(V, F, fmt, seed):
     rng = np.random.default_rng(seed)
     pts = rng.normal(size=(V, 3)).astype(np.float32)
     polys = [rng.integers(0, V, rng.integers(3, 7)).tolist() for _ in range(F)]
-    data = write_ply(fmt, [("vertex", XYZ, [tuple(map(float, p)) for p in pts]),
-                           ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys])])
+    data = write_ply(
+        fmt,
+        [
+            ("vertex", XYZ, [tuple(map(float, p)) for p in pts]),
+            ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys]),
+        ],
+    )
     verts, faces = _load(data)
     assert torch.equal(verts, torch.from_numpy(pts))
     if polys and len({len(q) for q in polys}) == 1:
@@ -195,8 +268,13 @@ def _bad(data: bytes, match: str):
 
 
 def test_errors_name_file_and_location(tmp_path):
-    good = write_ply("ascii", [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
-                               ("face", [("vertex_indices", "int", "uchar")], [([0, 1, 2],)])])
+    good = write_ply(
+        "ascii",
+        [
+            ("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
+            ("face", [("vertex_indices", "int", "uchar")], [([0, 1, 2],)]),
+        ],
+    )
     p = tmp_path / "bad.ply"
     p.write_bytes(good.replace(b"1 2\n", b"1 3\n"))
     with pytest.raises(FormatError, match=r"bad\.ply, line 14: vertex index 3 out of range \[0, 3\)"):
@@ -214,20 +292,29 @@ def test_errors_header():
     _bad(b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n", "end_header")
     _bad(b"ply\nformat weird 1.0\nend_header\n", "line 2: bad format")
     _bad(b"ply\nformat ascii 1.0\nelement vertex -1\nend_header\n", "line 3: element count -1 is negative")
-    _bad(b"ply\nformat ascii 1.0\nelement vertex 1\nproperty quad x\nend_header\n", "line 4: unknown PLY type")
+    _bad(
+        b"ply\nformat ascii 1.0\nelement vertex 1\nproperty quad x\nend_header\n", "line 4: unknown PLY type"
+    )
     _bad(b"ply\nformat ascii 1.0\nproperty float x\nend_header\n", "line 3: property before any element")
     _bad(b"ply\nformat ascii 1.0\nelement vertex 1\nproperty list float int x\nend_header\n", "count type")
     _bad(b"ply\nformat ascii 1.0\nbogus\nend_header\n", "line 3: unexpected header line")
     _bad(b"ply\nelement vertex 0\nproperty float x\nend_header\n", "no format line")
-    _bad(b"ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n",
-         "no 'vertex' element")
+    _bad(
+        b"ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n",
+        "no 'vertex' element",
+    )
     _bad(b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nend_header\n", "no 'y' property")
 
 
 @pytest.mark.parametrize("fmt", ["binary_little_endian", "binary_big_endian"])
 def test_binary_errors_and_hostile_counts(fmt):
-    good = write_ply(fmt, [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
-                           ("face", [("vertex_indices", "int", "uchar")], [([0, 1, 2],), ([0, 1, 2, 0],)])])
+    good = write_ply(
+        fmt,
+        [
+            ("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
+            ("face", [("vertex_indices", "int", "uchar")], [([0, 1, 2],), ([0, 1, 2, 0],)]),
+        ],
+    )
     _bad(good[:-3], "element 'face'.*truncated")
     _bad(good.replace(b"element vertex 3", b"element vertex 9999999999999"), "element 'vertex'.*declares")
     _bad(good.replace(b"element face 2", b"element face 9999999999"), "element 'face'.*declares")
@@ -238,15 +325,27 @@ def test_binary_errors_and_hostile_counts(fmt):
     _bad(bytes(evil), "element 'face'")
     # an index out of range names the element and the row (uniform and ragged rows)
     for polys, row in [([[0, 1, 2], [0, 1, 2, 1], [2, 9, 0]], 2), ([[0, 1, 2], [2, 1, 0], [0, 2, 7]], 2)]:
-        bad = write_ply(fmt, [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
-                              ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys])])
+        bad = write_ply(
+            fmt,
+            [
+                ("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
+                ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys]),
+            ],
+        )
         _bad(bad, rf"element 'face', row {row}: vertex index \d out of range \[0, 3\)")
     # faces with fewer than 3 vertices
-    two = write_ply(fmt, [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
-                          ("face", [("vertex_indices", "int", "uchar")], [([0, 1],)])])
+    two = write_ply(
+        fmt,
+        [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3), ("face", [("vertex_indices", "int", "uchar")], [([0, 1],)])],
+    )
     _bad(two, "at least 3")
-    neg = write_ply(fmt, [("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
-                          ("face", [("vertex_indices", "int", "char")], [([0, 1, 2],), ([0, 1, 2, 1],)])])
+    neg = write_ply(
+        fmt,
+        [
+            ("vertex", XYZ, [(0.0, 0.0, 0.0)] * 3),
+            ("face", [("vertex_indices", "int", "char")], [([0, 1, 2],), ([0, 1, 2, 1],)]),
+        ],
+    )
     neg = neg[:-17] + b"\xff" + neg[-16:]  # second row's length -1
     _bad(neg, "negative list length")
 

@@ -350,3 +350,20 @@ def test_graph_conv_reference_and_gradcheck():
     assert d[0].tolist() == [0, 1, 0, 0, 1] and d[4].sum() == 0
     with pytest.raises(ValueError, match="init"):
         GraphConv(3, 2, init="xavier")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    from lib3d.ops import chamfer_distance, knn_points
+
+    m = _batch()
+    mc = m.to("cuda")
+    for fn in [mesh_edge_loss, mesh_normal_consistency, lambda x: mesh_laplacian_smoothing(x, "cot")]:
+        torch.testing.assert_close(fn(mc).cpu(), fn(m), atol=1e-5, rtol=1e-5)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    pts = sample_points_from_meshes(mc, 1000, generator=g)
+    assert pts.device.type == "cuda"
+    x, y = torch.rand(2, 3000, 3), torch.rand(2, 2000, 3)
+    torch.testing.assert_close(knn_points(x.cuda(), y.cuda(), K=5).dists.cpu(), knn_points(x, y, K=5).dists)
+    torch.testing.assert_close(chamfer_distance(x.cuda(), y.cuda())[0].cpu(), chamfer_distance(x, y)[0])
+    assert cubify(torch.ones(1, 2, 2, 2, device="cuda"), 0.5).device.type == "cuda"

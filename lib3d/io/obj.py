@@ -250,6 +250,8 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     max_ref = text.count("\n") + 1
 
     for lineno, raw in enumerate(text.split("\n"), 1):
+        if "#" in raw and not raw.lstrip().startswith("mtllib"):  # inline comment (file names may hold '#')
+            raw = raw[: raw.index("#")]
         tokens = raw.split()
         if not tokens:
             continue
@@ -599,8 +601,7 @@ def load_obj(
                 mnames = np.array(p.material_names + [""], dtype=object)[p.tri_m]  # -1 -> ""
                 fuv = None
                 if uvs.shape[0] > 0:
-                    ti = faces.textures_idx.clamp(min=0)
-                    fuv = uvs[ti]  # corners without UVs read uv 0 (they are white/colour-only anyway)
+                    fuv = uvs[faces.textures_idx]  # as PyTorch3D: a corner without UV (-1) reads the last UV
                 atlas = make_mesh_texture_atlas(
                     material_colors, texture_images, list(mnames), fuv, texture_atlas_size, texture_wrap
                 )

@@ -387,3 +387,8 @@ def test_load_objs_as_meshes_with_atlas():
     assert type(mesh.textures).__name__ == "TexturesAtlas"
     assert torch.equal(mesh.textures.atlas_padded()[0], aux.texture_atlas)
     assert aux.texture_atlas.shape == (12, 4, 4, 3)
+
+
+def test_inline_comments_are_ignored():
+    verts, faces, _ = _obj("# header\nv 0 0 0 # first\nv 1 0 0\nv 0 1 0\nf 1 2 3 # a face\n#f 1 1 1\n")
+    assert verts.shape == (3, 3) and faces.verts_idx.tolist() == [[0, 1, 2]]

@@ -412,7 +412,7 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
         ix0, ix1 = _pixel_range(fvx.amin(1) - r, fvx.amax(1) + r, W, H)
         iy0, iy1 = _pixel_range(fvy.amin(1) - r, fvy.amax(1) + r, H, W)
         # Per-face rows the selection pass reads (edge lengths only for the blur test).
-        table = _face_table(fv[faces])[: 19 if blur_radius > 0 else 16]
+        table = [row.contiguous() for row in _face_rows(fv[faces])[: 19 if blur_radius > 0 else 16]]
         pix_base = face_mesh[faces] * HW  # first pixel of each face's image
 
         use_scatter = K == 1 and dtype == torch.float32
@@ -422,7 +422,7 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
         for j, col, row in _pair_chunks(ix0, ix1, iy0, iy1, W, H, max_pairs_per_chunk):
             px, py = xs[col], ys[row]
             # (PyTorch3D's bounding-box test is implied: inside, or within sqrt(blur) of the triangle.)
-            pz, _, inside, dist = _pair_terms(table.index_select(1, j), px, py, perspective_correct,
+            pz, _, inside, dist = _pair_terms([row.index_select(0, j) for row in table], px, py, perspective_correct,
                                               clip_barycentric_coords, need_dist=blur_radius > 0)
             valid = pz >= 0
             valid &= (inside | (dist < blur_radius)) if blur_radius > 0 else inside

@@ -16,6 +16,22 @@ A job is ``python -m jobs.<name> [PRESET] [--field value ...]``::
         run.write_metrics({"final_loss": loss})
         run.close()
 
+The same loop on 1 or N workers (``--ray.num-workers N``; see ``jobs/fit_rigid.py``)::
+
+    def train_loop(config):                                # runs in-process, or on each Ray worker
+        ctx = runtime.worker_context(config.ray.use_gpu)   # rank, world_size, device
+        run = runtime.start_run("my_job", config, rank=ctx.rank, world_size=ctx.world_size)
+        runtime.seed_everything(config.run.seed, ctx.rank)
+        model = runtime.prepare_model(Model(), ctx)        # DDP when world_size > 1
+        ...
+        shard = runtime.shard_indices(batch_size, ctx.rank, ctx.world_size)   # this rank's part
+        ...
+        run.save_checkpoint(step, runtime.unwrap_model(model).state_dict(), opt)  # EVERY rank calls it
+
+    runtime.fit(train_loop, config, job_name="my_job")     # restarts from the last checkpoint on failure
+
+Batch inference: ``runtime.evaluate(PredictorClass, inputs, batch_size, num_actors=K)``.
+
 Dimension names used in docstrings: N batch / samples, B batch of an evaluation call, T frames,
 H/W image height/width, C channels.
 

@@ -9,7 +9,8 @@
 #
 # State (pid, ports, logs, Ray's temp dir) lives in $LIB3D_RAY_DIR (default /tmp/lib3d-ray-$USER); several
 # heads can coexist with different LIB3D_RAY_DIRs. Every port is picked free at start; the dashboard and job
-# server listen on 127.0.0.1 only. `stop` signals only the head process it recorded (and its own process
+# server listen on 127.0.0.1 only (Ray's gRPC servers bind the machine's address whatever we ask: token
+# authentication, on by default here, guards them). `stop` signals only the head process it recorded (and its own process
 # group), never `ray stop`, which would kill every Ray on the machine.
 # Environment: PYTHON (default: python3 on PATH) and RAY (default: the `ray` next to $PYTHON).
 set -euo pipefail

@@ -25,10 +25,8 @@ Reduction = Literal["mean", "sum", "max"] | None
 def _handle_pointcloud_input(name: str, points, lengths, normals):
     """``Pointclouds`` or ``(N, P, D)`` tensor -> (points (N, P, D), lengths (N,), normals or None)."""
     if hasattr(points, "points_padded"):
-        if lengths is not None and not is_tracing():
-            raise ValueError(f"{name}_lengths must be None when {name} is a Pointclouds")
-        if normals is None:
-            normals = points.normals_padded()
+        # PyTorch3D: a Pointclouds' own lengths and normals replace the arguments.
+        normals = points.normals_padded()
         lengths = points.num_points_per_cloud()
         points = points.points_padded()
         return points, lengths, normals
@@ -111,9 +109,10 @@ def chamfer_distance(x, y, x_lengths: torch.Tensor | None = None, y_lengths: tor
     Args:
         x: ``(N, P1, D) float`` tensor or a ``Pointclouds``.
         y: ``(N, P2, D) float`` tensor or a ``Pointclouds``.
-        x_lengths: ``(N,) int64`` valid points per cloud of ``x`` (tensor input only).
+        x_lengths: ``(N,) int64`` valid points per cloud of ``x`` (tensor input; a ``Pointclouds``' own
+            lengths and normals replace ``x_lengths``/``x_normals``, as in PyTorch3D).
         y_lengths: ``(N,) int64`` valid points per cloud of ``y``.
-        x_normals: ``(N, P1, 3) float`` normals of ``x`` (taken from a ``Pointclouds`` when None).
+        x_normals: ``(N, P1, 3) float`` normals of ``x``.
         y_normals: ``(N, P2, 3) float`` normals of ``y``.
         weights: ``(N,) float`` non-negative per-cloud weights.
         batch_reduction: "mean" (weighted by ``weights`` if given), "sum" or None.

@@ -268,6 +268,90 @@ def _ragged_offsets(starts: np.ndarray, lengths: np.ndarray, item: int) -> np.nd
     return np.repeat(starts, lengths) + within * item
 
 
+def _scan_u1_list(data: bytes, u8: np.ndarray, pos: int, count: int, isz: int, name: str, where: str):
+    """Row offsets of an element made of one list with a uchar length whose lengths vary.
+
+    Runs of rows of equal length are found with a vectorised check over growing blocks (speculating that
+    the next rows have the current row's length). A row that breaks a run is scanned on its own; after
+    several short runs in a row, a stretch of rows (256, doubling while speculation keeps failing) is
+    scanned one by one (two list appends per row), so alternating lengths cost almost no numpy call per
+    row. Every offset is checked against the file size.
+
+    Returns:
+        (starts (count,) int64 byte offset of each row's first item, lengths (count,) int64, end offset).
+    """
+    end = len(data)
+    run_r: list[int] = []  # vectorised runs: first row, byte offset, rows, list length
+    run_o: list[int] = []
+    run_n: list[int] = []
+    run_l: list[int] = []
+    st_r: list[int] = []  # row-by-row stretches: first row, rows
+    st_k: list[int] = []
+    so: list[int] = []  # offsets and lengths of the rows of the stretches
+    sn: list[int] = []
+    o, r = pos, 0
+    block, streak, stretch = 64, 0, 256
+    while r < count:
+        if o >= end:
+            raise FormatError(name, where, f"truncated at row {r} of {count}")
+        L = data[o]
+        rs = 1 + L * isz
+        nb = min(block, count - r, (end - o) // rs)
+        if nb >= 16:
+            m = nb
+            mism = np.flatnonzero(u8[o : o + (nb - 1) * rs + 1 : rs] != L)
+            if mism.size:
+                m = int(mism[0])
+            run_r.append(r)
+            run_o.append(o)
+            run_n.append(m)
+            run_l.append(L)
+            o += m * rs
+            r += m
+            if m >= 16:
+                block = min(2 * block, 1 << 20) if m == nb else 64
+                streak, stretch = 0, 256
+                continue
+        streak += 1
+        k = 1
+        if streak >= 4:  # speculation keeps failing: scan a stretch, longer each time (up to 65536 rows)
+            k, streak, stretch = stretch, 0, min(2 * stretch, 1 << 16)
+        stop = min(count, r + k)
+        st_r.append(r)
+        st_k.append(stop - r)
+        so_append, sn_append = so.append, sn.append
+        for i in range(r, stop):
+            if o >= end:
+                raise FormatError(name, where, f"truncated at row {i} of {count}")
+            n = data[o]
+            so_append(o)
+            sn_append(n)
+            o += 1 + n * isz
+        r = stop
+        block = 64
+    if o > end:
+        raise FormatError(name, where, f"truncated at row {count - 1} of {count}")
+    starts = np.empty(count, np.int64)
+    lengths = np.empty(count, np.int64)
+    if run_n:
+        rn = np.asarray(run_n, np.int64)
+        rl = np.asarray(run_l, np.int64)
+        within = np.arange(int(rn.sum()), dtype=np.int64) - np.repeat(np.cumsum(rn) - rn, rn)
+        rows = np.repeat(np.asarray(run_r, np.int64), rn) + within
+        starts[rows] = np.repeat(np.asarray(run_o, np.int64), rn) + within * np.repeat(1 + rl * isz, rn) + 1
+        lengths[rows] = np.repeat(rl, rn)
+    if st_k:
+        k = np.asarray(st_k, np.int64)
+        rows = (
+            np.repeat(np.asarray(st_r, np.int64), k)
+            + np.arange(int(k.sum()), dtype=np.int64)
+            - np.repeat(np.cumsum(k) - k, k)
+        )
+        starts[rows] = np.asarray(so, np.int64) + 1
+        lengths[rows] = np.asarray(sn, np.int64)
+    return starts, lengths, o
+
+
 def _read_binary_element(
     data: bytes, u8: np.ndarray, pos: int, el: PlyElement, endian: str, name: str
 ) -> tuple[dict, int]:
@@ -362,20 +446,11 @@ def _read_binary_element(
     o = pos
     k = range(len(props))
     if len(props) == 1 and cdtypes[0].str[1:] == "u1":
-        # The usual face element (one list with a uchar length): a tight scan of the row offsets.
-        isz = sizes[0]
-        st, ln = offs[0], lens[0]
-        st_append, ln_append = st.append, ln.append
-        for r in range(count):
-            if o >= end:
-                raise FormatError(name, where, f"truncated at row {r} of {count}")
-            n = data[o]
-            st_append(o + 1)
-            ln_append(n)
-            o += 1 + n * isz
-        if o > end:
-            raise FormatError(name, where, f"truncated at row {count - 1} of {count}")
-        count = 0  # done: skip the generic scan below
+        # The usual face element (one list with a uchar length).
+        starts, lengths, o = _scan_u1_list(data, u8, pos, count, sizes[0], name, where)
+        vals = _gather(u8, _ragged_offsets(starts, lengths, sizes[0]), dtypes[0])
+        out.setdefault(props[0].name, PlyList(vals, lengths))
+        return out, o
     for r in range(count):
         for i in k:
             if readers[i] is None:

@@ -360,3 +360,39 @@ def test_ascii_errors():
     _bad(head + face + b"3 0 1 x\n", r"line 12: bad value for property 'vertex_indices'")
     _bad(head + face + b"3 0 1 99999999999999999999\n", "line 12")
     _bad(head.replace(b"float z", b"uchar z") + b"end_header\n0 0 300\n0 0 0\n", "line 8: .*'z'")
+
+
+def _scan_reference(data: bytes, count: int, isz: int):
+    """Row by row: (starts of the items, lengths, end offset) or None when truncated."""
+    o, starts, lengths = 0, [], []
+    for _ in range(count):
+        if o >= len(data):
+            return None
+        n = data[o]
+        starts.append(o + 1)
+        lengths.append(n)
+        o += 1 + n * isz
+    return (starts, lengths, o) if o <= len(data) else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(1, 400)), min_size=1, max_size=30),
+    st.sampled_from([1, 2, 4, 8]),
+    st.integers(0, 3),
+)
+def test_variable_length_scan_matches_row_by_row_reference(runs, isz, cut):
+    """The run-speculating scan of uchar-length lists equals the plain row-by-row scan (or both fail)."""
+    from lib3d.io.ply import _scan_u1_list
+
+    lengths = [n for n, k in runs for _ in range(k)]
+    data = b"".join(bytes([n]) + bytes(range(n * isz)) for n in lengths)
+    data = data[: len(data) - cut]
+    ref = _scan_reference(data, len(lengths), isz)
+    u8 = np.frombuffer(data, np.uint8)
+    if ref is None:
+        with pytest.raises(FormatError, match="truncated"):
+            _scan_u1_list(data, u8, 0, len(lengths), isz, "f", "element 'face'")
+        return
+    starts, lens, end = _scan_u1_list(data, u8, 0, len(lengths), isz, "f", "element 'face'")
+    assert starts.tolist() == ref[0] and lens.tolist() == ref[1] and end == ref[2]

@@ -112,7 +112,7 @@ def test_against_reference_forward_backward(N):
 
 def test_gradcheck_float64():
     model = tiny_model(V=6, dtype=torch.float64)
-    params = [p.requires_grad_() for p in _params(2, S=3, seed=2, dtype=torch.float64)]
+    params = [p.requires_grad_() for p in _params(1, S=3, seed=2, dtype=torch.float64)]
 
     def f(b, p, o, t):
         out = smpl_forward(model, b, p, o, t)

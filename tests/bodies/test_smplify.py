@@ -115,14 +115,23 @@ def test_metrics_hand_computed():
                                torch.tensor([5.0]))
 
 
+@pytest.fixture
+def one_thread():
+    """SMPLify's tensors are small: one thread avoids contention on a shared CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.slow
 @pytest.mark.ci
-def test_synthetic_smplify_ci(synth):
-    """Bounded synthetic benchmark: 6 people, 2 px noise, 10% dropped keypoints -> mean 2D error <= 3 px."""
-    torch.manual_seed(0)
+def test_synthetic_smplify_ci(synth, one_thread):
+    """Bounded synthetic benchmark: 6 people, 2 px noise, 10% dropped keypoints -> mean 2D error <= 3 px
+    (observed keypoints, against the noise-free projections)."""
     data = synthetic_people(synth, 6, "lsp", generator=torch.Generator().manual_seed(0))
     res = smplify(synth, data.keypoints, "lsp", center=data.center,
-                  config=SMPLifyConfig(camera_iters=15, stage_iters=12))
+                  config=SMPLifyConfig(camera_iters=10, stage_iters=8))
     vis = data.keypoints[..., 2] > 0
     err = keypoint_error_2d(res.keypoints_2d, data.keypoints_clean, vis)
     assert err.mean() <= 3.0, err
@@ -131,7 +140,7 @@ def test_synthetic_smplify_ci(synth):
     assert pa_mpjpe(J, data.joints).mean() < 0.25  # metres: a sanity bound, the fit is 2D
 
 
-def test_smplify_runs_coco_lbfgs_and_flip(synth):
+def test_smplify_runs_coco_lbfgs_and_flip(synth, one_thread):
     data = synthetic_people(synth, 2, "coco", yaw_range=0.0, generator=torch.Generator().manual_seed(3))
     kps = data.keypoints.clone()
     # squeeze the shoulders together in 2D: forces the both-orientations path for person 0

@@ -297,8 +297,8 @@ class GridTrainer:
         loss.backward()
         _all_reduce_grads([p for g in self.optimizer.param_groups for p in g["params"]])
         self.optimizer.step()
-        return {"loss": float(loss), "loss_rgb": float(loss_rgb),
-                "psnr_batch": float(-10 * math.log10(max(float(loss_rgb), 1e-10))),
+        return {"loss": loss.item(), "loss_rgb": loss_rgb.item(),
+                "psnr_batch": -10 * math.log10(max(loss_rgb.item(), 1e-10)),
                 "samples_per_ray": out.num_samples / cfg.batch_rays}
 
 

@@ -92,7 +92,7 @@ def generate_renders(meshes=None, num_views: int = 40, azimuth_range: float = 18
                      elev: float | torch.Tensor = 0.0, dist: float = 2.7, image_size: int | tuple[int, int] = 128,
                      lights=None, normalize: bool = True, binary_silhouettes: bool = False,
                      silhouette_faces_per_pixel: int = 50, views_per_batch: int = 8,
-                     device=None) -> RenderedViews:
+                     view_indices=None, device=None) -> RenderedViews:
     """Render a textured mesh from a ring of cameras: the book's ``generate_cow_renders`` on lib3d.
 
     Args:
@@ -108,6 +108,7 @@ def generate_renders(meshes=None, num_views: int = 40, azimuth_range: float = 18
         binary_silhouettes: threshold the soft silhouettes at 1e-4 as the book's notebook does.
         silhouette_faces_per_pixel: K of the silhouette pass (the book: 50).
         views_per_batch: views rendered per rasterizer call (bounds memory).
+        view_indices: render only these of the N views (e.g. a held-out subset); default all.
         device: where to render (default: the mesh's device).
 
     Returns:
@@ -132,6 +133,12 @@ def generate_renders(meshes=None, num_views: int = 40, azimuth_range: float = 18
         meshes = normalize_mesh(meshes)[0]
     lights = PointLights(location=[[0.0, 0.0, -3.0]], device=device) if lights is None else lights
     cameras = view_cameras(num_views, azimuth_range, elev, dist, device=device)
+    if view_indices is not None:
+        idx = torch.as_tensor(view_indices, dtype=torch.long, device=cameras.R.device).reshape(-1)
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= num_views:
+            raise ValueError(f"view_indices must index into [0, {num_views}), got {idx.tolist()}")
+        cameras = type(cameras)(R=cameras.R[idx], T=cameras.T[idx])
+        num_views = idx.numel()
     rgb_settings = RasterizationSettings(image_size=image_size, blur_radius=0.0, faces_per_pixel=1)
     sil_settings = RasterizationSettings(image_size=image_size, blur_radius=SILHOUETTE_BLUR,
                                          faces_per_pixel=silhouette_faces_per_pixel)

@@ -19,6 +19,7 @@ and ``PointLights(location=[[0, 0, -3]])`` lights its face); the blue stripe is 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -100,7 +101,7 @@ def _sphere_topology(rings: int, segs: int):
     tri1 = [a, b, c]
     tri2 = [a, c, d]
     faces, fuv = [], []
-    for tri, keep in ((tri1, ii > 0), (tri2, ii < rings - 1)):  # drop the degenerate triangles at the poles
+    for tri, keep in ((tri1, ii < rings - 1), (tri2, ii > 0)):  # drop the degenerate triangles at the poles
         faces.append(torch.stack([gv(*p) for p in tri], -1)[keep])
         fuv.append(torch.stack([tv(*p) for p in tri], -1)[keep])
     gi, gj = torch.meshgrid(torch.arange(rings + 1), torch.arange(segs + 1), indexing="ij")
@@ -169,13 +170,32 @@ def toy(texture: Literal["uv", "vertex"] = "uv", texture_size: int = 512, device
     from lib3d.structures.textures import TexturesUV, TexturesVertex
 
     check_choice("texture", texture, ("uv", "vertex"))
+    if not isinstance(texture_size, int) or texture_size < 16:
+        raise ValueError(f"texture_size must be an int >= 16, got {texture_size!r}")
+    verts, faces, vcols, uvs, fuvs = _toy_geometry(texture_size)
+    if texture == "vertex":
+        textures = TexturesVertex([vcols.to(dtype, copy=True)])
+    else:  # copies: the cached tensors must not be shared with the caller
+        textures = TexturesUV(maps=[_toy_atlas(texture_size).to(dtype, copy=True)], faces_uvs=[fuvs.clone()],
+                              verts_uvs=[uvs.to(dtype, copy=True)])
+    mesh = Meshes([verts.to(dtype, copy=True)], [faces.clone()], textures=textures)
+    return mesh.to(device) if device is not None else mesh
+
+
+def _atlas_layout(texture_size: int) -> tuple[int, float, float]:
+    """(tiles per row, tile size in UV, margin in UV) of the texture atlas."""
+    cols = math.ceil(math.sqrt(len(toy_parts())))  # the parts in a grid of tiles
+    return cols, 1.0 / cols, 2.0 / texture_size  # the margin keeps bilinear samples inside each tile
+
+
+@functools.lru_cache(maxsize=4)
+def _toy_geometry(texture_size: int):
+    """Cached (verts (V, 3) f64, faces (F, 3), vertex colours (V, 3) f64, uvs (T, 2), faces_uvs (F, 3))."""
     parts = toy_parts()
-    cols = math.ceil(math.sqrt(len(parts)))  # texture atlas: parts in a grid of tiles
-    tile = 1.0 / cols
-    margin = 2.0 / texture_size  # keep bilinear samples inside each tile
+    cols, tile, margin = _atlas_layout(texture_size)
     verts, faces, vcols, uvs, fuvs = [], [], [], [], []
     nv = nt = 0
-    for k, part in enumerate(parts):
+    for k, part in enumerate(parts):  # loop over the parts
         geo_uv, f, uv_grid, fuv = _sphere_topology(part.rings, part.segments)
         pts = _part_points(part, geo_uv, torch.float64)
         # Orient outward: the signed volume of the part must be positive.
@@ -194,16 +214,15 @@ def toy(texture: Literal["uv", "vertex"] = "uv", texture_size: int = 512, device
         fuvs.append(fuv + nt)
         nv += pts.shape[0]
         nt += atlas_uv.shape[0]
-    verts_t = torch.cat(verts)
-    verts_t = torch.stack([verts_t[:, 2], verts_t[:, 1], -verts_t[:, 0]], -1).to(dtype)  # +X -> -Z (face -Z)
-    faces_t = torch.cat(faces)
-    if texture == "vertex":
-        textures = TexturesVertex([torch.cat(vcols).clamp(0, 1).to(dtype)])
-    else:
-        textures = TexturesUV(maps=[_paint_atlas(parts, cols, texture_size, margin).to(dtype)],
-                              faces_uvs=[torch.cat(fuvs)], verts_uvs=[torch.cat(uvs).to(dtype)])
-    mesh = Meshes([verts_t], [faces_t], textures=textures)
-    return mesh.to(device) if device is not None else mesh
+    v = torch.cat(verts)
+    v = torch.stack([v[:, 2], v[:, 1], -v[:, 0]], -1)  # +X -> -Z: the toy faces -Z like the book's cow
+    return v, torch.cat(faces), torch.cat(vcols).clamp(0, 1), torch.cat(uvs), torch.cat(fuvs)
+
+
+@functools.lru_cache(maxsize=2)
+def _toy_atlas(texture_size: int) -> torch.Tensor:
+    cols, _, margin = _atlas_layout(texture_size)
+    return _paint_atlas(toy_parts(), cols, texture_size, margin)
 
 
 def _paint_atlas(parts, cols: int, size: int, margin: float) -> torch.Tensor:
@@ -211,16 +230,21 @@ def _paint_atlas(parts, cols: int, size: int, margin: float) -> torch.Tensor:
     tile = 1.0 / cols
     # Texel centres in UV; image row 0 is v = 1 (PyTorch3D's convention: v runs bottom to top).
     c = (torch.arange(size, dtype=torch.float64) + 0.5) / size
-    u, v = torch.meshgrid(c, 1.0 - c, indexing="xy")  # (H, W)
+    u_all, v_all = c, 1.0 - c
+    col_of = torch.floor(u_all * cols).long()  # tile column of each image column
+    row_of = torch.floor((1.0 - v_all) * cols).long()  # tile row of each image row
     img = torch.zeros(size, size, 3, dtype=torch.float64)
-    for k, part in enumerate(parts):
+    for k, part in enumerate(parts):  # loop over the parts (tiles)
         row, col = divmod(k, cols)
+        rows_idx = torch.nonzero(row_of == row).squeeze(1)
+        cols_idx = torch.nonzero(col_of == col).squeeze(1)
         u0, v0 = col * tile, 1.0 - (row + 1) * tile
-        lu = ((u - u0 - margin) / (tile - 2 * margin)).clamp(0, 1)
-        lv = ((v - v0 - margin) / (tile - 2 * margin)).clamp(0, 1)
-        inside = (u >= u0) & (u < u0 + tile) & (v >= v0) & (v < v0 + tile)
-        pts = _part_points(part, torch.stack([lu[inside], lv[inside]], -1), torch.float64)
-        img[inside] = _paint(part.name, pts)
+        lu = ((u_all[cols_idx] - u0 - margin) / (tile - 2 * margin)).clamp(0, 1)
+        lv = ((v_all[rows_idx] - v0 - margin) / (tile - 2 * margin)).clamp(0, 1)
+        gu, gv = torch.meshgrid(lu, lv, indexing="xy")  # (rows, cols)
+        pts = _part_points(part, torch.stack([gu.reshape(-1), gv.reshape(-1)], -1), torch.float64)
+        block = _paint(part.name, pts).reshape(len(rows_idx), len(cols_idx), 3)
+        img[rows_idx[0]:rows_idx[-1] + 1, cols_idx[0]:cols_idx[-1] + 1] = block
     return img.clamp(0, 1).float()
 
 

@@ -79,6 +79,10 @@ class Fragments(NamedTuple):
     bary_coords: torch.Tensor
     dists: torch.Tensor
 
+    def detach(self) -> "Fragments":
+        """The same fragments cut from the autograd graph (PyTorch3D's ``Fragments.detach``)."""
+        return Fragments(*(t.detach() for t in self))
+
 
 @dataclass(frozen=True)
 class RasterizationSettings:
@@ -244,7 +248,9 @@ def _pair_terms(t: torch.Tensor, px: torch.Tensor, py: torch.Tensor, perspective
     pz = w0 * z0 + w1 * z1 + w2 * z2
     bary = torch.stack((w0, w1, w2), dim=-1)
     dist = None
-    if need_dist:
+    if need_dist and torch.is_grad_enabled() and any(isinstance(r, torch.Tensor) and r.requires_grad for r in t):
+        dist = _nearest_edge_dist2(t, px, py)
+    elif need_dist:
         n0, n1, n2 = q0x * q0x + q0y * q0y, q1x * q1x + q1y * q1y, q2x * q2x + q2y * q2y
         e01 = _segment_dist2(q0x * t[DX10] + q0y * t[DY10], t[L01], e2, n0, n1)
         e02 = _segment_dist2(-(q0x * t[DX02] + q0y * t[DY02]), t[L02], e1, n0, n2)
@@ -252,6 +258,46 @@ def _pair_terms(t: torch.Tensor, px: torch.Tensor, py: torch.Tensor, perspective
         # min with PyTorch3D's tie order (e01, then e02, then e12) so the gradient picks the same edge.
         dist = torch.where((e01 <= e02) & (e01 <= e12), e01, torch.where(e02 <= e12, e02, e12))
     return pz, bary, inside, dist
+
+
+def _nearest_edge_dist2(t, px, py) -> torch.Tensor:
+    """Differentiable squared distance to the triangle, computed on its nearest edge only.
+
+    The nearest edge (PyTorch3D's tie order) and the clamping case of the projection are found without
+    autograd; only that edge's distance is then built with autograd (a third of the graph of the full
+    three-edge minimum, with the same value and gradient).
+    """
+    with torch.no_grad():
+        td = [r.detach() for r in t]
+        q0x, q0y, q1x, q1y = px - td[X0], py - td[Y0], px - td[X1], py - td[Y1]
+        q2x, q2y = px - td[X2], py - td[Y2]
+        n0, n1, n2 = q0x * q0x + q0y * q0y, q1x * q1x + q1y * q1y, q2x * q2x + q2y * q2y
+        e0 = q1x * td[DY21] - q1y * td[DX21]
+        e1 = q2x * td[DY02] - q2y * td[DX02]
+        e2 = q0x * td[DY10] - q0y * td[DX10]
+        dot01 = q0x * td[DX10] + q0y * td[DY10]
+        dot02 = -(q0x * td[DX02] + q0y * td[DY02])
+        dot12 = q1x * td[DX21] + q1y * td[DY21]
+        e01 = _segment_dist2(dot01, td[L01], e2, n0, n1)
+        e02 = _segment_dist2(dot02, td[L02], e1, n0, n2)
+        e12 = _segment_dist2(dot12, td[L12], e0, n1, n2)
+        k01 = (e01 <= e02) & (e01 <= e12)
+        k12 = ~k01 & (e12 < e02)
+        dot = torch.where(k01, dot01, torch.where(k12, dot12, dot02))
+        length2 = torch.where(k01, td[L01], torch.where(k12, td[L12], td[L02]))
+        at_a = (dot <= 0) & (length2 > _EPS)
+        at_b = ~at_a & ((dot >= length2) | (length2 <= _EPS))
+    # Endpoints a, b of the nearest edge: (v0, v1), (v0, v2) or (v1, v2).
+    ax = torch.where(k12, t[X1], t[X0])
+    ay = torch.where(k12, t[Y1], t[Y0])
+    bx = torch.where(k01, t[X1], t[X2])
+    by = torch.where(k01, t[Y1], t[Y2])
+    qx, qy = px - ax, py - ay
+    dx, dy = bx - ax, by - ay
+    cross = qx * dy - qy * dx
+    line = cross * cross / torch.where(at_a | at_b, torch.ones_like(dx), dx * dx + dy * dy)
+    rx, ry = px - bx, py - by
+    return torch.where(at_a, qx * qx + qy * qy, torch.where(at_b, rx * rx + ry * ry, line))
 
 
 def _face_filter(fv: torch.Tensor, cull_backfaces: bool, z_clip_value: float | None,

@@ -51,6 +51,10 @@ class PointFragments(NamedTuple):
     zbuf: torch.Tensor
     dists: torch.Tensor
 
+    def detach(self) -> "PointFragments":
+        """The same fragments cut from the autograd graph."""
+        return PointFragments(*(t.detach() for t in self))
+
 
 @dataclass(frozen=True)
 class PointsRasterizationSettings:

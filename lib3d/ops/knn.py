@@ -16,8 +16,8 @@ import torch
 
 from lib3d._checks import check_choice, check_shape, check_tensor, is_tracing
 
-# Elements of one distance chunk (rows * P2 * batch); ~16 MB of float32 keeps the chunk in cache.
-_CHUNK_ELEMENTS = 1 << 22
+# Elements of one distance chunk (rows * P2 * batch): ~4 MB of float32 (measured fastest on 2 cores).
+_CHUNK_ELEMENTS = 1 << 20
 # Finite stand-in for "infinitely far" (masked padding); finite so that BLAS never meets 0 * inf.
 _FAR = 1e30
 
@@ -151,7 +151,7 @@ def knn_points(p1: torch.Tensor, p2: torch.Tensor, lengths1: torch.Tensor | None
         version: ignored (PyTorch3D's kernel selector); kept for call compatibility.
         return_nn: also return the gathered neighbours ``(N, P1, K, D)``.
         return_sorted: kept for compatibility; results are always sorted.
-        chunk_size: query rows per distance chunk (default: sized to ~16 MB per chunk).
+        chunk_size: query rows per distance chunk (default: sized to ~4 MB per chunk).
 
     Returns:
         :class:`KNN` ``(dists, idx, knn)``; ``dists`` is differentiable w.r.t. ``p1`` and ``p2``.

@@ -50,7 +50,7 @@ PRESETS: dict[str, tuple[str, FitCameraConfig]] = {
     "silhouette": ("fit to the target silhouette alone (book ch. 4, first model)", FitCameraConfig()),
     "textured": ("fit to silhouette plus soft-Phong colours (book ch. 4, second model)",
                  FitCameraConfig(loss="textured")),
-    "smoke": ("5 iterations at 32 px (tests, CI)",
-              FitCameraConfig(image_size=32, iterations=5, frame_every=1,
+    "smoke": ("3 iterations at 32 px, 20 faces per pixel (tests, CI)",
+              FitCameraConfig(image_size=32, iterations=3, faces_per_pixel=20, frame_every=1,
                               run=RunConfig(checkpoint_every=0, log_every=1, progress=False))),
 }

@@ -477,3 +477,39 @@ def test_golden_shading(case, cows):
     tol = 1.0 / 255 if shader.startswith("hard") else 2e-3
     mae = (image - expected).abs().mean(dim=(0, 1, 2))  # per channel
     assert float(mae.max()) <= tol, f"{case}: per-channel MAE {mae.tolist()}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Soft silhouettes change smoothly as a vertex crosses a pixel centre (and their gradient is right)
+# ------------------------------------------------------------------------------------------------
+def _soft_silhouette_of_triangle(x: torch.Tensor, size: int = 12, sigma: float = 1e-4) -> torch.Tensor:
+    """(size, size) soft silhouette of an NDC triangle whose third vertex is at (x, 0.1) (depth 2)."""
+    from lib3d.render.mesh_rasterizer import rasterize_meshes
+
+    z = torch.full((1,), 2.0, dtype=x.dtype)
+    v = torch.stack([torch.tensor([-0.6, -0.5, 2.0], dtype=x.dtype), torch.tensor([-0.6, 0.6, 2.0], dtype=x.dtype),
+                     torch.cat([x.reshape(1), torch.tensor([0.1], dtype=x.dtype), z])])
+    mesh = Meshes([v], [torch.tensor([[0, 1, 2]])])
+    blur = math.log(1.0 / 1e-4 - 1.0) * sigma
+    frags = rasterize_meshes(mesh, image_size=size, blur_radius=blur, faces_per_pixel=2)
+    return shade(frags, mesh, "soft_silhouette", blend_params=BlendParams(sigma=sigma))[0, ..., 3]
+
+
+def test_soft_silhouette_is_smooth_across_an_edge():
+    xs = torch.linspace(0.2, 0.45, 31, dtype=torch.float64)  # sweeps the apex across pixel centres
+    sils = torch.stack([_soft_silhouette_of_triangle(x) for x in xs])  # (31, H, W)
+    jumps = (sils[1:] - sils[:-1]).abs().amax(dim=(1, 2))
+    total = (sils[-1] - sils[0]).abs().amax()
+    assert float(total) > 0.9  # some pixel goes from outside to inside ...
+    assert float(jumps.max()) < 0.35  # ... without jumping (a hard silhouette jumps by 1)
+    area = sils.sum(dim=(1, 2))
+    assert bool((area[1:] >= area[:-1] - 1e-9).all())  # growing the triangle grows the silhouette
+    # The gradient with respect to the moving vertex matches central finite differences.
+    x0 = torch.tensor(0.33, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad((_soft_silhouette_of_triangle(x0) * w).sum(), x0)
+    h = 1e-6
+    fd = ((_soft_silhouette_of_triangle(x0.detach() + h) * w).sum()
+          - (_soft_silhouette_of_triangle(x0.detach() - h) * w).sum()) / (2 * h)
+    assert abs(float(grad)) > 1e-3
+    torch.testing.assert_close(grad, fd, rtol=1e-4, atol=1e-6)

@@ -297,23 +297,26 @@ def _scan_u1_list(data: bytes, u8: np.ndarray, pos: int, count: int, isz: int, n
         L = data[o]
         rs = 1 + L * isz
         nb = min(block, count - r, (end - o) // rs)
+        k = 1
         if nb >= 16:
-            m = nb
-            mism = np.flatnonzero(u8[o : o + (nb - 1) * rs + 1 : rs] != L)
-            if mism.size:
-                m = int(mism[0])
+            # first row whose length differs (argmax of a bool array; 0 = none, since row 0 has length L)
+            m = int((u8[o : o + (nb - 1) * rs + 1 : rs] != L).argmax()) or nb
             run_r.append(r)
             run_o.append(o)
             run_n.append(m)
             run_l.append(L)
             o += m * rs
             r += m
-            if m >= 16:
-                block = min(2 * block, 1 << 20) if m == nb else 64
+            if m == nb:
+                block = min(2 * block, 1 << 20)
                 streak, stretch = 0, 256
                 continue
-        streak += 1
-        k = 1
+            if m >= 16:  # a long run ended: scan the odd row directly, then speculate again
+                block, streak, stretch = 64, 0, 256
+            else:
+                streak += 1
+        else:
+            streak += 1
         if streak >= 4:  # speculation keeps failing: scan a stretch, longer each time (up to 65536 rows)
             k, streak, stretch = stretch, 0, min(2 * stretch, 1 << 16)
         stop = min(count, r + k)
@@ -448,7 +451,10 @@ def _read_binary_element(
     if len(props) == 1 and cdtypes[0].str[1:] == "u1":
         # The usual face element (one list with a uchar length).
         starts, lengths, o = _scan_u1_list(data, u8, pos, count, sizes[0], name, where)
-        vals = _gather(u8, _ragged_offsets(starts, lengths, sizes[0]), dtypes[0])
+        # The rows are contiguous: the items are the element's bytes without the length bytes.
+        keep = np.ones(o - pos, bool)
+        keep[starts - 1 - pos] = False
+        vals = u8[pos:o][keep].view(dtypes[0]).astype(dtypes[0].newbyteorder("="))
         out.setdefault(props[0].name, PlyList(vals, lengths))
         return out, o
     for r in range(count):
@@ -675,6 +681,18 @@ def _triangulate(lst: PlyList, name: str, row_where) -> np.ndarray:
     vals = lst.values.astype(np.int64)
     first = np.cumsum(lengths) - lengths
     ntri = lengths - 2
+    max_tri = int(ntri.max())
+    if max_tri <= 64:
+        # loop over the fan position (not over faces): triangle i of every face that has one
+        off = np.cumsum(ntri) - ntri  # first output triangle of each face (face by face order)
+        out = np.empty((int(ntri.sum()), 3), np.int64)
+        for i in range(max_tri):
+            sel = slice(None) if i == 0 else np.flatnonzero(ntri > i)
+            s, dst = first[sel], off[sel] + i
+            out[dst, 0] = vals[s]
+            out[dst, 1] = vals[s + i + 1]
+            out[dst, 2] = vals[s + i + 2]
+        return out
     tri_face = np.repeat(np.arange(count), ntri)
     k = np.arange(int(ntri.sum()), dtype=np.int64) - np.repeat(np.cumsum(ntri) - ntri, ntri)
     s = first[tri_face]

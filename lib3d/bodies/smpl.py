@@ -445,9 +445,14 @@ def _skin(weights_t: torch.Tensor, A12: torch.Tensor, v_posed_t: torch.Tensor, c
     V = weights_t.shape[1]
     n = max(1, min(N, chunk_bytes // max(1, V * 12 * A12.element_size())))
     outs = []
-    for s in range(0, N, n):
-        T = A12[s:s + n] @ weights_t  # (n, 12, V)
-        vp = v_posed_t[s:s + n]
+    for A, vp in zip(A12.split(n), v_posed_t.split(n)):  # split: one cheap backward for all chunks
+        T = A @ weights_t  # (n, 12, V)
+        if torch.is_grad_enabled() and (T.requires_grad or vp.requires_grad):
+            # one product and one sum: cheap backward (slicing T would allocate a zero-filled T per slice)
+            m = T.shape[0]
+            vh = torch.cat([vp, torch.ones_like(vp[:, :1])], 1)  # (n, 4, V)
+            outs.append((T.view(m, 4, 3, V) * vh[:, :, None]).sum(1))
+            continue
         out = torch.addcmul(T[:, 9:12], T[:, 0:3], vp[:, 0:1])
         out = torch.addcmul(out, T[:, 3:6], vp[:, 1:2])
         outs.append(torch.addcmul(out, T[:, 6:9], vp[:, 2:3]))

@@ -31,6 +31,10 @@ Algorithm (exact whatever the scene: no per-bin capacity that can overflow):
    are recomputed with autograd from the face vertices, so gradients flow to the vertices through ``zbuf``,
    ``bary_coords`` and ``dists`` exactly as PyTorch3D's backward kernel computes them.
 
+With ``z_clip_value`` (``MeshRasterizer`` uses znear / 2 for perspective cameras), faces crossing that depth
+are first clipped to the part beyond it (``clip_faces``, PyTorch3D's cases 3 and 4); the fragments are
+mapped back to the original faces.
+
 ``rasterize_meshes_reference`` is the slow dense brute-force version used by the tests.
 """
 
@@ -46,6 +50,8 @@ from torch import nn
 from lib3d._checks import check_finite, check_shape
 
 __all__ = [
+    "ClippedFaces",
+    "clip_faces",
     "Fragments",
     "RasterizationSettings",
     "MeshRasterizer",
@@ -376,8 +382,26 @@ def _pixel_range(lo: torch.Tensor, hi: torch.Tensor, s1: int, s2: int):
     return i0.clamp_min(0).long(), i1.clamp_max(s1 - 1).long()
 
 
-def _topk_by_sort(pix, z, item, K, n_pix: int):
-    """Keep, per pixel, the K pairs with the smallest (z, item); returns (pix, z, item, rank) of survivors.
+def _drop_split_duplicates(pix, z, face, dist, neighbor):
+    """Drop the farther (by distance; ties: the second) of two halves of a split face at the same pixel."""
+    nb = neighbor[face]
+    idx = torch.nonzero(nb >= 0).squeeze(1)
+    if idx.numel() < 2:
+        return pix, z, face, dist
+    f, n = face[idx], nb[idx]
+    group = pix[idx] * neighbor.numel() + torch.minimum(f, n)
+    key = (_float_key(dist[idx]) << 1) | (f > n).long()
+    uniq, inv = torch.unique(group, return_inverse=True)
+    best = torch.full((uniq.numel(),), torch.iinfo(torch.int64).max, dtype=torch.int64, device=pix.device)
+    best.scatter_reduce_(0, inv, key, reduce="amin")
+    keep = torch.ones(pix.numel(), dtype=torch.bool, device=pix.device)
+    keep[idx[key != best[inv]]] = False
+    k = torch.nonzero(keep).squeeze(1)
+    return pix[k], z[k], face[k], dist[k]
+
+
+def _topk_by_sort(pix, z, item, K, n_pix: int, extra=None):
+    """Keep, per pixel, the K pairs with the smallest (z, item); returns (pix, z, item, rank[, extra]).
 
     Precondition (exact ties): among pairs of equal (pixel, z), the input order is item-ascending; it holds
     for ``cat(previous survivors, new chunk)`` since chunks come in item order. z must be >= 0.
@@ -397,6 +421,8 @@ def _topk_by_sort(pix, z, item, K, n_pix: int):
     seg_start = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=0).values
     rank = pos - seg_start
     keep = torch.nonzero(rank < K).squeeze(1)
+    if extra is not None:
+        return pix[keep], z[keep], item[keep], rank[keep], extra[order][keep]
     return pix[keep], z[keep], item[keep], rank[keep]
 
 
@@ -405,7 +431,8 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
                          faces_per_pixel: int = 1, perspective_correct: bool = False,
                          clip_barycentric_coords: bool = False, cull_backfaces: bool = False,
                          z_clip_value: float | None = None, cull_to_frustum: bool = False,
-                         max_pairs_per_chunk: int = _DEFAULT_PAIRS_PER_CHUNK) -> Fragments:
+                         max_pairs_per_chunk: int = _DEFAULT_PAIRS_PER_CHUNK,
+                         _neighbor: torch.Tensor | None = None) -> Fragments:
     """Rasterize packed faces (PyTorch3D's ``_RasterizeFaceVerts``); see ``rasterize_meshes``.
 
     Args:
@@ -464,7 +491,10 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
         use_scatter = K == 1 and dtype == torch.float32
         if use_scatter:
             best = torch.full((N * HW,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
-        kept = None  # (pix, z, face) of the running top-K
+        kept = None  # (pix, z, face, rank[, dist]) of the running top-K
+        # Halves of a face split by z-clipping may both lie within the blur radius of a pixel: keep the
+        # nearer one only (PyTorch3D's neighbour rule).
+        dedup = _neighbor is not None and blur_radius > 0 and bool((_neighbor >= 0).any())
         for j, col, row in _pair_chunks(ix0, ix1, iy0, iy1, W, H, max_pairs_per_chunk):
             px, py = xs[col], ys[row]
             # (PyTorch3D's bounding-box test is implied: inside, or within sqrt(blur) of the triangle.)
@@ -476,21 +506,27 @@ def rasterize_face_verts(face_verts: torch.Tensor, mesh_to_face_first_idx: torch
             j = j[sel]
             pix = pix_base[j] + row[sel] * W + col[sel]
             f, pz = faces[j], pz[sel]
+            d = dist[sel] if dedup else None
             if use_scatter:
+                if dedup:
+                    pix, pz, f, d = _drop_split_duplicates(pix, pz, f, d, _neighbor)
                 best.scatter_reduce_(0, pix, (_float_key(pz) << 32) | f, reduce="amin")
             else:
                 if kept is not None:
                     pix = torch.cat((kept[0], pix))
                     pz = torch.cat((kept[1], pz))
                     f = torch.cat((kept[2], f))
-                kept = _topk_by_sort(pix, pz, f, K, N * HW)
+                    d = torch.cat((kept[4], d)) if dedup else None
+                if dedup:
+                    pix, pz, f, d = _drop_split_duplicates(pix, pz, f, d, _neighbor)
+                kept = _topk_by_sort(pix, pz, f, K, N * HW, extra=d)
 
         if use_scatter:
             hit = torch.nonzero(best != torch.iinfo(torch.int64).max).squeeze(1)
             sel_pix, sel_face = hit, best[hit] & 0xFFFFFFFF
             sel_rank = torch.zeros_like(hit)
         elif kept is not None:
-            sel_pix, _, sel_face, sel_rank = kept
+            sel_pix, _, sel_face, sel_rank = kept[:4]
         else:
             sel_pix = sel_face = sel_rank = torch.zeros(0, dtype=torch.int64, device=device)
         sel_row = (sel_pix % HW) // W
@@ -527,6 +563,111 @@ def _meshes_face_verts(meshes):
     return face_verts, meshes.mesh_to_faces_packed_first_idx(), meshes.num_faces_per_mesh()
 
 
+class ClippedFaces(NamedTuple):
+    """Faces clipped at a depth plane (PyTorch3D's ``ClippedFaces``), F_c clipped faces.
+
+    Attributes:
+        face_verts: (F_c, 3, 3) clipped faces (differentiable w.r.t. the original vertices).
+        mesh_to_face_first_idx, num_faces_per_mesh: (N,) int64 batch layout of the clipped faces.
+        clipped_to_unclipped: (F_c,) int64 original face of each clipped face.
+        conversion: (F_c, 3, 3) barycentric conversion: ``bary_original = conversion @ bary_clipped``
+            (identity for faces that were not clipped).
+        neighbor: (F_c,) int64 the other half of a face split in two (-1 otherwise).
+    """
+
+    face_verts: torch.Tensor
+    mesh_to_face_first_idx: torch.Tensor
+    num_faces_per_mesh: torch.Tensor
+    clipped_to_unclipped: torch.Tensor
+    conversion: torch.Tensor
+    neighbor: torch.Tensor
+
+
+def clip_faces(face_verts: torch.Tensor, mesh_to_face_first_idx: torch.Tensor, num_faces_per_mesh: torch.Tensor,
+               z_clip_value: float, perspective_correct: bool) -> ClippedFaces | None:
+    """Clip faces to ``z >= z_clip_value`` (PyTorch3D's ``clip_faces`` without frustum culling).
+
+    A face with one vertex nearer than the plane becomes the quadrilateral behind it, split into two
+    triangles (p4, p2, p5) and (p5, p2, p3); a face with two such vertices becomes the triangle
+    (p4, p5, p1); faces entirely in front are kept (entirely behind: kept too, the rasterizer culls
+    them). The new vertices interpolate the edges at the plane, in view space when
+    ``perspective_correct`` (x, y are NDC times 1/z for a perspective camera), as PyTorch3D does.
+
+    Args:
+        face_verts: (F, 3, 3) NDC x/y, view z.
+        mesh_to_face_first_idx, num_faces_per_mesh: (N,) batch layout.
+        z_clip_value: the clipping depth.
+        perspective_correct: interpolate in view space.
+
+    Returns:
+        ``ClippedFaces``, or None when no face crosses the plane.
+    """
+    device, dtype = face_verts.device, face_verts.dtype
+    F = face_verts.shape[0]
+    behind = face_verts[:, :, 2].detach() < z_clip_value
+    n_behind = behind.sum(1)
+    case3 = n_behind == 2
+    case4 = n_behind == 1
+    if not bool((case3 | case4).any()):
+        return None
+    delta = 1 + case4.long()
+    start = torch.cumsum(delta, 0) - delta  # first clipped index of each original face
+    F_c = int(delta.sum())
+    eye = torch.eye(3, dtype=dtype, device=device)
+
+    def split(idx, lone_behind: bool):
+        fv = face_verts[idx]
+        p1i = torch.argmax((behind[idx] if lone_behind else ~behind[idx]).long(), dim=1)
+        p2i, p3i = (p1i + 1) % 3, (p1i + 2) % 3
+        ar = torch.arange(idx.numel(), device=device)
+        p1, p2, p3 = fv[ar, p1i], fv[ar, p2i], fv[ar, p3i]
+        w2 = (p1[:, 2] - z_clip_value) / (p1[:, 2] - p2[:, 2])
+        w3 = ((p1[:, 2] - z_clip_value) / (p1[:, 2] - p3[:, 2])).detach()  # detached as in PyTorch3D
+        p4 = p1 * (1 - w2[:, None]) + p2 * w2[:, None]
+        p5 = p1 * (1 - w3[:, None]) + p3 * w3[:, None]
+        if perspective_correct:
+            p4 = torch.cat(((p1[:, :2] * p1[:, 2:3] * (1 - w2[:, None]) + p2[:, :2] * p2[:, 2:3] * w2[:, None])
+                            / z_clip_value, p4[:, 2:]), 1)
+            p5 = torch.cat(((p1[:, :2] * p1[:, 2:3] * (1 - w3[:, None]) + p3[:, :2] * p3[:, 2:3] * w3[:, None])
+                            / z_clip_value, p5[:, 2:]), 1)
+        e1, e2, e3 = eye[p1i], eye[p2i], eye[p3i]
+        b4 = e1 * (1 - w2[:, None]) + e2 * w2[:, None]
+        b5 = e1 * (1 - w3[:, None]) + e3 * w3[:, None]
+        return (p1, p2, p3, p4, p5), (e1, e2, e3, b4, b5)
+
+    keep = torch.nonzero(~(case3 | case4)).squeeze(1)
+    idx3 = torch.nonzero(case3).squeeze(1)
+    idx4 = torch.nonzero(case4).squeeze(1)
+    verts_parts, conv_parts, dst_parts, src_parts = [face_verts[keep]], [eye.expand(keep.numel(), 3, 3)], \
+        [start[keep]], [keep]
+    if idx3.numel():
+        (p1, _, _, p4, p5), (b1, _, _, b4, b5) = split(idx3, lone_behind=False)
+        verts_parts.append(torch.stack((p4, p5, p1), 1))
+        conv_parts.append(torch.stack((b4, b5, b1), 2))
+        dst_parts.append(start[idx3])
+        src_parts.append(idx3)
+    if idx4.numel():
+        (_, p2, p3, p4, p5), (_, b2, b3, b4, b5) = split(idx4, lone_behind=True)
+        verts_parts += [torch.stack((p4, p2, p5), 1), torch.stack((p5, p2, p3), 1)]
+        conv_parts += [torch.stack((b4, b2, b5), 2), torch.stack((b5, b2, b3), 2)]
+        dst_parts += [start[idx4], start[idx4] + 1]
+        src_parts += [idx4, idx4]
+    order = torch.argsort(torch.cat(dst_parts))
+    clipped_verts = torch.cat(verts_parts)[order]
+    conversion = torch.cat(conv_parts)[order]
+    to_unclipped = torch.cat(src_parts)[order]
+    neighbor = torch.full((F_c,), -1, dtype=torch.int64, device=device)
+    if idx4.numel():
+        neighbor[start[idx4]] = start[idx4] + 1
+        neighbor[start[idx4] + 1] = start[idx4]
+    start_ext = torch.cat((start, torch.tensor([F_c], device=device)))
+    first = mesh_to_face_first_idx.to(device=device, dtype=torch.int64)
+    counts = num_faces_per_mesh.to(device=device, dtype=torch.int64)
+    first_c = start_ext[first.clamp_max(F)]
+    counts_c = start_ext[(first + counts).clamp_max(F)] - first_c
+    return ClippedFaces(clipped_verts, first_c, counts_c, to_unclipped, conversion, neighbor)
+
+
 def rasterize_meshes(meshes, image_size=256, blur_radius: float = 0.0, faces_per_pixel: int = 8,
                      bin_size: int | None = None, max_faces_per_bin: int | None = None,
                      perspective_correct: bool = False, clip_barycentric_coords: bool = False,
@@ -554,9 +695,9 @@ def rasterize_meshes(meshes, image_size=256, blur_radius: float = 0.0, faces_per
         perspective_correct: perspective-correct barycentrics.
         clip_barycentric_coords: clip barycentrics to the triangle (matters when blur_radius > 0).
         cull_backfaces: skip faces whose screen-space signed area is negative (clockwise on screen).
-        z_clip_value: faces whose vertices are all nearer than this depth are culled. PyTorch3D
-            additionally splits faces that cross this plane; lib3d does not (such faces are skipped when
-            a vertex is behind the camera, z < 1e-8, like PyTorch3D's kernel does for unclipped faces).
+        z_clip_value: faces are clipped to ``z >= z_clip_value`` (``clip_faces``: a face crossing the
+            plane is cut to its part beyond it, split in two triangles when that part is a quad);
+            outputs refer to the original faces (barycentrics converted, dists to the clipped part).
         cull_to_frustum: skip faces lying entirely outside the image's NDC extent.
         max_pairs_per_chunk: memory budget (candidate (face, pixel) pairs per chunk).
 
@@ -574,9 +715,24 @@ def rasterize_meshes(meshes, image_size=256, blur_radius: float = 0.0, faces_per
     """
     del bin_size, max_faces_per_bin  # exact per-pixel binning: nothing to size
     face_verts, first, counts = _meshes_face_verts(meshes)
-    return rasterize_face_verts(face_verts, first, counts, image_size, blur_radius, faces_per_pixel,
-                                perspective_correct, clip_barycentric_coords, cull_backfaces,
-                                z_clip_value, cull_to_frustum, max_pairs_per_chunk)
+    clipped = None
+    if z_clip_value is not None and face_verts.numel():
+        clipped = clip_faces(face_verts, first, counts, float(z_clip_value), perspective_correct)
+    if clipped is None:
+        return rasterize_face_verts(face_verts, first, counts, image_size, blur_radius, faces_per_pixel,
+                                    perspective_correct, clip_barycentric_coords, cull_backfaces,
+                                    z_clip_value, cull_to_frustum, max_pairs_per_chunk)
+    frags = rasterize_face_verts(clipped.face_verts, clipped.mesh_to_face_first_idx, clipped.num_faces_per_mesh,
+                                 image_size, blur_radius, faces_per_pixel, perspective_correct,
+                                 clip_barycentric_coords, cull_backfaces, z_clip_value, cull_to_frustum,
+                                 max_pairs_per_chunk, _neighbor=clipped.neighbor)
+    # Back to the original faces: indices, and barycentrics through the conversion matrices.
+    hit = frags.pix_to_face >= 0
+    p2f_c = frags.pix_to_face.clamp_min(0)
+    pix_to_face = torch.where(hit, clipped.clipped_to_unclipped[p2f_c], frags.pix_to_face)
+    bary = torch.einsum("...ij,...j->...i", clipped.conversion[p2f_c], frags.bary_coords)
+    bary = torch.where(hit[..., None], bary, frags.bary_coords)
+    return Fragments(pix_to_face, frags.zbuf, bary, frags.dists)
 
 
 def rasterize_meshes_reference(meshes, image_size=256, blur_radius: float = 0.0, faces_per_pixel: int = 8,

@@ -341,3 +341,62 @@ def test_settings_are_frozen():
     s = RasterizationSettings(image_size=(4, 5), faces_per_pixel=3)
     with pytest.raises(Exception):
         s.faces_per_pixel = 4  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------------
+# z clipping (faces crossing the near plane)
+# ------------------------------------------------------------------------------------------------
+
+
+def _fov_project(view: torch.Tensor) -> torch.Tensor:
+    s = 1 / math.tan(math.radians(30))  # FoVPerspectiveCameras(fov=60) in NDC, view z kept
+    return torch.stack([s * view[:, 0] / view[:, 2], s * view[:, 1] / view[:, 2], view[:, 2]], -1)
+
+
+def _crossing_scene():
+    view = torch.tensor([[1.0, -1.0, 0.2], [0.0, 1.0, 3.0], [-1.0, -1.0, 3.0],  # one vertex behind z=0.5
+                         [0.5, 0.5, 0.1], [0.3, -0.2, 0.2], [-0.5, 0.0, 4.0]])  # two vertices behind
+    return view, torch.tensor([[0, 1, 2], [3, 4, 5]])
+
+
+def test_clip_faces_splits_and_converts():
+    from lib3d.render.mesh_rasterizer import clip_faces
+
+    view, faces = _crossing_scene()
+    fv = _fov_project(view)[faces]
+    c = clip_faces(fv, torch.tensor([0]), torch.tensor([2]), 0.5, True)
+    assert c.clipped_to_unclipped.tolist() == [0, 0, 1]
+    assert c.neighbor.tolist() == [1, 0, -1]
+    assert c.num_faces_per_mesh.tolist() == [3]
+    assert (c.face_verts[..., 2] >= 0.5 - 1e-6).all()
+    # Each clipped vertex is its conversion-weighted combination of the original view-space vertices.
+    for k in range(3):
+        orig = (c.conversion[:, :, k, None] * view[faces][c.clipped_to_unclipped]).sum(1)
+        torch.testing.assert_close(_fov_project(orig), c.face_verts[:, k], atol=1e-5, rtol=1e-5)
+    assert clip_faces(fv, torch.tensor([0]), torch.tensor([2]), 0.05, True) is None
+
+
+@pytest.mark.parametrize("blur,K", [(0.0, 2), (0.02, 4)])
+def test_z_clipping_maps_back_to_original_faces(blur, K):
+    view, faces = _crossing_scene()
+    verts = _fov_project(view).requires_grad_(True)
+    fr = rasterize_meshes(Meshes([verts], [faces]), image_size=32, blur_radius=blur, faces_per_pixel=K,
+                          perspective_correct=True, clip_barycentric_coords=blur > 0, z_clip_value=0.5)
+    hit = fr.pix_to_face >= 0
+    assert hit.sum() > 100 and set(fr.pix_to_face[hit].unique().tolist()) == {0, 1}
+    assert (fr.zbuf[hit] >= 0.5 - 1e-6).all()
+    # The two halves of the split face never both occupy slots of one pixel.
+    p2f = fr.pix_to_face[0]
+    assert ((p2f == 0).sum(-1) <= 1).all()
+    if blur == 0:
+        # bary_coords refer to the original faces: the interpolated view point projects onto the pixel.
+        b, f = fr.bary_coords[hit], fr.pix_to_face[hit]
+        point = (b[:, :, None] * view[faces][f]).sum(1)
+        torch.testing.assert_close(point[:, 2], fr.zbuf[hit], atol=1e-5, rtol=1e-5)
+        xs, ys = pixel_centers_ndc(32)
+        idx = hit.nonzero()
+        proj = _fov_project(point.detach())
+        torch.testing.assert_close(proj[:, 0], xs[idx[:, 2]], atol=1e-4, rtol=0)
+        torch.testing.assert_close(proj[:, 1], ys[idx[:, 1]], atol=1e-4, rtol=0)
+    _golden_loss(fr).backward()
+    assert torch.isfinite(verts.grad).all() and verts.grad.abs().sum() > 0

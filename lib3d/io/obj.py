@@ -14,6 +14,15 @@ Index conventions (PyTorch3D's): all returned indices are 0-based; ``normals_idx
 ``usemtl``. A negative index counts back from the most recently defined element (OBJ spec; PyTorch3D counts
 from the end of the file, which agrees whenever all vertices precede the faces). An index of 0 or one
 out of range is a :class:`FormatError` (PyTorch3D only warns).
+
+Other deviations from PyTorch3D: inline ``# comments`` are ignored (PyTorch3D fails on them in ``f``
+lines); ``map_Kd`` paths are resolved against the MTL's directory, then the OBJ's (PyTorch3D: the OBJ's
+only), and ``map_Kd -options file`` takes the last token; ``material_colors`` also carries ``opacity``
+(``d``) and ``illum`` when present; ``save_obj`` writes 9 significant digits (PyTorch3D: ``%f``) and rounds
+texture maps to uint8 (PyTorch3D truncates).
+
+Speed: lines are tokenised once; face corners are parsed in bulk with numpy when every corner has the
+same form (the usual case), line by line otherwise (which also produces the exact error messages).
 """
 
 from __future__ import annotations

@@ -15,11 +15,22 @@ Reading (``load_ply``, ``load_ply_data``):
 - binary bodies are read with numpy in bulk: an element whose rows have a fixed size (including list
   properties whose lengths are all equal, the usual triangle mesh) is one ``np.frombuffer`` with a
   structured dtype; an element whose lists vary in length falls back to a scan of the row offsets
-  (bounded by the file size) followed by vectorised gathers;
+  (bounded by the file size) followed by vectorised gathers; for the usual face element (one list with a
+  uchar length) the scan finds runs of equal lengths with vectorised checks and scans only the rows that
+  break the runs one by one;
+- ascii bodies are tokenised once and parsed with vectorised per-property cursors (one row per line, as
+  PyTorch3D); numbers are converted token by token (no fixed-width string arrays);
 - every count in the header is checked against the bytes (binary) or lines (ascii) left in the file
-  before anything is allocated; a face index outside ``[0, V)`` is an error.
+  before anything is allocated; at most ``MAX_ELEMENTS`` elements and ``MAX_PROPERTIES`` properties per
+  element; a face index outside ``[0, V)`` is an error.
 
-Bad input raises :class:`lib3d.io.FormatError` naming the file and the header/ascii line or the element.
+Deviations from PyTorch3D: a ``face`` element may hold other properties beside its index list (PyTorch3D
+rejects it); ``load_ply_data`` also returns normals, colours (alpha included) and every element;
+``save_ply`` also writes colours (as float properties, like PyTorch3D's point-cloud writer) and writes
+floats with 9 significant digits in ascii (PyTorch3D: ``%f``), which round-trips float32 exactly.
+
+Bad input raises :class:`lib3d.io.FormatError` naming the file and the header/ascii line, or the binary
+element (and row).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Functions:
   ``save_obj(f, verts, faces, decimal_places=None, normals=None, faces_normals_idx=None, verts_uvs=None,
   faces_uvs=None, texture_map=None)``; ``load_mtl``; ``load_objs_as_meshes(files, device=None,
   load_textures=True) -> lib3d.structures.Meshes``.
+- ``IO()``: ``load_mesh``/``save_mesh`` (.obj, .ply) and ``load_pointcloud``/``save_pointcloud`` (.ply), as
+  ``pytorch3d.io.IO``.
 - ``lib3d.io.images`` (re-exported): ``save_image``, ``save_gif``, ``image_grid``.
 - ``FormatError(ValueError)``: any malformed, truncated or hostile file; the message names the file and
   the line (OBJ, MTL, PLY header and ascii body) or the element (binary PLY body).
@@ -35,6 +37,7 @@ from lib3d.io.obj import (
     make_mesh_texture_atlas,
     save_obj,
 )
+from lib3d.io.pluggable import IO
 from lib3d.io.ply import (
     PlyData,
     PlyElement,
@@ -47,6 +50,7 @@ from lib3d.io.ply import (
 )
 
 __all__ = [
+    "IO",
     "Aux",
     "Faces",
     "FormatError",

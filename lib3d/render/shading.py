@@ -199,6 +199,39 @@ def _sample_texels(meshes, fragments) -> torch.Tensor | None:
     return textures.sample_textures(fragments, faces_packed=meshes.faces_packed())
 
 
+class _PackedFragments(NamedTuple):
+    """Occupied slots laid out as fragments of shape (N, 1, P_max, 1) for the textures' ``sample_textures``."""
+
+    pix_to_face: torch.Tensor
+    bary_coords: torch.Tensor
+    zbuf: torch.Tensor
+    dists: torch.Tensor
+
+
+def _sample_texels_packed(meshes, slots: _Slots) -> torch.Tensor | None:
+    """(P, C) texture colours of the occupied slots only (None when the mesh has no textures: white).
+
+    The slots of batch element n are laid out as a 1 x P_n "image" of batch element n (padded with empty
+    slots to the longest), so any texture type samples exactly what it would on the full grid, at the cost
+    of the occupied slots instead of all N*H*W*K.
+    """
+    textures = getattr(meshes, "textures", None)
+    if textures is None:
+        return None
+    n = slots.shape[0]
+    p = slots.sel.numel()
+    counts = torch.bincount(slots.batch, minlength=n)
+    first = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(p, device=slots.sel.device) - first[slots.batch]
+    p_max = max(int(counts.max()) if p else 0, 1)
+    p2f = slots.face.new_full((n, p_max), -1).index_put((slots.batch, pos), slots.face)
+    bary = slots.bary.new_zeros((n, p_max, 3)).index_put((slots.batch, pos), slots.bary)
+    zeros = bary.new_zeros((n, 1, p_max, 1))
+    frags = _PackedFragments(p2f.reshape(n, 1, p_max, 1), bary.reshape(n, 1, p_max, 1, 3), zeros, zeros)
+    texels = _sample_texels(meshes, frags)  # (N, 1, P_max, 1, C)
+    return texels.reshape(n, p_max, -1)[slots.batch, pos]
+
+
 def _packed_texels(texels: torch.Tensor | None, slots: _Slots, like: torch.Tensor) -> torch.Tensor | None:
     if texels is None:
         return None
@@ -231,12 +264,16 @@ def phong_shading(meshes, fragments, lights, cameras, materials: Materials,
     _check_meshes(meshes)
     _check_fragments(fragments)
     slots = _slots(fragments.pix_to_face, fragments.bary_coords)
+    texels_p = _packed_texels(texels, slots, meshes.verts_packed())
+    return _scatter(slots, _phong_packed(meshes, slots, texels_p, lights, cameras, materials))
+
+
+def _phong_packed(meshes, slots: _Slots, texels_p, lights, cameras, materials) -> torch.Tensor:
+    """Phong colours (P, C) of the occupied slots."""
     verts, faces = meshes.verts_packed(), meshes.faces_packed()
     points = _interp(slots, verts[faces])
     normals = _interp(slots, meshes.verts_normals_packed()[faces])
-    colors = _shade_packed(points, normals, _packed_texels(texels, slots, points), lights, cameras, materials,
-                           slots.batch, slots.shape[0])
-    return _scatter(slots, colors)
+    return _shade_packed(points, normals, texels_p, lights, cameras, materials, slots.batch, slots.shape[0])
 
 
 def gouraud_shading(meshes, fragments, lights, cameras, materials: Materials) -> torch.Tensor:
@@ -260,6 +297,12 @@ def gouraud_shading(meshes, fragments, lights, cameras, materials: Materials) ->
     """
     _check_meshes(meshes)
     _check_fragments(fragments)
+    slots = _slots(fragments.pix_to_face, fragments.bary_coords)
+    return _scatter(slots, _gouraud_packed(meshes, slots, lights, cameras, materials))
+
+
+def _gouraud_packed(meshes, slots: _Slots, lights, cameras, materials) -> torch.Tensor:
+    """Gouraud colours (P, C) of the occupied slots."""
     textures = getattr(meshes, "textures", None)
     verts, faces = meshes.verts_packed(), meshes.faces_packed()
     if textures is not None and not hasattr(textures, "verts_features_packed"):
@@ -267,8 +310,7 @@ def gouraud_shading(meshes, fragments, lights, cameras, materials: Materials) ->
     colors_v = None if textures is None else textures.verts_features_packed().to(verts.dtype)
     shaded = _shade_packed(verts, meshes.verts_normals_packed(), colors_v, lights, cameras, materials,
                            meshes.verts_packed_to_mesh_idx(), len(meshes))
-    slots = _slots(fragments.pix_to_face, fragments.bary_coords)
-    return _scatter(slots, _interp(slots, shaded[faces]))
+    return _interp(slots, shaded[faces])
 
 
 def flat_shading(meshes, fragments, lights, cameras, materials: Materials,
@@ -287,12 +329,16 @@ def flat_shading(meshes, fragments, lights, cameras, materials: Materials,
     _check_meshes(meshes)
     _check_fragments(fragments)
     slots = _slots(fragments.pix_to_face, fragments.bary_coords)
+    texels_p = _packed_texels(texels, slots, meshes.verts_packed())
+    return _scatter(slots, _flat_packed(meshes, slots, texels_p, lights, cameras, materials))
+
+
+def _flat_packed(meshes, slots: _Slots, texels_p, lights, cameras, materials) -> torch.Tensor:
+    """Flat colours (P, C) of the occupied slots."""
     verts, faces = meshes.verts_packed(), meshes.faces_packed()
     points = verts[faces].mean(dim=-2)[slots.face]
     normals = meshes.faces_normals_packed()[slots.face].to(points.dtype)
-    colors = _shade_packed(points, normals, _packed_texels(texels, slots, points), lights, cameras, materials,
-                           slots.batch, slots.shape[0])
-    return _scatter(slots, colors)
+    return _shade_packed(points, normals, texels_p, lights, cameras, materials, slots.batch, slots.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,13 +399,17 @@ def shade(fragments, meshes, shader: ShaderName = "hard_phong", *, cameras=None,
     if shader == "hard_silhouette":
         ones = fragments.bary_coords.new_ones(()).expand(n, h, w, 1, 3)
         return hard_rgb_blend(ones, fragments, blend_params._replace(background_color=(1.0, 1.0, 1.0)))
+    _check_meshes(meshes)
+    slots = _slots(fragments.pix_to_face, fragments.bary_coords)
     if shader.endswith("gouraud"):
-        colors = gouraud_shading(meshes, fragments, lights, cameras, materials)
+        colors = _gouraud_packed(meshes, slots, lights, cameras, materials)
     else:
-        texels = _sample_texels(meshes, fragments)
-        fn = phong_shading if shader.endswith("phong") else flat_shading
-        colors = fn(meshes, fragments, lights, cameras, materials, texels)
-    colors = colors.to(dtype)
+        # Texture colours of the occupied slots only (not of all N*H*W*K).
+        texels = _sample_texels_packed(meshes, slots)
+        texels = None if texels is None else texels.to(meshes.verts_packed().dtype)
+        fn = _phong_packed if shader.endswith("phong") else _flat_packed
+        colors = fn(meshes, slots, texels, lights, cameras, materials)
+    colors = _scatter(slots, colors.to(dtype))
     if shader.startswith("hard"):
         return hard_rgb_blend(colors, fragments, blend_params)
     znear, zfar = _clip_range(cameras, znear, zfar)

@@ -513,3 +513,30 @@ def test_soft_silhouette_is_smooth_across_an_edge():
           - (_soft_silhouette_of_triangle(x0.detach() - h) * w).sum()) / (2 * h)
     assert abs(float(grad)) > 1e-3
     torch.testing.assert_close(grad, fd, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("shader", ["hard_phong", "soft_phong", "hard_flat", "soft_gouraud"])
+def test_shade_packed_texels_match_full_grid(shader):
+    """shade() samples textures on occupied slots only; same result as sampling the full (N, H, W, K) grid."""
+    from lib3d.structures.textures import TexturesUV
+
+    meshes, frags, cams = _scene(n=2, k=3)
+    g = torch.Generator().manual_seed(5)
+    if shader != "soft_gouraud":
+        tex = TexturesUV(maps=torch.rand(2, 8, 10, 3, generator=g, dtype=torch.float64),
+                         faces_uvs=[f for f in meshes.faces_list()],
+                         verts_uvs=[torch.rand(7, 2, generator=g, dtype=torch.float64) for _ in range(2)])
+        meshes = Meshes(meshes.verts_list(), meshes.faces_list(), textures=tex)
+    lights, mats = LIGHTS["point"](2), MATERIALS["batched"](2)
+    out = shade(frags, meshes, shader, cameras=cams, lights=lights, materials=mats)
+    if shader == "soft_gouraud":
+        colors = gouraud_shading(meshes, frags, lights, cams, mats)
+    else:
+        texels = meshes.textures.sample_textures(frags, meshes.faces_packed())
+        fn = phong_shading if "phong" in shader else flat_shading
+        colors = fn(meshes, frags, lights, cams, mats, texels)
+    if shader.startswith("hard"):
+        ref = hard_rgb_blend(colors, frags)
+    else:
+        ref = softmax_rgb_blend(colors, frags, BlendParams(), znear=1.0, zfar=100.0)
+    torch.testing.assert_close(out, ref)

@@ -9,9 +9,11 @@ z >= 0 covers a pixel when the squared NDC distance ``dx^2 + dy^2`` from the pix
 strictly below ``radius^2``; the K nearest covering points by z (ties: lower index first) are kept,
 sorted ascending. Empty slots hold ``idx = -1`` and ``zbuf = dists = -1``.
 
-Algorithm: as the mesh rasterizer, each point's disk bounding box gives its exact list of candidate
-pixels; (point, pixel) pairs are tested in chunks bounded by ``max_pairs_per_chunk`` without autograd,
-ranked per pixel by (z, index), and ``zbuf = z`` and ``dists = dx^2 + dy^2`` are then recomputed with
+Algorithm: points are sorted by (z, index); as in the mesh rasterizer, each point's disk bounding box
+gives its exact list of candidate pixels and (point, pixel) pairs are tested in chunks bounded by
+``max_pairs_per_chunk`` without autograd. Since pairs arrive in depth order, a pixel's first K hits are
+its K nearest points: each chunk only sorts its own hits by pixel (stable) and drops the hits of pixels
+already full (early depth culling). ``zbuf = z`` and ``dists = dx^2 + dy^2`` are then recomputed with
 autograd for the selected pairs only, so gradients reach the point positions as in PyTorch3D's kernel.
 """
 
@@ -24,8 +26,8 @@ import torch
 from torch import nn
 
 from lib3d._checks import check_finite, check_shape
-from lib3d.render.mesh_rasterizer import (_DEFAULT_PAIRS_PER_CHUNK, _pair_chunks, _pixel_range, _topk_by_sort,
-                                          parse_image_size, pixel_centers_ndc)
+from lib3d.render.mesh_rasterizer import (_DEFAULT_PAIRS_PER_CHUNK, _pair_chunks, _pixel_range, parse_image_size,
+                                          pixel_centers_ndc)
 
 __all__ = [
     "PointFragments",
@@ -120,27 +122,43 @@ def rasterize_packed_points(points: torch.Tensor, cloud_to_packed_first_idx: tor
             cloud[pidx] = ids
         ok = (cloud >= 0) & (pts[:, 2] >= 0) & torch.isfinite(pts).all(1) & (rad > 0)
         sel_pts = torch.nonzero(ok).squeeze(1)
+        # Depth order (ties: lower index first): a point's z is the same at all its pixels, so pairs
+        # enumerated in this order reach every pixel nearest first and a pixel's first K hits are its
+        # answer. No per-pixel sort of candidates is needed and saturated pixels are skipped early.
+        sel_pts = sel_pts[torch.argsort(pts[sel_pts, 2], stable=True)]
         x, y, r = pts[sel_pts, 0], pts[sel_pts, 1], rad[sel_pts]
         ix0, ix1 = _pixel_range(x - r, x + r, W, H)
         iy0, iy1 = _pixel_range(y - r, y + r, H, W)
-        table = torch.stack((x, y, pts[sel_pts, 2], r * r))  # (4, P_ok)
+        table = torch.stack((x, y, r * r))  # (3, P_ok)
         pix_base = cloud[sel_pts] * HW
-        kept = None
+        hits_so_far = torch.zeros(N * HW, dtype=torch.int64, device=device)
+        out_pix, out_p, out_rank = [], [], []
         for j, col, row in _pair_chunks(ix0, ix1, iy0, iy1, W, H, max_pairs_per_chunk):
             tj = table.index_select(1, j)
             dx = tj[0] - xs[col]
             dy = tj[1] - ys[row]
-            hit = torch.nonzero(dx * dx + dy * dy < tj[3]).squeeze(1)
-            j = j[hit]
-            pix = pix_base[j] + row[hit] * W + col[hit]
-            p, z = sel_pts[j], tj[2][hit]
-            if kept is not None:
-                pix, z, p = torch.cat((kept[0], pix)), torch.cat((kept[1], z)), torch.cat((kept[2], p))
-            kept = _topk_by_sort(pix, z, p, K, N * HW)
-        if kept is None:
-            e = torch.zeros(0, dtype=torch.int64, device=device)
-            kept = (e, points.new_zeros(0), e, e)
-        sel_pix, _, sel_p, sel_rank = kept
+            hit = dx * dx + dy * dy < tj[2]
+            pix = pix_base[j] + row * W + col
+            hit = torch.nonzero(hit & (hits_so_far[pix] < K)).squeeze(1)
+            pix, j = pix[hit], j[hit]
+            # Stable sort by pixel keeps each pixel's pairs in depth order; rank = earlier hits + position.
+            order = torch.sort(pix, stable=True).indices
+            pix, j = pix[order], j[order]
+            m = pix.numel()
+            pos = torch.arange(m, device=device)
+            start = torch.ones(m, dtype=torch.bool, device=device)
+            if m > 1:
+                start[1:] = pix[1:] != pix[:-1]
+            rank = pos - torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=0).values
+            rank = rank + hits_so_far[pix]
+            keep = torch.nonzero(rank < K).squeeze(1)
+            pix, j, rank = pix[keep], j[keep], rank[keep]
+            hits_so_far.index_add_(0, pix, torch.ones_like(pix))
+            out_pix.append(pix)
+            out_p.append(sel_pts[j])
+            out_rank.append(rank)
+        e = torch.zeros(0, dtype=torch.int64, device=device)
+        sel_pix, sel_p, sel_rank = (torch.cat(v) if v else e for v in (out_pix, out_p, out_rank))
         sel_row, sel_col = (sel_pix % HW) // W, sel_pix % W
 
     # Differentiable recompute on the selected pairs.

@@ -240,7 +240,7 @@ def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: in
 
 
 def _parse_obj(data: bytes, name: str) -> _Parsed:
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="surrogateescape")  # bytes survive into file names
     v_toks: list[str] = []
     v_lines: list[int] = []
     n_toks: list[str] = []
@@ -389,7 +389,7 @@ def load_mtl(
         FormatError: a malformed line (named), or several materials but no ``usemtl``.
     """
     name = file_name(f)
-    text = read_bytes(f).decode("utf-8", errors="replace")
+    text = read_bytes(f).decode("utf-8", errors="surrogateescape")  # bytes survive into file names
     props: dict[str, dict] = {}
     tex_files: dict[str, str] = {}
     current = None

@@ -392,3 +392,19 @@ def test_load_objs_as_meshes_with_atlas():
 def test_inline_comments_are_ignored():
     verts, faces, _ = _obj("# header\nv 0 0 0 # first\nv 1 0 0\nv 0 1 0\nf 1 2 3 # a face\n#f 1 1 1\n")
     assert verts.shape == (3, 3) and faces.verts_idx.tolist() == [[0, 1, 2]]
+
+
+def test_non_utf8_names_survive_to_the_files(tmp_path):
+    """Latin-1 bytes in material and file names: the MTL and the texture are still found."""
+    Image.fromarray(np.full((2, 2, 3), 51, np.uint8)).save(
+        tmp_path / b"t\xe9x.png".decode("utf-8", "surrogateescape")
+    )
+    (tmp_path / b"m\xe9.mtl".decode("utf-8", "surrogateescape")).write_bytes(
+        b"newmtl caf\xe9\nmap_Kd t\xe9x.png\n"
+    )
+    (tmp_path / "a.obj").write_bytes(
+        b"mtllib m\xe9.mtl\nusemtl caf\xe9\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+    )
+    _, faces, aux = load_obj(tmp_path / "a.obj")
+    (img,) = aux.texture_images.values()
+    assert faces.materials_idx.tolist() == [0] and torch.allclose(img, torch.full((2, 2, 3), 0.2))

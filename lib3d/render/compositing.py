@@ -33,16 +33,54 @@ __all__ = [
 _NORM_EPS = 1e-4  # PyTorch3D's kEps in norm_weighted_sum
 
 
-def _gather(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.Tensor):
-    """Checks; returns (valid mask (N,K,H,W), masked alphas, features (N,K,H,W,C) of each slot)."""
+def _check(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.Tensor):
+    """Checks; returns (valid mask (N, K, H, W), alphas with empty slots zeroed)."""
     check_shapes(pointsidx=(pointsidx, ("N", "K", "H", "W")), alphas=(alphas, ("N", "K", "H", "W")))
     check_shape("pointsidx", pointsidx, (None, None, None, None), dtype="int")
     check_shape("alphas", alphas, (None, None, None, None), dtype="float")
     check_shape("pt_clds", pt_clds, ("C", "P"), dtype="float")
     valid = pointsidx >= 0
-    a = torch.where(valid, alphas, torch.zeros((), dtype=alphas.dtype, device=alphas.device))
-    feats = pt_clds.t()[pointsidx.clamp_min(0)]  # (N, K, H, W, C)
-    return valid, a, feats
+    return valid, torch.where(valid, alphas, torch.zeros((), dtype=alphas.dtype, device=alphas.device))
+
+
+class _WeightedGatherSum(torch.autograd.Function):
+    """``out[n, :, y, x] = sum_k w[n, k, y, x] * feats[:, idx[n, k, y, x]]`` without a (N, K, H, W, C) tensor.
+
+    Forward and backward loop over the K slots (each step touches (N, H, W, C)), so memory stays
+    O(N H W C) whatever K; the backward recomputes the gathers instead of saving them.
+    """
+
+    @staticmethod
+    def forward(ctx, idx: torch.Tensor, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        fT = feats.t()  # (P, C)
+        safe = idx.clamp_min(0)
+        N, K, H, W = idx.shape
+        out = feats.new_zeros((N, H, W, feats.shape[0]))
+        for k in range(K):
+            out += w[:, k, :, :, None] * fT[safe[:, k]]
+        ctx.save_for_backward(safe, w, feats)
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        safe, w, feats = ctx.saved_tensors
+        fT = feats.t()
+        g = grad_out.permute(0, 2, 3, 1)  # (N, H, W, C)
+        grad_w = grad_f = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.stack([(g * fT[safe[:, k]]).sum(-1) for k in range(safe.shape[1])], dim=1)
+        if ctx.needs_input_grad[2]:
+            gT = feats.new_zeros(fT.shape)
+            C = g.shape[-1]
+            for k in range(safe.shape[1]):
+                gT.index_add_(0, safe[:, k].reshape(-1), (g * w[:, k, :, :, None]).reshape(-1, C))
+            grad_f = gT.t()
+        return None, grad_w, grad_f
+
+
+def _weighted_gather_sum(idx: torch.Tensor, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    return _WeightedGatherSum.apply(idx, w, feats)
 
 
 def alpha_composite(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.Tensor) -> torch.Tensor:
@@ -59,12 +97,11 @@ def alpha_composite(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torc
     Returns:
         (N, C, H, W) float images.
     """
-    valid, a, feats = _gather(pointsidx, alphas, pt_clds)
+    valid, a = _check(pointsidx, alphas, pt_clds)
     one_minus = 1.0 - a
     # Exclusive cumulative product along K: T_0 = 1, T_k = prod_{j<k} (1 - a_j).
     trans = torch.cumprod(torch.cat((torch.ones_like(one_minus[:, :1]), one_minus[:, :-1]), dim=1), dim=1)
-    w = a * trans  # (N, K, H, W)
-    return torch.einsum("nkhw,nkhwc->nchw", w, feats)
+    return _weighted_gather_sum(pointsidx, a * trans, pt_clds)
 
 
 def norm_weighted_sum(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.Tensor) -> torch.Tensor:
@@ -80,9 +117,9 @@ def norm_weighted_sum(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: to
     Returns:
         (N, C, H, W) float images.
     """
-    valid, a, feats = _gather(pointsidx, alphas, pt_clds)
+    valid, a = _check(pointsidx, alphas, pt_clds)
     denom = a.sum(dim=1, keepdim=True).clamp_min(_NORM_EPS)
-    return torch.einsum("nkhw,nkhwc->nchw", a / denom, feats)
+    return _weighted_gather_sum(pointsidx, a / denom, pt_clds)
 
 
 def weighted_sum(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.Tensor) -> torch.Tensor:
@@ -96,8 +133,8 @@ def weighted_sum(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.T
     Returns:
         (N, C, H, W) float images.
     """
-    valid, a, feats = _gather(pointsidx, alphas, pt_clds)
-    return torch.einsum("nkhw,nkhwc->nchw", a, feats)
+    valid, a = _check(pointsidx, alphas, pt_clds)
+    return _weighted_gather_sum(pointsidx, a, pt_clds)
 
 
 def add_background_color(pointsidx: torch.Tensor, images: torch.Tensor, background_color) -> torch.Tensor:

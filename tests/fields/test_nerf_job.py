@@ -48,3 +48,13 @@ def test_ddp_two_workers(tmp_path):
                "--steps", "40", "--turntable-frames", "0")
     assert len(res.results) == 2
     assert res.result["world_size"] == 2 and res.result["test_psnr"] > 10
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_fit_volume_tiny(tmp_path):
+    from jobs.fit_volume import main
+
+    m = main(["tiny", "--run.output-root", str(tmp_path), "--run.name", "v"]).result
+    assert (tmp_path / "fit_volume" / "v" / "media" / "rotating.gif").exists()
+    assert m["test_psnr"] > 18 and m["final_loss"] < 0.2

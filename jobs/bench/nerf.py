@@ -1,0 +1,132 @@
+"""Benchmark of volumetric rendering and NeRF (issue 5's bars).
+
+    python -m jobs.bench.nerf [--default-minutes 15] [--book-minutes 10] [--skip-noarg] [--quick]
+                              [--device cpu] [--out results/benchmarks/nerf.json]
+
+- Chapter-5 step: the book's ``VolumeModel`` (128^3 density + colour logits, voxel 3/128) rendered by
+  ``VolumeRenderer(NDCMultinomialRaysampler(128 x 128, 150 points, depth 0.1..3), EmissionAbsorption)``
+  for 10 cow cameras, the book's Huber loss on colour and silhouette, forward + backward; median of N.
+  Bar: <= 3.0 s on 2 cores (PyTorch3D 6.37 s).
+- NeRF on the cow (``cow_renders.safetensors``, 128 x 128, train on the 35 views with index % 8 != 0, test
+  on the 5 with index % 8 == 0): held-out PSNR against wall-clock minutes for the ``cow`` preset (the fast
+  default method) and the ``book`` preset (the book's NeRF, bounded time). Bar: >= 28 dB within 15 min
+  (the book's method: 14.5 dB after 25 min). Rays per second of training for both.
+- ``python -m jobs.nerf`` with no arguments: end-to-end time and held-out PSNR (bar: <= 10 min, >= 25 dB).
+
+Wall-clock and process CPU time are both recorded (the CPU time is the better guide on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_chapter5_step(repeats: int, device: torch.device) -> dict:
+    """Forward + backward of one chapter-5 iteration (10 cameras, 128 x 128, 150 points, 128^3)."""
+    from lib3d.data.renders import load_cow_renders_golden
+    from lib3d.fields.losses import huber
+    from lib3d.fields.voxel import VolumeModel
+    from lib3d.render.volumetric import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
+
+    data = load_cow_renders_golden(device=device)
+    rs = NDCMultinomialRaysampler(image_width=128, image_height=128, n_pts_per_ray=150, min_depth=0.1,
+                                  max_depth=3.0)
+    model = VolumeModel(VolumeRenderer(rs, EmissionAbsorptionRaymarcher()), volume_size=[128] * 3,
+                        voxel_size=3.0 / 128).to(device)
+    cams = data.cameras[list(range(10))]
+    imgs, sils = data.images[:10], data.silhouettes[:10]
+
+    def step():
+        out = model(cams)
+        loss = huber(out[..., 3], sils).abs().mean() + huber(out[..., :3], imgs).abs().mean()
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+
+    step()
+    _sync(device)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        step()
+        _sync(device)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu), "runs_s": wall,
+            "bar_s": 3.0, "pytorch3d_s": 6.37, "repeats": repeats}
+
+
+def _run_job(args: list[str], root: str) -> tuple[dict, float, float]:
+    from jobs.nerf import main
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = main([*args, "--run.output-root", root])
+    return res.result, time.perf_counter() - t0, time.process_time() - c0
+
+
+def bench_nerf(preset: str, minutes: float, eval_every: int, root: str, extra: list[str] | None = None) -> dict:
+    args = [preset, "--run.name", f"bench-{preset}", "--time-limit-s", str(minutes * 60), "--eval-every",
+            str(eval_every), "--run.checkpoint-every", "0", "--run.progress", "False", *(extra or [])]
+    m, wall, cpu = _run_job(args, root)
+    return {"preset": preset, "time_limit_minutes": minutes, "steps": m["steps"], "test_psnr": m["test_psnr"],
+            "test_ssim": m["test_ssim"], "train_minutes": m["train_seconds"] / 60, "process_cpu_minutes": cpu / 60,
+            "wall_minutes": wall / 60, "rays_per_second": m["rays_per_second"],
+            "psnr_vs_minutes": [(h["minutes"], h["psnr"]) for h in m["history"]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--default-minutes", type=float, default=15.0, help="training time of the cow preset")
+    ap.add_argument("--book-minutes", type=float, default=10.0, help="training time of the book preset")
+    ap.add_argument("--repeats", type=int, default=3, help="chapter-5 step repeats (median)")
+    ap.add_argument("--skip-noarg", action="store_true", help="skip the no-argument job run")
+    ap.add_argument("--quick", action="store_true", help="1 repeat, 3 + 2 minutes (a smoke of the benchmark)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default="results/benchmarks/nerf.json")
+    a = ap.parse_args()
+    if a.quick:
+        a.repeats, a.default_minutes, a.book_minutes = 1, 3.0, 2.0
+    device = torch.device(a.device)
+    use_gpu = ["--ray.use-gpu", "True"] if device.type == "cuda" else []
+    out: dict = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"},
+        "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "note": "the CPU was shared with other processes unless stated; process CPU time is recorded beside "
+                "wall-clock time",
+    }
+    out["chapter5_step"] = bench_chapter5_step(a.repeats, device)
+    print("chapter-5 step:", out["chapter5_step"], flush=True)
+    with tempfile.TemporaryDirectory() as root:
+        out["nerf_cow_default"] = bench_nerf("cow", a.default_minutes, 250, root, use_gpu)
+        print("cow (fast default):", out["nerf_cow_default"], flush=True)
+        out["nerf_cow_book"] = bench_nerf("book", a.book_minutes, 0, root, ["--turntable-frames", "0", *use_gpu])
+        print("cow (book):", out["nerf_cow_book"], flush=True)
+        if not a.skip_noarg:
+            m, wall, cpu = _run_job(["--run.name", "bench-noarg", "--run.progress", "False", *use_gpu], root)
+            out["noarg_job"] = {"wall_minutes": wall / 60, "process_cpu_minutes": cpu / 60, "test_psnr": m["test_psnr"],
+                                "test_ssim": m["test_ssim"], "steps": m["steps"], "stopped_early": m["stopped_early"],
+                                "rays_per_second": m["rays_per_second"], "bar": "<= 10 min, >= 25 dB"}
+            print("no-argument job:", out["noarg_job"], flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

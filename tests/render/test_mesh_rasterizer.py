@@ -400,3 +400,22 @@ def test_z_clipping_maps_back_to_original_faces(blur, K):
         torch.testing.assert_close(proj[:, 1], ys[idx[:, 1]], atol=1e-4, rtol=0)
     _golden_loss(fr).backward()
     assert torch.isfinite(verts.grad).all() and verts.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Property: fast == brute force on arbitrary small scenes
+# ------------------------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n_faces=st.integers(1, 12), h=st.integers(1, 12), w=st.integers(1, 12),
+       K=st.integers(1, 5), blur=st.sampled_from([0.0, 1e-3, 2e-2]), persp=st.booleans(), clip=st.booleans(),
+       cull=st.booleans(), budget=st.integers(1, 300))
+def test_property_fast_equals_brute_force(seed, n_faces, h, w, K, blur, persp, clip, cull, budget):
+    meshes = _random_scene(n_faces, seed=seed, n_meshes=2, spread=1.0, size=0.8)
+    kw = dict(image_size=(h, w), blur_radius=blur, faces_per_pixel=K, perspective_correct=persp,
+              clip_barycentric_coords=clip, cull_backfaces=cull)
+    _compare(rasterize_meshes(meshes, max_pairs_per_chunk=budget, **kw), rasterize_meshes_reference(meshes, **kw))

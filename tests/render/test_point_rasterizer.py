@@ -158,3 +158,19 @@ def test_bad_inputs_raise():
         rasterize_packed_points(torch.zeros(5, 2), torch.tensor([0]), torch.tensor([5]))
     with pytest.raises(ValueError, match="cameras"):
         PointsRasterizer()(pc)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), h=st.integers(1, 16), w=st.integers(1, 16), K=st.integers(1, 6),
+       radius=st.floats(0.01, 0.5), budget=st.integers(1, 500))
+def test_property_fast_equals_brute_force(seed, h, w, K, radius, budget):
+    pc = _cloud((23, 11), seed=seed)
+    fast = rasterize_points(pc, (h, w), radius, K, max_pairs_per_chunk=budget)
+    ref = rasterize_points_reference(pc, (h, w), radius, K)
+    assert torch.equal(fast.idx, ref.idx)
+    torch.testing.assert_close(fast.zbuf, ref.zbuf)
+    torch.testing.assert_close(fast.dists, ref.dists)

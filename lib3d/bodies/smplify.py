@@ -236,9 +236,11 @@ def _lbfgs(params, energy_fn, iters):
 
 
 def smplify_residuals(model, p, S, keypoints, kp_idx, jt_idx, center, cfg: SMPLifyConfig, prior: GMMPrior,
-                      w_pose: float, w_betas: float, spheres=None, torso_only=None, depth_init=None):
+                      w_pose: float, w_betas: float, spheres=None, torso_only=None, depth_init=None,
+                      geometric_only: bool = False):
     """Residuals ``r (N, R)`` and constants ``c (N,)`` with energy ``E = |r|^2 + c`` (the same energy as
-    :func:`smplify_energy_terms`, written as a least-squares problem: signed square roots of each term)."""
+    :func:`smplify_energy_terms`, written as a least-squares problem: signed square roots of each term).
+    ``geometric_only``: just the terms that need the body model (data, interpenetration)."""
     betas, body_pose, orient, transl = p[:, :S], p[:, S:S + 69], p[:, S + 69:S + 72], p[:, S + 72:S + 75]
     out = smpl_forward(model, betas, body_pose, orient, transl, return_verts=False)
     proj = perspective_project(out.joints, cfg.focal_length, center)
@@ -251,15 +253,7 @@ def smplify_residuals(model, p, S, keypoints, kp_idx, jt_idx, center, cfg: SMPLi
     r = proj[:, jt_idx] - keypoints[:, kp_idx, :2]
     # signed sqrt of Geman-McClure: rho(r) = (sigma r / sqrt(sigma^2 + r^2))^2
     data = keypoints[:, kp_idx, 2:3] * cfg.sigma * r / torch.sqrt(cfg.sigma**2 + r * r)
-    diff = body_pose[:, None, :] - prior.means
-    y = torch.einsum("ngd,gde->nge", diff, prior.prec_chol) * math.sqrt(0.5)
-    full = (y * y).sum(-1) + prior.log_norm
-    k = full.detach().argmin(1)
-    pose_r = w_pose * y[torch.arange(N, device=p.device), k]
-    const = w_pose**2 * prior.log_norm[k]
-    sign = torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=p.dtype, device=p.device)
-    ang = cfg.angle_prior_scale * w_pose * torch.exp(body_pose[:, [52, 55, 9, 12]] * sign)
-    parts = [data.reshape(N, -1), pose_r, ang, w_betas * betas]
+    parts = [data.reshape(N, -1)]
     if spheres is not None:
         a_, b_ = out.joints[:, spheres.parent], out.joints[:, spheres.child]
         c_ = a_ + spheres.t[:, None] * (b_ - a_)
@@ -267,7 +261,40 @@ def smplify_residuals(model, p, S, keypoints, kp_idx, jt_idx, center, cfg: SMPLi
         d = (c_[:, i] - c_[:, kk]).norm(dim=-1)
         parts.append(math.sqrt(cfg.interpenetration_weight)
                      * torch.relu(spheres.radius[:, i] + spheres.radius[:, kk] - d))
-    return torch.cat(parts, 1), const
+    if geometric_only:
+        return torch.cat(parts, 1), torch.zeros(N, dtype=p.dtype, device=p.device)
+    r_p, _, const = _prior_residuals(p, S, prior, cfg, w_pose, w_betas, jacobian=False)
+    return torch.cat(parts + [r_p], 1), const
+
+
+_ANGLE_COLS = (52, 55, 9, 12)
+_ANGLE_SIGNS = (1.0, -1.0, -1.0, -1.0)
+
+
+def _prior_residuals(p, S, prior: GMMPrior, cfg: SMPLifyConfig, w_pose: float, w_betas: float, jacobian: bool):
+    """Prior residuals [pose (69), angle (4), shape (S)] (N, R_p), their analytic Jacobian (N, R_p, S + 75)
+    (or None) and the constants (N,)."""
+    N = p.shape[0]
+    body_pose, betas = p[:, S:S + 69], p[:, :S]
+    diff = body_pose[:, None, :] - prior.means
+    y = torch.einsum("ngd,gde->nge", diff, prior.prec_chol) * math.sqrt(0.5)
+    full = (y * y).sum(-1) + prior.log_norm
+    k = full.detach().argmin(1)
+    rows = torch.arange(N, device=p.device)
+    pose_r = w_pose * y[rows, k]
+    const = w_pose**2 * prior.log_norm[k]
+    sign = torch.tensor(_ANGLE_SIGNS, dtype=p.dtype, device=p.device)
+    ang = cfg.angle_prior_scale * w_pose * torch.exp(body_pose[:, list(_ANGLE_COLS)] * sign)
+    r = torch.cat([pose_r, ang, w_betas * betas], 1)
+    if not jacobian:
+        return r, None, const
+    Jp = torch.zeros(N, 69 + 4 + S, S + 75, dtype=p.dtype, device=p.device)
+    # d pose_r / d theta = w sqrt(1/2) L_k^T
+    Jp[:, :69, S:S + 69] = w_pose * math.sqrt(0.5) * prior.prec_chol[k].transpose(1, 2)
+    for i, (col, sg) in enumerate(zip(_ANGLE_COLS, _ANGLE_SIGNS)):
+        Jp[:, 69 + i, S + col] = ang[:, i] * sg
+    Jp[:, 73:, :S] = w_betas * torch.eye(S, dtype=p.dtype, device=p.device)
+    return r, Jp, const
 
 
 def _jacobian(res_fn, p: torch.Tensor, free: torch.Tensor):
@@ -289,18 +316,21 @@ def _jacobian(res_fn, p: torch.Tensor, free: torch.Tensor):
 
 
 @torch.no_grad()
-def _levenberg_marquardt(res_fn, p: torch.Tensor, free: torch.Tensor, iters: int, lam0: float = 1e-3):
+def _levenberg_marquardt(res_fn, p: torch.Tensor, free: torch.Tensor, iters: int, lam0: float = 1e-3,
+                         ftol: float = 1e-5, jac_fn=None):
     """Batched Levenberg-Marquardt (Marquardt's diagonal scaling); each person accepts/rejects its own step.
 
-    Minimises ``E_n(p_n) = |r_n(p_n)|^2 + c_n`` for every row n. Returns the new ``p``.
+    Minimises ``E_n(p_n) = |r_n(p_n)|^2 + c_n`` for every row n; stops early once every person has
+    converged (an accepted step gaining less than ``ftol`` relative energy). Returns the new ``p``.
     """
     N = p.shape[0]
     lam = torch.full((N,), lam0, dtype=p.dtype, device=p.device)
     r, c = res_fn(p)
     E = (r * r).sum(-1) + c
     eye = torch.eye(free.numel(), dtype=p.dtype, device=p.device)
+    done = torch.zeros(N, dtype=torch.bool, device=p.device)
     for _ in range(iters):
-        r, Jm = _jacobian(res_fn, p, free)
+        r, Jm = _jacobian(res_fn, p, free) if jac_fn is None else jac_fn(p)
         JtJ = Jm.transpose(1, 2) @ Jm
         g = (Jm.transpose(1, 2) @ r[..., None])[..., 0]
         diag = torch.diagonal(JtJ, dim1=-2, dim2=-1).clamp_min(1e-9)
@@ -311,10 +341,12 @@ def _levenberg_marquardt(res_fn, p: torch.Tensor, free: torch.Tensor, iters: int
         r_new, c_new = res_fn(q)
         E_new = (r_new * r_new).sum(-1) + c_new
         ok = torch.isfinite(E_new) & (E_new < E)
+        # converged: an accepted step that gained less than ftol (relative), or damping at its ceiling
+        done = (ok & ((E - E_new) <= ftol * E.abs().clamp_min(1e-12))) | (~ok & (lam >= 1e7)) | done
         p = torch.where(ok[:, None], q, p)
         E = torch.where(ok, E_new, E)
         lam = torch.where(ok, (lam / 3).clamp_min(1e-7), (lam * 4).clamp_max(1e7))
-        if bool((g.abs().amax(-1) < 1e-6).all()):
+        if bool(done.all()) or bool((g.abs().amax(-1) < 1e-6).all()):
             break
     return p
 
@@ -456,7 +488,16 @@ def smplify(
                 return smplify_residuals(model, q, S, kps, kp_idx, jt_idx, ctr, config, prior, w_pose, w_betas,
                                          spheres)
 
-            P = _levenberg_marquardt(res, P, torch.arange(S + 75, device=dev), config.stage_iters)
+            def jac(q, w_pose=w_pose, w_betas=w_betas, spheres=spheres):
+                # model terms by forward-mode AD, prior terms analytically (same residual order as res)
+                free = torch.arange(S + 75, device=dev)
+                r_g, J_g = _jacobian(lambda x: smplify_residuals(
+                    model, x, S, kps, kp_idx, jt_idx, ctr, config, prior, w_pose, w_betas, spheres,
+                    geometric_only=True), q, free)
+                r_p, J_p, _ = _prior_residuals(q, S, prior, config, w_pose, w_betas, jacobian=True)
+                return torch.cat([r_g, r_p], 1), torch.cat([J_g, J_p], 1)
+
+            P = _levenberg_marquardt(res, P, torch.arange(S + 75, device=dev), config.stage_iters, jac_fn=jac)
             with torch.no_grad():
                 for t_, v_ in zip(params, (P[:, :S], P[:, S:S + 69], P[:, S + 69:S + 72], P[:, S + 72:])):
                     t_.copy_(v_)

@@ -166,3 +166,16 @@ def test_smplify_bad_inputs(synth):
         smplify(synth, bad, "lsp", image_size=(100, 100))
     with pytest.raises(ValueError, match="center"):
         smplify(synth, kps, "lsp", center=torch.zeros(3, 2))
+
+
+def test_prior_jacobian_matches_autograd():
+    from lib3d.bodies.smplify import _prior_residuals
+
+    prior = default_gmm_prior(dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    p = 0.3 * torch.randn(3, 10 + 75, generator=g, dtype=torch.float64)
+    cfg = SMPLifyConfig()
+    _, J, _ = _prior_residuals(p, 10, prior, cfg, 57.4, 10.0, jacobian=True)
+    ref = torch.autograd.functional.jacobian(lambda q: _prior_residuals(q, 10, prior, cfg, 57.4, 10.0, False)[0], p)
+    ref = torch.stack([ref[n, :, n] for n in range(3)])  # people are independent: the diagonal blocks
+    torch.testing.assert_close(J, ref)

@@ -27,8 +27,13 @@ JOB = "fit_volume"
 def train_loop(config: FitVolumeConfig) -> dict:
     """The chapter-5 fit (in-process or one Ray worker of a DDP group): returns the metrics."""
     from lib3d.fields.losses import huber
-    from lib3d.fields.training import (_all_reduce_grads, camera_subset, load_posed_images, split_indices,
-                                       turntable_cameras)
+    from lib3d.fields.training import (
+        _all_reduce_grads,
+        camera_subset,
+        load_posed_images,
+        split_indices,
+        turntable_cameras,
+    )
     from lib3d.fields.voxel import VolumeModel
     from lib3d.metrics import psnr
     from lib3d.render.volumetric import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer

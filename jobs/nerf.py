@@ -42,8 +42,16 @@ def _evaluate(render_fn, data, test_idx, run, step):
 
 def train_loop(config: NerfConfig) -> dict:
     """One worker's training loop (in-process or a Ray worker): returns the held-out metrics."""
-    from lib3d.fields.training import (GridTrainer, book_nerf_step, camera_subset, load_posed_images,
-                                       render_book_images, render_grid_images, split_indices, turntable_cameras)
+    from lib3d.fields.training import (
+        GridTrainer,
+        book_nerf_step,
+        camera_subset,
+        load_posed_images,
+        render_book_images,
+        render_grid_images,
+        split_indices,
+        turntable_cameras,
+    )
 
     t_start = time.time()
     ctx = dist.worker_context(config.ray.use_gpu)
@@ -80,7 +88,11 @@ def train_loop(config: NerfConfig) -> dict:
             return render_grid_images(trainer.field, cams, H, W, trainer.step_size, data.background)[0]
     else:
         from lib3d.fields.nerf import BookNeuralRadianceField
-        from lib3d.render.volumetric import EmissionAbsorptionRaymarcher, ImplicitRenderer, MonteCarloRaysampler
+        from lib3d.render.volumetric import (
+            EmissionAbsorptionRaymarcher,
+            ImplicitRenderer,
+            MonteCarloRaysampler,
+        )
 
         b = config.book
         nerf = BookNeuralRadianceField(b.n_harmonic_functions, b.n_hidden_neurons).to(ctx.device)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lib3d._checks import check_shape, check_tensor
 
-__all__ = ["psnr", "ssim", "mse"]
+__all__ = ["mse", "psnr", "ssim"]
 
 
 def _batched(name: str, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,5 @@
 """PSNR / SSIM: hand-computed values, a slow SSIM reference, errors."""
 
-import math
 
 import pytest
 import torch

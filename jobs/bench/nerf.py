@@ -80,7 +80,7 @@ def _run_job(args: list[str], root: str) -> tuple[dict, float, float]:
 
 def bench_nerf(preset: str, minutes: float, eval_every: int, root: str, extra: list[str] | None = None) -> dict:
     args = [preset, "--run.name", f"bench-{preset}", "--time-limit-s", str(minutes * 60), "--eval-every",
-            str(eval_every), "--run.checkpoint-every", "0", "--run.progress", "False", *(extra or [])]
+            str(eval_every), "--run.checkpoint-every", "0", "--run.no-progress", *(extra or [])]
     m, wall, cpu = _run_job(args, root)
     return {"preset": preset, "time_limit_minutes": minutes, "steps": m["steps"], "test_psnr": m["test_psnr"],
             "test_ssim": m["test_ssim"], "train_minutes": m["train_seconds"] / 60, "process_cpu_minutes": cpu / 60,
@@ -118,7 +118,7 @@ def main() -> None:
         out["nerf_cow_book"] = bench_nerf("book", a.book_minutes, 0, root, ["--turntable-frames", "0", *use_gpu])
         print("cow (book):", out["nerf_cow_book"], flush=True)
         if not a.skip_noarg:
-            m, wall, cpu = _run_job(["--run.name", "bench-noarg", "--run.progress", "False", *use_gpu], root)
+            m, wall, cpu = _run_job(["--run.name", "bench-noarg", "--run.no-progress", *use_gpu], root)
             out["noarg_job"] = {"wall_minutes": wall / 60, "process_cpu_minutes": cpu / 60, "test_psnr": m["test_psnr"],
                                 "test_ssim": m["test_ssim"], "steps": m["steps"], "stopped_early": m["stopped_early"],
                                 "rays_per_second": m["rays_per_second"], "bar": "<= 10 min, >= 25 dB"}

@@ -31,5 +31,14 @@ from lib3d.fields.losses import huber, total_variation
 from lib3d.fields.nerf import BookNeuralRadianceField, NeRFMLP, OriginalNeRF
 from lib3d.fields.voxel import GridRadianceField, VolumeModel, render_grid_field
 
-__all__ = ["HarmonicEmbedding", "huber", "total_variation", "BookNeuralRadianceField", "NeRFMLP", "OriginalNeRF",
-           "GridRadianceField", "VolumeModel", "render_grid_field"]
+__all__ = [
+           "BookNeuralRadianceField",
+           "GridRadianceField",
+           "HarmonicEmbedding",
+           "NeRFMLP",
+           "OriginalNeRF",
+           "VolumeModel",
+           "huber",
+           "render_grid_field",
+           "total_variation",
+]

@@ -9,10 +9,16 @@ import torch.nn.functional as F
 
 from lib3d._checks import check_shape
 from lib3d.fields.encodings import HarmonicEmbedding
-from lib3d.render.volumetric import (RayBundle, RenderOutput, ray_bundle_to_ray_points, render_rays,
-                                     sample_pdf, stratified_lengths)
+from lib3d.render.volumetric import (
+    RayBundle,
+    RenderOutput,
+    ray_bundle_to_ray_points,
+    render_rays,
+    sample_pdf,
+    stratified_lengths,
+)
 
-__all__ = ["BookNeuralRadianceField", "NeRFMLP", "OriginalNeRF", "render_nerf_hierarchical", "NeRFOutput"]
+__all__ = ["BookNeuralRadianceField", "NeRFMLP", "NeRFOutput", "OriginalNeRF", "render_nerf_hierarchical"]
 
 
 class BookNeuralRadianceField(torch.nn.Module):
@@ -75,7 +81,7 @@ class BookNeuralRadianceField(torch.nn.Module):
         return dens, cols
 
 
-def nerf_mlp_forward(mlp: "NeRFMLP", points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def nerf_mlp_forward(mlp: NeRFMLP, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The original NeRF MLP (Mildenhall et al. 2020, fig. 7).
 
     ``h = relu`` layers of width ``W`` on ``gamma_L(x)`` (L = 10) with ``gamma(x)`` concatenated again

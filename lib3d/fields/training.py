@@ -15,12 +15,25 @@ import torch.nn.functional as F
 
 from lib3d._checks import check_shape
 from lib3d.fields.losses import huber, total_variation
-from lib3d.fields.voxel import (GridRadianceField, render_grid_field, update_occupancy, upsample_grid_field)
+from lib3d.fields.voxel import GridRadianceField, render_grid_field, update_occupancy, upsample_grid_field
 from lib3d.render.volumetric import NDCMultinomialRaysampler, sample_images_at_mc_locs
 
-__all__ = ["PosedImages", "load_posed_images", "split_indices", "camera_subset", "image_rays", "visual_hull",
-           "voxel_resolution", "make_grid_field", "grid_optimizer", "GridTrainer", "render_grid_images",
-           "book_nerf_step", "render_book_images", "turntable_cameras"]
+__all__ = [
+    "GridTrainer",
+    "PosedImages",
+    "book_nerf_step",
+    "camera_subset",
+    "grid_optimizer",
+    "image_rays",
+    "load_posed_images",
+    "make_grid_field",
+    "render_book_images",
+    "render_grid_images",
+    "split_indices",
+    "turntable_cameras",
+    "visual_hull",
+    "voxel_resolution",
+]
 
 
 class PosedImages(NamedTuple):

@@ -16,7 +16,8 @@ view direction, and a renderer that only evaluates what matters:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,18 @@ from lib3d._checks import check_shape, check_shapes
 from lib3d.fields.encodings import harmonic_embedding
 from lib3d.render.volumetric import Volumes, ray_aabb_intersect, trilinear_sample
 
-__all__ = ["VolumeModel", "render_volume_model", "GridRadianceField", "GridRenderOutput", "render_grid_field",
-           "grid_density", "grid_color", "update_occupancy", "upsample_grid_field", "world_to_grid"]
+__all__ = [
+    "GridRadianceField",
+    "GridRenderOutput",
+    "VolumeModel",
+    "grid_color",
+    "grid_density",
+    "render_grid_field",
+    "render_volume_model",
+    "update_occupancy",
+    "upsample_grid_field",
+    "world_to_grid",
+]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ Compositing formulas:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +41,36 @@ import torch.nn.functional as F
 from lib3d._checks import check_choice, check_shape, check_shapes, check_tensor, is_tracing
 
 __all__ = [
-    "RayBundle", "ray_bundle_to_ray_points", "ray_bundle_variables_to_ray_points",
-    "MultinomialRaysampler", "NDCMultinomialRaysampler", "GridRaysampler", "NDCGridRaysampler",
-    "MonteCarloRaysampler", "xy_to_ray_bundle", "jiggle_within_stratas", "sample_pdf", "sample_pdf_python",
-    "Volumes", "VolumeSampler", "sample_volume", "trilinear_sample",
-    "emission_absorption", "absorption_only", "EmissionAbsorptionRaymarcher", "AbsorptionOnlyRaymarcher",
-    "ImplicitRenderer", "VolumeRenderer",
-    "render_weight_from_alpha", "render_weight_from_density", "accumulate_along_rays", "RenderOutput",
-    "render_rays", "stratified_lengths", "ray_aabb_intersect", "sample_images_at_mc_locs",
+    "AbsorptionOnlyRaymarcher",
+    "EmissionAbsorptionRaymarcher",
+    "GridRaysampler",
+    "ImplicitRenderer",
+    "MonteCarloRaysampler",
+    "MultinomialRaysampler",
+    "NDCGridRaysampler",
+    "NDCMultinomialRaysampler",
+    "RayBundle",
+    "RenderOutput",
+    "VolumeRenderer",
+    "VolumeSampler",
+    "Volumes",
+    "absorption_only",
+    "accumulate_along_rays",
+    "emission_absorption",
+    "jiggle_within_stratas",
+    "ray_aabb_intersect",
+    "ray_bundle_to_ray_points",
+    "ray_bundle_variables_to_ray_points",
+    "render_rays",
+    "render_weight_from_alpha",
+    "render_weight_from_density",
+    "sample_images_at_mc_locs",
+    "sample_pdf",
+    "sample_pdf_python",
+    "sample_volume",
+    "stratified_lengths",
+    "trilinear_sample",
+    "xy_to_ray_bundle",
 ]
 
 
@@ -493,7 +516,7 @@ class Volumes:
     def __len__(self) -> int:
         return self._densities.shape[0]
 
-    def __getitem__(self, index) -> "Volumes":
+    def __getitem__(self, index) -> Volumes:
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
         feats = None if self._features is None else self._features[index]
@@ -539,21 +562,21 @@ class Volumes:
     def get_volume_translation(self) -> torch.Tensor:
         return self._volume_translation
 
-    def update_padded(self, new_densities: torch.Tensor, new_features: torch.Tensor | None = None) -> "Volumes":
+    def update_padded(self, new_densities: torch.Tensor, new_features: torch.Tensor | None = None) -> Volumes:
         """A new ``Volumes`` with the same locator and new densities (and features)."""
         return Volumes(new_densities, new_features if new_features is not None else self._features,
                        self._voxel_size, self._volume_translation)
 
-    def to(self, device) -> "Volumes":
+    def to(self, device) -> Volumes:
         f = None if self._features is None else self._features.to(device)
         return Volumes(self._densities.to(device), f, self._voxel_size.to(device),
                        self._volume_translation.to(device))
 
-    def clone(self) -> "Volumes":
+    def clone(self) -> Volumes:
         f = None if self._features is None else self._features.clone()
         return Volumes(self._densities.clone(), f, self._voxel_size.clone(), self._volume_translation.clone())
 
-    def detach(self) -> "Volumes":
+    def detach(self) -> Volumes:
         f = None if self._features is None else self._features.detach()
         return Volumes(self._densities.detach(), f, self._voxel_size, self._volume_translation)
 

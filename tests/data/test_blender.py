@@ -83,3 +83,16 @@ def test_bad_json(tmp_path):
     (tmp_path / "transforms_train.json").write_text(json.dumps({"frames": []}))
     with pytest.raises(ValueError, match="camera_angle_x"):
         load_blender(tmp_path, "train")
+
+
+def test_posed_images_from_blender(tmp_path):
+    from lib3d.fields.training import image_rays, load_posed_images
+
+    _write_dataset(tmp_path)
+    data = load_posed_images(f"blender:{tmp_path}", image_size=8)
+    assert data.images.shape == (2, 8, 8, 3) and data.silhouettes.shape == (2, 8, 8) and data.background == 1.0
+    o, d = image_rays(data.cameras, 8, 8)
+    # the centre rays of camera 0 (at (0, 0, 4)) point at the origin: direction ~ -z
+    centre = d[0, 3:5, 3:5].mean(dim=(0, 1))
+    assert float(torch.nn.functional.normalize(centre, dim=0)[2]) < -0.99
+    torch.testing.assert_close(o[0, 0, 0], torch.tensor([0.0, 0.0, 4.0]), atol=1e-4, rtol=0)

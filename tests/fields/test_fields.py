@@ -5,8 +5,16 @@ import math
 import pytest
 import torch
 
-from lib3d.fields import (BookNeuralRadianceField, GridRadianceField, HarmonicEmbedding, NeRFMLP, OriginalNeRF,
-                          huber, render_grid_field, total_variation)
+from lib3d.fields import (
+    BookNeuralRadianceField,
+    GridRadianceField,
+    HarmonicEmbedding,
+    NeRFMLP,
+    OriginalNeRF,
+    huber,
+    render_grid_field,
+    total_variation,
+)
 from lib3d.fields.voxel import update_occupancy, upsample_grid_field
 from lib3d.render.volumetric import RayBundle, ray_aabb_intersect
 from tests.helpers import golden_case, load_golden

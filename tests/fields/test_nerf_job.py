@@ -44,7 +44,7 @@ def test_resume_from_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_workers(tmp_path):
-    res = _run(tmp_path, "--run.name", "ddp", "--ray.num-workers", "2", "--ray.include-dashboard", "False",
+    res = _run(tmp_path, "--run.name", "ddp", "--ray.num-workers", "2", "--ray.no-include-dashboard",
                "--steps", "40", "--turntable-frames", "0")
     assert len(res.results) == 2
     assert res.result["world_size"] == 2 and res.result["test_psnr"] > 10

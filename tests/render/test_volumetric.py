@@ -6,13 +6,31 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib3d.render.volumetric import (AbsorptionOnlyRaymarcher, EmissionAbsorptionRaymarcher, ImplicitRenderer,
-                                     MonteCarloRaysampler, NDCMultinomialRaysampler, RayBundle, Volumes,
-                                     VolumeRenderer, VolumeSampler, accumulate_along_rays, emission_absorption,
-                                     jiggle_within_stratas, ray_aabb_intersect, ray_bundle_to_ray_points,
-                                     render_rays, render_weight_from_alpha, render_weight_from_density,
-                                     sample_images_at_mc_locs, sample_pdf, sample_pdf_python, sample_volume,
-                                     stratified_lengths, trilinear_sample)
+from lib3d.render.volumetric import (
+    AbsorptionOnlyRaymarcher,
+    EmissionAbsorptionRaymarcher,
+    ImplicitRenderer,
+    MonteCarloRaysampler,
+    NDCMultinomialRaysampler,
+    RayBundle,
+    VolumeRenderer,
+    Volumes,
+    VolumeSampler,
+    accumulate_along_rays,
+    emission_absorption,
+    jiggle_within_stratas,
+    ray_aabb_intersect,
+    ray_bundle_to_ray_points,
+    render_rays,
+    render_weight_from_alpha,
+    render_weight_from_density,
+    sample_images_at_mc_locs,
+    sample_pdf,
+    sample_pdf_python,
+    sample_volume,
+    stratified_lengths,
+    trilinear_sample,
+)
 from tests.helpers import golden_case, load_golden
 
 TOL = 1e-5

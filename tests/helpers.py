@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -24,14 +25,20 @@ def book_path(relative: str) -> Path:
 def load_golden(name: str) -> tuple[dict, dict]:
     """Read ../shared/golden/<name>.safetensors -> (tensors by '<case>.<key>', cases metadata).
 
-    Skips the test when the file is absent.
+    Skips the test when the file is absent. Files are read once per test session (treat the tensors as
+    read-only; clone before modifying them in place).
     """
     p = GOLDEN / f"{name}.safetensors"
     if not p.exists():
         pytest.skip(f"golden file {p} is absent (../shared not beside the project)")
+    return _read_golden(str(p))
+
+
+@functools.lru_cache(maxsize=None)
+def _read_golden(p: str) -> tuple[dict, dict]:
     from safetensors import safe_open
 
-    with safe_open(str(p), "pt") as f:
+    with safe_open(p, "pt") as f:
         cases = json.loads(f.metadata()["cases"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return tensors, cases

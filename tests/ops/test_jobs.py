@@ -12,6 +12,15 @@ from configs.fit_translation import PRESETS as TRANSLATION_PRESETS
 from lib3d.data.person_cloud import person_cloud
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The fits' per-step tensors are small: one thread avoids OpenMP overhead on the shared 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _run(tmp_path, name, **kw):
     return RunConfig(name=name, output_root=str(tmp_path), progress=False, **kw)
 
@@ -67,7 +76,7 @@ def test_regularisers_lower_normal_consistency(tmp_path):
     """The book's ablation, bounded: regularised fit is smoother than the Chamfer-only fit."""
     from jobs import fit_mesh
 
-    base = dataclasses.replace(MESH_PRESETS["smoke"][1], iterations=150, image_size=0)
+    base = dataclasses.replace(MESH_PRESETS["smoke"][1], iterations=100, image_size=0)
     reg = fit_mesh.main(dataclasses.replace(base, run=_run(tmp_path, "reg", checkpoint_every=0)))
     noreg = fit_mesh.main(dataclasses.replace(base, w_edge=0.0, w_normal=0.0, w_laplacian=0.0,
                                               run=_run(tmp_path, "noreg", checkpoint_every=0)))

@@ -132,7 +132,7 @@ def _worker(name: str, device: str, repeats: int, threads: int, queue) -> None:
         if dev.type == "cuda":
             res["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
         queue.put(res)
-    except Exception as e:  # report, do not hang the parent
+    except Exception as e:  # noqa: BLE001 - report any failure, do not hang the parent
         queue.put({"error": f"{type(e).__name__}: {e}"})
 
 

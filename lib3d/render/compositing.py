@@ -21,13 +21,13 @@ from torch import nn
 from lib3d._checks import check_shape, check_shapes
 
 __all__ = [
+    "AlphaCompositor",
+    "NormWeightedCompositor",
+    "PointsRenderer",
+    "WeightedCompositor",
     "alpha_composite",
     "norm_weighted_sum",
     "weighted_sum",
-    "AlphaCompositor",
-    "NormWeightedCompositor",
-    "WeightedCompositor",
-    "PointsRenderer",
 ]
 
 _NORM_EPS = 1e-4  # PyTorch3D's kEps in norm_weighted_sum
@@ -97,7 +97,7 @@ def alpha_composite(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torc
     Returns:
         (N, C, H, W) float images.
     """
-    valid, a = _check(pointsidx, alphas, pt_clds)
+    _valid, a = _check(pointsidx, alphas, pt_clds)
     one_minus = 1.0 - a
     # Exclusive cumulative product along K: T_0 = 1, T_k = prod_{j<k} (1 - a_j).
     trans = torch.cumprod(torch.cat((torch.ones_like(one_minus[:, :1]), one_minus[:, :-1]), dim=1), dim=1)
@@ -117,7 +117,7 @@ def norm_weighted_sum(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: to
     Returns:
         (N, C, H, W) float images.
     """
-    valid, a = _check(pointsidx, alphas, pt_clds)
+    _valid, a = _check(pointsidx, alphas, pt_clds)
     denom = a.sum(dim=1, keepdim=True).clamp_min(_NORM_EPS)
     return _weighted_gather_sum(pointsidx, a / denom, pt_clds)
 
@@ -133,7 +133,7 @@ def weighted_sum(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.T
     Returns:
         (N, C, H, W) float images.
     """
-    valid, a = _check(pointsidx, alphas, pt_clds)
+    _valid, a = _check(pointsidx, alphas, pt_clds)
     return _weighted_gather_sum(pointsidx, a, pt_clds)
 
 

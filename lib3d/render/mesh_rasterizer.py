@@ -51,17 +51,17 @@ from lib3d._checks import check_finite, check_shape
 
 __all__ = [
     "ClippedFaces",
-    "clip_faces",
     "Fragments",
-    "RasterizationSettings",
     "MeshRasterizer",
-    "rasterize_meshes",
+    "RasterizationSettings",
+    "clip_faces",
+    "parse_image_size",
+    "pixel_centers_ndc",
     "rasterize_face_verts",
+    "rasterize_meshes",
     "rasterize_meshes_reference",
     "rasterize_world_meshes",
     "transform_meshes_to_ndc",
-    "pixel_centers_ndc",
-    "parse_image_size",
 ]
 
 _EPS = 1e-8  # PyTorch3D's kEpsilon (zero-area faces, faces behind the camera, barycentric denominators)
@@ -85,7 +85,7 @@ class Fragments(NamedTuple):
     bary_coords: torch.Tensor
     dists: torch.Tensor
 
-    def detach(self) -> "Fragments":
+    def detach(self) -> Fragments:
         """The same fragments cut from the autograd graph (PyTorch3D's ``Fragments.detach``)."""
         return Fragments(*(t.detach() for t in self))
 

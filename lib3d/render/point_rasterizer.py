@@ -26,15 +26,20 @@ import torch
 from torch import nn
 
 from lib3d._checks import check_finite, check_shape
-from lib3d.render.mesh_rasterizer import (_DEFAULT_PAIRS_PER_CHUNK, _pair_chunks, _pixel_range, parse_image_size,
-                                          pixel_centers_ndc)
+from lib3d.render.mesh_rasterizer import (
+    _DEFAULT_PAIRS_PER_CHUNK,
+    _pair_chunks,
+    _pixel_range,
+    parse_image_size,
+    pixel_centers_ndc,
+)
 
 __all__ = [
     "PointFragments",
     "PointsRasterizationSettings",
     "PointsRasterizer",
-    "rasterize_points",
     "rasterize_packed_points",
+    "rasterize_points",
     "rasterize_points_reference",
     "transform_pointclouds_to_ndc",
 ]
@@ -53,7 +58,7 @@ class PointFragments(NamedTuple):
     zbuf: torch.Tensor
     dists: torch.Tensor
 
-    def detach(self) -> "PointFragments":
+    def detach(self) -> PointFragments:
         """The same fragments cut from the autograd graph."""
         return PointFragments(*(t.detach() for t in self))
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lib3d.render.mesh_rasterizer import (
     Fragments,
@@ -110,11 +113,11 @@ def test_mesh_rasterizer_with_cameras_matches_golden():
 # ------------------------------------------------------------------------------------------------
 
 OPTIONS = [
-    dict(blur_radius=0.0, faces_per_pixel=1, perspective_correct=False),
-    dict(blur_radius=0.0, faces_per_pixel=4, perspective_correct=True),
-    dict(blur_radius=0.0, faces_per_pixel=3, perspective_correct=True, cull_backfaces=True),
-    dict(blur_radius=2e-3, faces_per_pixel=6, perspective_correct=True, clip_barycentric_coords=True),
-    dict(blur_radius=5e-3, faces_per_pixel=5, perspective_correct=False),
+    {"blur_radius": 0.0, "faces_per_pixel": 1, "perspective_correct": False},
+    {"blur_radius": 0.0, "faces_per_pixel": 4, "perspective_correct": True},
+    {"blur_radius": 0.0, "faces_per_pixel": 3, "perspective_correct": True, "cull_backfaces": True},
+    {"blur_radius": 2e-3, "faces_per_pixel": 6, "perspective_correct": True, "clip_barycentric_coords": True},
+    {"blur_radius": 5e-3, "faces_per_pixel": 5, "perspective_correct": False},
 ]
 
 
@@ -142,7 +145,7 @@ def test_fast_matches_reference_forward_backward(opts, image_size, device):
 
 def test_chunk_budget_does_not_change_result():
     meshes = _random_scene(25, seed=5, size=0.3)
-    kw = dict(image_size=(17, 13), blur_radius=3e-3, faces_per_pixel=7, perspective_correct=True)
+    kw = {"image_size": (17, 13), "blur_radius": 3e-3, "faces_per_pixel": 7, "perspective_correct": True}
     big = rasterize_meshes(meshes, **kw)
     for budget in (61, 397):
         _compare(rasterize_meshes(meshes, max_pairs_per_chunk=budget, **kw), big, atol=0)
@@ -157,7 +160,7 @@ def test_thousands_of_tiny_overlapping_faces_in_one_bin_are_exact():
     z = 1.0 + torch.rand(nf, 1, 1, generator=g) * 3 + 0.01 * torch.rand(nf, 3, 1, generator=g)
     verts = torch.cat((xy, z), -1).reshape(-1, 3)
     meshes = Meshes([verts], [torch.arange(3 * nf).reshape(nf, 3)])
-    kw = dict(image_size=24, faces_per_pixel=20, perspective_correct=True, blur_radius=1e-3)
+    kw = {"image_size": 24, "faces_per_pixel": 20, "perspective_correct": True, "blur_radius": 1e-3}
     fast = rasterize_meshes(meshes, max_pairs_per_chunk=1 << 14, **kw)
     ref = rasterize_meshes_reference(meshes, **kw)
     _compare(fast, ref)
@@ -166,8 +169,8 @@ def test_thousands_of_tiny_overlapping_faces_in_one_bin_are_exact():
 
 def test_float64_path_matches_reference():
     meshes = _random_scene(30, seed=11, dtype=torch.float64)
-    kw = dict(image_size=(21, 17), blur_radius=4e-3, faces_per_pixel=4, perspective_correct=True,
-              clip_barycentric_coords=True)
+    kw = {"image_size": (21, 17), "blur_radius": 4e-3, "faces_per_pixel": 4, "perspective_correct": True,
+              "clip_barycentric_coords": True}
     _compare(rasterize_meshes(meshes, **kw), rasterize_meshes_reference(meshes, **kw), atol=1e-12)
     kw["faces_per_pixel"] = 1
     _compare(rasterize_meshes(meshes, **kw), rasterize_meshes_reference(meshes, **kw), atol=1e-12)
@@ -245,9 +248,9 @@ def test_blur_radius_only_keeps_faces_within_squared_distance():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("opts", [dict(perspective_correct=True, blur_radius=0.0),
-                                  dict(perspective_correct=True, blur_radius=0.02, clip_barycentric_coords=True),
-                                  dict(perspective_correct=False, blur_radius=0.02)])
+@pytest.mark.parametrize("opts", [{"perspective_correct": True, "blur_radius": 0.0},
+                                  {"perspective_correct": True, "blur_radius": 0.02, "clip_barycentric_coords": True},
+                                  {"perspective_correct": False, "blur_radius": 0.02}])
 def test_gradcheck_float64(opts):
     verts0 = torch.tensor([[0.9, -0.8, 1.5], [0.1, 0.85, 2.0], [-0.7, -0.3, 1.2],
                            [-0.9, 0.7, 1.8], [0.6, 0.2, 1.1], [-0.2, -0.9, 2.3],
@@ -339,7 +342,7 @@ def test_bad_inputs_raise():
 
 def test_settings_are_frozen():
     s = RasterizationSettings(image_size=(4, 5), faces_per_pixel=3)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.faces_per_pixel = 4  # type: ignore[misc]
 
 
@@ -406,8 +409,6 @@ def test_z_clipping_maps_back_to_original_faces(blur, K):
 # Property: fast == brute force on arbitrary small scenes
 # ------------------------------------------------------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=15, deadline=None)
@@ -416,6 +417,6 @@ from hypothesis import strategies as st  # noqa: E402
        cull=st.booleans(), budget=st.integers(1, 300))
 def test_property_fast_equals_brute_force(seed, n_faces, h, w, K, blur, persp, clip, cull, budget):
     meshes = _random_scene(n_faces, seed=seed, n_meshes=2, spread=1.0, size=0.8)
-    kw = dict(image_size=(h, w), blur_radius=blur, faces_per_pixel=K, perspective_correct=persp,
-              clip_barycentric_coords=clip, cull_backfaces=cull)
+    kw = {"image_size": (h, w), "blur_radius": blur, "faces_per_pixel": K, "perspective_correct": persp,
+              "clip_barycentric_coords": clip, "cull_backfaces": cull}
     _compare(rasterize_meshes(meshes, max_pairs_per_chunk=budget, **kw), rasterize_meshes_reference(meshes, **kw))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lib3d.render.compositing import AlphaCompositor, NormWeightedCompositor, PointsRenderer
 from lib3d.render.point_rasterizer import (
@@ -160,8 +162,6 @@ def test_bad_inputs_raise():
         PointsRasterizer()(pc)
 
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=15, deadline=None)

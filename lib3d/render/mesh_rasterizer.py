@@ -770,6 +770,7 @@ def rasterize_meshes_reference(meshes, image_size=256, blur_radius: float = 0.0,
         if order.shape[1] < K:
             order = torch.cat((order, order.new_zeros(P, K - order.shape[1])), 1)
         v = torch.gather(valid, 1, order) if c else torch.zeros(P, K, dtype=torch.bool, device=device)
+        v[:, c:] = False  # padding slots when the mesh has fewer than K faces
         if c == 0:
             outs.append((torch.full((P, K), -1, device=device), torch.full((P, K), -1.0, device=device,
                          dtype=dtype), torch.full((P, K, 3), -1.0, device=device, dtype=dtype),

@@ -274,6 +274,7 @@ def rasterize_points_reference(pointclouds, image_size=256, radius=0.01,
             z = d2 = torch.zeros(H * W, 1, dtype=dtype, device=device)
         else:
             v = torch.gather(valid, 1, order)
+            v[:, c:] = False  # padding slots when the cloud has fewer than K points
         m1 = torch.full((), -1.0, device=device, dtype=dtype)
         outs.append((torch.where(v, order + s, -1), torch.where(v, torch.gather(z, 1, order), m1),
                      torch.where(v, torch.gather(d2, 1, order), m1)))

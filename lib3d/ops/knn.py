@@ -202,6 +202,10 @@ def check_shapes_pair(p1: torch.Tensor, p2: torch.Tensor) -> dict:
     check_tensor("p2", p2, dtype="float")
     sizes = check_shape("p1", p1, ("N", None, "D"))
     check_shape("p2", p2, ("N", None, "D"), sizes)
+    if p1.dtype != p2.dtype:
+        raise TypeError(f"p2 must have the dtype of p1 ({p1.dtype}), got {p2.dtype}")
+    if p1.device != p2.device:
+        raise ValueError(f"p2 must be on the device of p1 ({p1.device}), got {p2.device}")
     return sizes
 
 

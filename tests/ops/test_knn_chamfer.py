@@ -99,6 +99,8 @@ def test_knn_errors():
         knn_points(x, x, lengths1=torch.tensor([6, 1]))
     with pytest.raises(TypeError, match="p1"):
         knn_points(x.long(), x)
+    with pytest.raises(TypeError, match="p2"):
+        knn_points(x, x.double())
 
 
 VARIANTS = [

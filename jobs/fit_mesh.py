@@ -109,7 +109,7 @@ def main(config: FitMeshConfig | None = None) -> dict:
     deform = torch.zeros_like(src.verts_packed(), requires_grad=True)
     optimizer = torch.optim.SGD([deform], lr=config.lr, momentum=config.momentum)
     start = 0
-    ckpt = run.load_checkpoint()
+    ckpt = run.load_checkpoint(generators={"sampling": gen})
     if ckpt is not None:
         with torch.no_grad():
             deform.copy_(ckpt.tensors["deform_verts"].to(device))
@@ -135,10 +135,10 @@ def main(config: FitMeshConfig | None = None) -> dict:
         if done % max(config.run.log_every, 1) == 0 or done == config.iterations:
             run.log_scalars(done, {f"loss/{k}": v.detach() for k, v in losses._asdict().items()})
         if every > 0 and done % every == 0 and done < config.iterations:
-            run.save_checkpoint(done, {"deform_verts": deform.detach()}, optimizer)
+            run.save_checkpoint(done, {"deform_verts": deform.detach()}, optimizer, generators={"sampling": gen})
     wall = time.perf_counter() - t0
     fitted = src.offset_verts(deform.detach())
-    run.save_checkpoint(config.iterations, {"deform_verts": deform.detach()}, optimizer)
+    run.save_checkpoint(config.iterations, {"deform_verts": deform.detach()}, optimizer, generators={"sampling": gen})
     from lib3d.io import save_ply
 
     save_ply(run.dir / "fitted.ply", fitted.verts_packed().cpu(), fitted.faces_packed().cpu())

@@ -104,3 +104,16 @@ def test_person_cloud():
         person_cloud(0)
     with pytest.raises(ValueError, match="noise"):
         person_cloud(10, noise=-1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_fit_mesh_resume_matches_uninterrupted(tmp_path):
+    from jobs import fit_mesh
+
+    base = dataclasses.replace(MESH_PRESETS["smoke"][1], iterations=60, image_size=0)
+    whole = fit_mesh.main(dataclasses.replace(base, run=_run(tmp_path, "whole", checkpoint_every=30)))
+    fit_mesh.main(dataclasses.replace(base, iterations=30, run=_run(tmp_path, "split", checkpoint_every=30)))
+    resumed = fit_mesh.main(dataclasses.replace(base, run=_run(tmp_path, "split", checkpoint_every=30)))
+    assert resumed["steps_timed"] == 30
+    assert resumed["final_chamfer_10k_samples"] == pytest.approx(whole["final_chamfer_10k_samples"], rel=1e-6)

@@ -68,8 +68,9 @@ def _knn_idx(p1: torch.Tensor, p2: torch.Tensor, lengths2: torch.Tensor, K: int,
     any_invalid = bool(invalid.any()) if not is_tracing() else True
     rows = _chunk_rows(n, p1_n, p2_n, chunk_size)
     if norm == 2:
-        # Centre both clouds on p2's mean: the expansion loses less precision near the origin.
-        centre = p2.mean(dim=1, keepdim=True)
+        # Centre both clouds on the mean of p2's valid points: the expansion loses less precision there.
+        valid = (~invalid).to(p2.dtype)[..., None]
+        centre = (p2 * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
         a = p1 - centre
         b = p2 - centre
         b_sq = (b * b).sum(-1)  # (N, P2)

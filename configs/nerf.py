@@ -110,6 +110,10 @@ class NerfConfig:
     """Steps between held-out evaluations (PSNR/SSIM, render images); 0: only at the end."""
     turntable_frames: int = 36
     """Frames of the turntable GIF (0: none)."""
+    threads: int = 1
+    """torch intra-op threads per worker (0: torch's default, all cores). The grid field runs many small ops,
+    for which one thread is about as fast as two on an idle 2-core CPU and several times faster on a busy
+    one (spinning OpenMP threads); the book's large MLP prefers 0."""
     grid: GridConfig = GridConfig()
     """Fast grid field settings (method "grid")."""
     book: BookConfig = BookConfig()
@@ -124,10 +128,11 @@ PRESETS: dict[str, tuple[str, NerfConfig]] = {
     "default": ("fast grid field on the embedded scene (minutes on a laptop CPU)", NerfConfig()),
     "cow": ("fast grid field on the book's cow renders (35 train / 5 test views)", NerfConfig(data="cow")),
     "book": ("the book's NeRF and hyperparameters on the cow (very slow on CPU: use --time-limit-s)",
-             NerfConfig(data="cow", method="book", steps=3000, time_limit_s=0.0, eval_every=0, turntable_frames=12,
-                        run=RunConfig(checkpoint_every=50, log_every=5))),
+             NerfConfig(data="cow", method="book", steps=3000, time_limit_s=0.0, eval_every=0, turntable_frames=0,
+                        threads=0, run=RunConfig(checkpoint_every=50, log_every=5))),
     "tiny": ("smoke run: 64x64 embedded renders, small grids, 300 steps (tests, CI)",
-             NerfConfig(image_size=64, num_views=16, steps=300, time_limit_s=0.0, eval_every=0, turntable_frames=4,
+             NerfConfig(image_size=64, num_views=16, steps=300, time_limit_s=0.0, eval_every=0,
+                        turntable_frames=4,
                         grid=GridConfig(density_voxels=40 ** 3, density_voxels_start=30 ** 3,
                                         color_voxels=24 ** 3, color_voxels_start=20 ** 3, upsample_at=(150,),
                                         batch_rays=2048, prune_every=0, color_threshold_start=50),

@@ -54,6 +54,8 @@ def train_loop(config: NerfConfig) -> dict:
     )
 
     t_start = time.time()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     ctx = dist.worker_context(config.ray.use_gpu)
     run = runtime.start_run(JOB, config, rank=ctx.rank, world_size=ctx.world_size, quiet=not ctx.is_main)
     torch.manual_seed(dist.derive_seed(config.run.seed, "torch", 0))  # same init on every rank

@@ -95,12 +95,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="chapter-5 step repeats (median)")
     ap.add_argument("--skip-noarg", action="store_true", help="skip the no-argument job run")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 3 + 2 minutes (a smoke of the benchmark)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads of the chapter-5 step (0: default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="results/benchmarks/nerf.json")
     a = ap.parse_args()
     if a.quick:
         a.repeats, a.default_minutes, a.book_minutes = 1, 3.0, 2.0
     device = torch.device(a.device)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     use_gpu = ["--ray.use-gpu", "True"] if device.type == "cuda" else []
     out: dict = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
@@ -110,7 +113,7 @@ def main() -> None:
         "note": "the CPU was shared with other processes unless stated; process CPU time is recorded beside "
                 "wall-clock time",
     }
-    out["chapter5_step"] = bench_chapter5_step(a.repeats, device)
+    out["chapter5_step"] = {**bench_chapter5_step(a.repeats, device), "torch_threads": torch.get_num_threads()}
     print("chapter-5 step:", out["chapter5_step"], flush=True)
     with tempfile.TemporaryDirectory() as root:
         out["nerf_cow_default"] = bench_nerf("cow", a.default_minutes, 250, root, use_gpu)

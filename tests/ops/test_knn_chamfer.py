@@ -219,3 +219,15 @@ def test_chamfer_zero_weights():
     loss, _ = chamfer_distance(x, x + 1, weights=torch.zeros(2))
     assert loss == 0
     loss.backward()
+
+
+def test_knn_ignores_padding_values_and_far_clouds():
+    x, y, lx, ly = _clouds(2, 50, 40, seed=9)
+    y = y.clone()
+    y[0, int(ly[0]):] = 1e6  # garbage in the padding must not matter
+    ref = knn_points_naive(x, y, lx, ly, K=3)
+    out = knn_points(x, y, lx, ly, K=3)
+    torch.testing.assert_close(out.dists, ref.dists)
+    # a query cloud far from the reference cloud: exact distances are recomputed
+    far = knn_points(x + 100.0, y, lx, ly, K=1)
+    torch.testing.assert_close(far.dists, knn_points_naive(x + 100.0, y, lx, ly, K=1).dists, rtol=1e-5, atol=1e-3)

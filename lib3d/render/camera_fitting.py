@@ -8,7 +8,8 @@ origin). A soft rasterizer (SoftRas, Liu et al. 2019) makes the rendered silhoue
 differentiable with respect to ``p``; Adam minimises
 
 - ``silhouette`` loss: ``sum_pixels (alpha - alpha_target)^2``;
-- ``textured`` loss: the silhouette loss plus ``sum_pixels |rgb - rgb_target|^2`` of a soft Phong render.
+- ``textured`` loss: the silhouette loss plus ``texture_weight * sum_pixels |rgb - rgb_target|^2`` of a
+  soft Phong render (white background; the book's weights 1 and 0.1).
 
 Settings are the book's: ``sigma = 1e-4``, ``blur_radius = log(1/1e-4 - 1) * sigma``, 100 faces per pixel
 for the silhouette, soft Phong with ``PointLights((2, 2, -2))``. One rasterization feeds both terms of the
@@ -76,7 +77,7 @@ class CameraFitTarget(NamedTuple):
 
     Attributes:
         silhouette: (H, W) float soft silhouette in [0, 1].
-        rgb: (H, W, 3) float soft Phong colours (black background), used by the textured loss.
+        rgb: (H, W, 3) float soft Phong colours (white background), used by the textured loss.
         position: (3,) true camera centre (for reporting the error).
     """
 
@@ -106,7 +107,7 @@ def _render(meshes, R, T, image_size: int, lights, need_rgb: bool, faces_per_pix
     cameras = FoVPerspectiveCameras(R=R, T=T)
     settings = RasterizationSettings(image_size=image_size, blur_radius=BLUR_RADIUS, faces_per_pixel=faces_per_pixel)
     frags = rasterize_world_meshes(meshes, cameras, settings)
-    blend = BlendParams(sigma=SIGMA, gamma=1e-4, background_color=(0.0, 0.0, 0.0))
+    blend = BlendParams(sigma=SIGMA, gamma=1e-4)  # the book's: white background
     sil = shade(frags, meshes, "soft_silhouette", blend_params=blend)[..., 3]
     rgb = shade(frags, meshes, "soft_phong", cameras=cameras, lights=lights, blend_params=blend)[..., :3] \
         if need_rgb else None
@@ -143,18 +144,20 @@ def render_target(meshes, dist: float = 3.0, elev: float = 50.0, azim: float = 0
 
 def fit_camera_steps(meshes, target: CameraFitTarget, loss: Literal["silhouette", "textured"] = "silhouette",
                      start=(3.0, 6.9, 2.5), lr: float = 0.05, iterations: int = 200, lights=None,
-                     faces_per_pixel: int = 100) -> Iterator[CameraFitStep]:
+                     faces_per_pixel: int = 100, texture_weight: float = 0.1) -> Iterator[CameraFitStep]:
     """Fit the camera centre to the target images with Adam; yields every step (the book's loop).
 
     Args:
         meshes: world ``Meshes`` of batch 1 (textured for the ``textured`` loss).
         target: ``render_target(...)`` output; its image size sets the render size.
-        loss: ``"silhouette"`` (``sum (alpha - alpha*)^2``) or ``"textured"`` (plus ``sum |rgb - rgb*|^2``).
+        loss: ``"silhouette"`` (``sum (alpha - alpha*)^2``) or ``"textured"`` (plus
+            ``texture_weight * sum |rgb - rgb*|^2``).
         start: initial camera centre (the book's (3.0, 6.9, 2.5)).
         lr: Adam learning rate (the book's 0.05).
         iterations: number of Adam steps.
         lights: lights of the colour render; default ``PointLights(location=[[2, 2, -2]])``.
         faces_per_pixel: K of the soft rasterization (the book's 100).
+        texture_weight: weight of the colour term of the textured loss (the book's 0.1).
 
     Yields:
         ``CameraFitStep`` per iteration.
@@ -175,7 +178,7 @@ def fit_camera_steps(meshes, target: CameraFitTarget, loss: Literal["silhouette"
         sil, rgb = _render(meshes, R, T, h, lights, textured, faces_per_pixel)
         value = ((sil[0] - target.silhouette) ** 2).sum()
         if textured:
-            value = value + ((rgb[0] - target.rgb) ** 2).sum()
+            value = value + texture_weight * ((rgb[0] - target.rgb) ** 2).sum()
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()

@@ -111,8 +111,8 @@ class RasterizationSettings:
     cull_backfaces: bool = False
     """Skip faces whose vertices appear clockwise (facing away from the camera)."""
     z_clip_value: float | None = None
-    """Faces entirely nearer than this view depth are culled; None: znear / 2 for perspective cameras
-    with perspective correction (see ``rasterize_meshes`` for what lib3d does with partial faces)."""
+    """Faces are clipped to view depth >= this value (``clip_faces``); None: the cameras' znear / 2 when
+    perspective correction is on (PyTorch3D's rule)."""
     cull_to_frustum: bool = False
     """Skip faces lying entirely outside the image's NDC extent in x or y."""
     max_pairs_per_chunk: int = _DEFAULT_PAIRS_PER_CHUNK
@@ -822,7 +822,7 @@ def _resolve_settings(cameras, settings: RasterizationSettings) -> tuple[bool, b
     clip = settings.blur_radius > 0.0 if settings.clip_barycentric_coords is None else bool(
         settings.clip_barycentric_coords)
     z_clip = settings.z_clip_value
-    if z_clip is None and is_persp and persp and hasattr(cameras, "get_znear"):
+    if z_clip is None and persp and hasattr(cameras, "get_znear"):
         znear = cameras.get_znear()
         if isinstance(znear, torch.Tensor):
             znear = float(znear.min())
@@ -837,7 +837,7 @@ def rasterize_world_meshes(meshes, cameras, settings: RasterizationSettings | No
     Verts go to view space (z kept) and to NDC with ``cameras.transform_points_ndc``; then
     ``rasterize_meshes`` runs with the settings, where ``perspective_correct=None`` means "the camera
     is perspective", ``clip_barycentric_coords=None`` means "blur_radius > 0" and ``z_clip_value=None``
-    means ``znear / 2`` for perspective cameras with perspective correction.
+    means ``znear / 2`` when perspective correction is on and the cameras have a znear (as PyTorch3D).
 
     Args:
         meshes: ``Meshes`` of N meshes in world coordinates.

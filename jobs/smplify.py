@@ -28,7 +28,13 @@ JOB = "smplify"
 
 def build_items(config: SMPLifyJobConfig, generator: torch.Generator):
     """(items, ground truth or None) for the configured input."""
-    from lib3d.bodies.pipeline import FitItem, load_body_model, load_keypoints_json, load_lsp_est_joints, load_pose_prior
+    from lib3d.bodies.pipeline import (
+        FitItem,
+        load_body_model,
+        load_keypoints_json,
+        load_lsp_est_joints,
+        load_pose_prior,
+    )
     from lib3d.bodies.smplify import synthetic_people
 
     if config.keypoints is None:

@@ -5,6 +5,7 @@
 - SMPL forward (6,890 vertices, 10 betas, no grad) of lib3d and ``smplx.SMPL`` on the same model file (the
   synthetic body written as an SMPL .pkl), same process, batch 1, 64, 512; median of ``repeats`` after one
   warm-up; wall-clock time and process CPU time; ratio lib3d / smplx (bar <= 1.0). Forward + backward too.
+  Measured with the default torch threads and again with one thread (``forward_1_thread``).
   smplx 0.1.28 on the idle 2-core machine: 3.7, 26, 294 ms.
 - SMPLify on synthetic people with ground truth (2 px noise, 10% dropped keypoints, LSP-14, focal 5000):
   seconds per image single (B = 1) and batched (B = 32), one torch thread; images per second through
@@ -152,6 +153,11 @@ def main(args: list[str] | None = None) -> dict:
                 "lib3d and smplx measured back to back in the same process.",
         "forward": bench_forward(2 if a.quick else a.repeats, device, (1, 8) if a.quick else (1, 64, 512)),
     }
+    # one thread as well: process CPU time at one thread is the figure least disturbed by a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    report["forward_1_thread"] = bench_forward(2 if a.quick else a.repeats, device, (1, 8) if a.quick else (1, 64, 512))
+    torch.set_num_threads(threads)
     if not a.skip_smplify:
         report["smplify"] = bench_smplify(4 if a.quick else 32, 4 if a.quick else 32)
     report["machine"]["loadavg_end"] = os.getloadavg()

@@ -26,8 +26,17 @@ Modules:
 - :mod:`~lib3d.bodies.priors`     GMM pose prior (``gmm_08.pkl``), angle and shape priors, interpenetration
 - :mod:`~lib3d.bodies.smplify`    SMPLify (Bogo et al. 2016), batched
 - :mod:`~lib3d.bodies.metrics`    MPJPE, PA-MPJPE, 2D error
+- :mod:`~lib3d.bodies.pipeline`   keypoint files (LSP ``est_joints.npz``, JSON) and the per-actor predictor
+- :mod:`~lib3d.bodies.visualize`  the fitted body over the image with the keypoints
+
+Example:
+    >>> from lib3d.bodies import SMPL, smplify, synthetic_people, synthetic_smpl_model
+    >>> model = synthetic_smpl_model()                      # or load_smpl_model("SMPL_NEUTRAL.pkl")
+    >>> data = synthetic_people(model, 4, "lsp")
+    >>> fit = smplify(model, data.keypoints, "lsp", image_size=(512, 512))
 """
 
+from lib3d.bodies.metrics import mpjpe, pa_mpjpe
 from lib3d.bodies.model_io import (
     SMPL_EXTRA_VERTEX_IDS,
     UnsafePickleError,
@@ -35,6 +44,8 @@ from lib3d.bodies.model_io import (
     safe_load_pickle,
     save_smpl_model,
 )
+from lib3d.bodies.priors import GMMPrior, default_gmm_prior, gmm_pose_prior, load_gmm_prior
+from lib3d.bodies.skeletons import BODY25, COCO17, LSP14, Skeleton, get_skeleton
 from lib3d.bodies.smpl import (
     SMPL,
     SMPL_JOINT_NAMES,
@@ -45,10 +56,38 @@ from lib3d.bodies.smpl import (
     kinematic_levels,
     smpl_forward,
 )
+from lib3d.bodies.smplify import SMPLifyConfig, SMPLifyResult, smplify, synthetic_people
 from lib3d.bodies.synthetic import SYNTHETIC_DESCRIPTION, synthetic_smpl_model
 
 __all__ = [
-    "SMPL", "SMPL_JOINT_NAMES", "SMPL_PARENTS", "SMPLModel", "SMPLOutput", "batch_rodrigues", "kinematic_levels",
-    "smpl_forward", "SMPL_EXTRA_VERTEX_IDS", "UnsafePickleError", "load_smpl_model", "safe_load_pickle",
-    "save_smpl_model", "SYNTHETIC_DESCRIPTION", "synthetic_smpl_model",
+    "BODY25",
+    "COCO17",
+    "LSP14",
+    "SMPL",
+    "SMPL_EXTRA_VERTEX_IDS",
+    "SMPL_JOINT_NAMES",
+    "SMPL_PARENTS",
+    "SYNTHETIC_DESCRIPTION",
+    "GMMPrior",
+    "SMPLModel",
+    "SMPLOutput",
+    "SMPLifyConfig",
+    "SMPLifyResult",
+    "Skeleton",
+    "UnsafePickleError",
+    "batch_rodrigues",
+    "default_gmm_prior",
+    "get_skeleton",
+    "gmm_pose_prior",
+    "kinematic_levels",
+    "load_gmm_prior",
+    "load_smpl_model",
+    "mpjpe",
+    "pa_mpjpe",
+    "safe_load_pickle",
+    "save_smpl_model",
+    "smpl_forward",
+    "smplify",
+    "synthetic_people",
+    "synthetic_smpl_model",
 ]

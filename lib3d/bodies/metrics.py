@@ -10,7 +10,7 @@ import torch
 
 from lib3d._checks import check_shapes
 
-__all__ = ["procrustes_align", "mpjpe", "pa_mpjpe", "keypoint_error_2d"]
+__all__ = ["keypoint_error_2d", "mpjpe", "pa_mpjpe", "procrustes_align"]
 
 
 def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

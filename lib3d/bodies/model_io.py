@@ -26,13 +26,13 @@ import torch
 from lib3d.bodies.smpl import SMPL_JOINT_NAMES, SMPLModel
 
 __all__ = [
-    "UnsafePickleError",
-    "safe_load_pickle",
-    "load_smpl_model",
-    "save_smpl_model",
-    "smpl_model_to_arrays",
-    "smpl_model_from_arrays",
     "SMPL_EXTRA_VERTEX_IDS",
+    "UnsafePickleError",
+    "load_smpl_model",
+    "safe_load_pickle",
+    "save_smpl_model",
+    "smpl_model_from_arrays",
+    "smpl_model_to_arrays",
 ]
 
 SMPL_EXTRA_VERTEX_IDS: dict[str, int] = {
@@ -166,7 +166,7 @@ _ALLOWED = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: D102
+    def find_class(self, module: str, name: str):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -314,8 +314,8 @@ def load_smpl_model(path: str | Path, *, dtype: torch.dtype = torch.float32,
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
     elif suffix == ".safetensors":
-        from safetensors.numpy import load_file
         from safetensors import safe_open
+        from safetensors.numpy import load_file
 
         d = dict(load_file(str(path)))
         with safe_open(str(path), "np") as f:

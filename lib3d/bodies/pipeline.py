@@ -17,8 +17,14 @@ import torch
 from lib3d.bodies.skeletons import get_skeleton
 from lib3d.bodies.smplify import SMPLifyConfig, smplify
 
-__all__ = ["FitItem", "load_lsp_est_joints", "load_keypoints_json", "SMPLifyPredictor", "load_body_model",
-           "load_pose_prior"]
+__all__ = [
+    "FitItem",
+    "SMPLifyPredictor",
+    "load_body_model",
+    "load_keypoints_json",
+    "load_lsp_est_joints",
+    "load_pose_prior",
+]
 
 
 class FitItem(NamedTuple):

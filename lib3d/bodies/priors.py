@@ -26,8 +26,18 @@ from lib3d.bodies.model_io import safe_load_pickle
 from lib3d.bodies.smpl import SMPLModel, smpl_forward
 
 __all__ = [
-    "GMMPrior", "load_gmm_prior", "default_gmm_prior", "gmm_from_arrays", "gmm_pose_prior", "sample_gmm_poses",
-    "angle_prior", "shape_prior", "BodySpheres", "CAPSULE_BONES", "body_spheres", "interpenetration_penalty",
+    "CAPSULE_BONES",
+    "BodySpheres",
+    "GMMPrior",
+    "angle_prior",
+    "body_spheres",
+    "default_gmm_prior",
+    "gmm_from_arrays",
+    "gmm_pose_prior",
+    "interpenetration_penalty",
+    "load_gmm_prior",
+    "sample_gmm_poses",
+    "shape_prior",
 ]
 
 
@@ -48,7 +58,7 @@ class GMMPrior(NamedTuple):
     weights: torch.Tensor
     log_norm: torch.Tensor
 
-    def to(self, device=None, dtype=None) -> "GMMPrior":
+    def to(self, device=None, dtype=None) -> GMMPrior:
         return GMMPrior(*(t.to(device=device, dtype=dtype) for t in self))
 
     @property

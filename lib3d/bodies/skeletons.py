@@ -14,7 +14,7 @@ import torch
 
 from lib3d.bodies.smpl import SMPLModel
 
-__all__ = ["Skeleton", "LSP14", "COCO17", "BODY25", "SKELETONS", "get_skeleton", "skeleton_model_indices"]
+__all__ = ["BODY25", "COCO17", "LSP14", "SKELETONS", "Skeleton", "get_skeleton", "skeleton_model_indices"]
 
 
 class Skeleton(NamedTuple):

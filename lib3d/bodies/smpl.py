@@ -19,7 +19,8 @@ metres; the model's +Y is up and it faces +Z. Dimension names are those of :mod:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -28,14 +29,14 @@ from lib3d._checks import check_shape, check_tensor
 from lib3d.geometry import axis_angle_to_matrix
 
 __all__ = [
+    "SMPL",
     "SMPL_JOINT_NAMES",
     "SMPL_PARENTS",
     "SMPLModel",
     "SMPLOutput",
-    "SMPL",
-    "smpl_forward",
     "batch_rodrigues",
     "kinematic_levels",
+    "smpl_forward",
 ]
 
 SMPL_JOINT_NAMES: tuple[str, ...] = (
@@ -216,7 +217,7 @@ class SMPLModel:
     def dtype(self) -> torch.dtype:
         return self.v_template.dtype
 
-    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "SMPLModel":
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SMPLModel:
         """A new model with ``fn`` applied to every tensor (derived ones too, without recomputing them)."""
         new = object.__new__(SMPLModel)
         for f in dataclasses.fields(self):
@@ -228,7 +229,7 @@ class SMPLModel:
             object.__setattr__(new, f.name, v)
         return new
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "SMPLModel":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SMPLModel:
         """The model on ``device`` and/or with float tensors cast to ``dtype`` (index tensors keep theirs)."""
 
         def fn(t: torch.Tensor) -> torch.Tensor:
@@ -238,7 +239,7 @@ class SMPLModel:
 
         return self.map_tensors(fn)
 
-    def with_betas(self, num_betas: int) -> "SMPLModel":
+    def with_betas(self, num_betas: int) -> SMPLModel:
         """The model keeping only the first ``num_betas`` shape directions."""
         if not 0 < num_betas <= self.num_betas:
             raise ValueError(f"num_betas must be in [1, {self.num_betas}], got {num_betas}")
@@ -425,7 +426,10 @@ def _kinematic_chain(model: SMPLModel, rot_mats: torch.Tensor, joints_rest: torc
     return torch.cat(outs, 1).index_select(1, chain[-1])
 
 
-def _skin(weights_t: torch.Tensor, A12: torch.Tensor, v_posed_t: torch.Tensor, chunk_bytes: int = 4 << 20
+_SKIN_CHUNK_BYTES = 16 << 20  # per chunk of the (n, 12, V) blend: few, large ops (fewer thread hand-offs)
+
+
+def _skin(weights_t: torch.Tensor, A12: torch.Tensor, v_posed_t: torch.Tensor, chunk_bytes: int | None = None
           ) -> torch.Tensor:
     """Linear blend skinning in the (N, 3, V) layout.
 
@@ -443,6 +447,7 @@ def _skin(weights_t: torch.Tensor, A12: torch.Tensor, v_posed_t: torch.Tensor, c
     """
     N = A12.shape[0]
     V = weights_t.shape[1]
+    chunk_bytes = chunk_bytes or _SKIN_CHUNK_BYTES
     n = max(1, min(N, chunk_bytes // max(1, V * 12 * A12.element_size())))
     outs = []
     for A, vp in zip(A12.split(n), v_posed_t.split(n)):  # split: one cheap backward for all chunks

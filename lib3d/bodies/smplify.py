@@ -33,20 +33,36 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import torch
 
 from lib3d._checks import check_finite, check_shape
 from lib3d.bodies.priors import (
-    GMMPrior, angle_prior, body_spheres, default_gmm_prior, gmm_pose_prior, interpenetration_penalty, sample_gmm_poses,
-    shape_prior)
+    GMMPrior,
+    angle_prior,
+    body_spheres,
+    default_gmm_prior,
+    gmm_pose_prior,
+    interpenetration_penalty,
+    sample_gmm_poses,
+    shape_prior,
+)
 from lib3d.bodies.skeletons import Skeleton, get_skeleton, skeleton_model_indices
 from lib3d.bodies.smpl import SMPLModel, batch_rodrigues, smpl_forward
 
 __all__ = [
-    "SMPLifyConfig", "SMPLifyResult", "smplify", "perspective_project", "geman_mcclure", "initial_depth",
-    "opencv_to_pytorch3d", "SyntheticPeople", "synthetic_people", "smplify_energy_terms",
+    "SMPLifyConfig",
+    "SMPLifyResult",
+    "SyntheticPeople",
+    "geman_mcclure",
+    "initial_depth",
+    "opencv_to_pytorch3d",
+    "perspective_project",
+    "smplify",
+    "smplify_energy_terms",
+    "synthetic_people",
 ]
 
 

@@ -27,7 +27,7 @@ import torch
 
 from lib3d.bodies.smpl import SMPL_JOINT_NAMES, SMPL_PARENTS, SMPLModel
 
-__all__ = ["synthetic_smpl_model", "SYNTHETIC_DESCRIPTION", "SYNTHETIC_SHAPE_NAMES"]
+__all__ = ["SYNTHETIC_DESCRIPTION", "SYNTHETIC_SHAPE_NAMES", "synthetic_smpl_model"]
 
 SYNTHETIC_DESCRIPTION = ("SYNTHETIC procedural body in the SMPL layout (lib3d.bodies.synthetic); not the SMPL "
                          "model and not a statistical model of human shape")

@@ -12,7 +12,7 @@ import torch
 
 from lib3d.bodies.smplify import perspective_project
 
-__all__ = ["render_body", "draw_keypoints", "overlay"]
+__all__ = ["draw_keypoints", "overlay", "render_body"]
 
 
 def render_body(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], focal_length: float,

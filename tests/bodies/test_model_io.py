@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from lib3d.bodies import (
-    UnsafePickleError, load_smpl_model, safe_load_pickle, save_smpl_model, smpl_forward, synthetic_smpl_model)
+    UnsafePickleError,
+    load_smpl_model,
+    safe_load_pickle,
+    save_smpl_model,
+    smpl_forward,
+    synthetic_smpl_model,
+)
 from lib3d.bodies.model_io import smpl_model_to_arrays
 from tests.helpers import book_path
 

@@ -11,12 +11,27 @@ import torch
 from lib3d.bodies import smpl_forward
 from lib3d.bodies.metrics import keypoint_error_2d, mpjpe, pa_mpjpe, procrustes_align
 from lib3d.bodies.priors import (
-    angle_prior, body_spheres, default_gmm_prior, gmm_from_arrays, gmm_pose_prior, interpenetration_penalty,
-    load_gmm_prior, sample_gmm_poses, shape_prior)
+    angle_prior,
+    body_spheres,
+    default_gmm_prior,
+    gmm_from_arrays,
+    gmm_pose_prior,
+    interpenetration_penalty,
+    load_gmm_prior,
+    sample_gmm_poses,
+    shape_prior,
+)
 from lib3d.bodies.skeletons import BODY25, COCO17, LSP14, skeleton_model_indices
 from lib3d.bodies.smplify import (
-    SMPLifyConfig, geman_mcclure, initial_depth, perspective_project, smplify, smplify_energy_terms,
-    smplify_residuals, synthetic_people)
+    SMPLifyConfig,
+    geman_mcclure,
+    initial_depth,
+    perspective_project,
+    smplify,
+    smplify_energy_terms,
+    smplify_residuals,
+    synthetic_people,
+)
 from tests.helpers import book_path
 
 

@@ -30,7 +30,7 @@ class GridConfig:
     """Final number of feature voxels."""
     color_voxels_start: int = 40 ** 3
     """Feature voxels before the first upsampling."""
-    upsample_at: tuple[int, ...] = (300, 700, 1200)
+    upsample_at: tuple[int, ...] = (250, 500, 800)
     """Steps at which both grids grow (geometrically from the start to the final sizes)."""
     n_features: int = 12
     """Feature channels of the colour grid."""

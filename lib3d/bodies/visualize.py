@@ -75,7 +75,8 @@ def draw_keypoints(img: np.ndarray, points: np.ndarray, color, radius: int = 3) 
             continue
         x0, x1 = int(max(0, round(u) - radius)), int(min(W, round(u) + radius + 1))
         y0, y1 = int(max(0, round(v) - radius)), int(min(H, round(v) + radius + 1))
-        out[y0:y1, x0:x1] = color
+        if x1 > x0 and y1 > y0:  # points outside the image draw nothing (no negative-index wrap)
+            out[y0:y1, x0:x1] = color
     return out
 
 

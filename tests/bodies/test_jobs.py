@@ -80,3 +80,15 @@ def test_smplify_job_ray_two_workers(tmp_path):
     out = main(["smoke", "--num-synthetic", "4", "--num-workers", "2", "--ray.num-cpus", "2",
                 "--ray.no-include-dashboard", "--run.output-root", str(tmp_path), "--run.name", "r"])
     assert out["images"] == 4 and out["workers"] == 2
+
+
+def test_draw_keypoints_outside_image_draws_nothing():
+    import numpy as np
+
+    from lib3d.bodies.visualize import draw_keypoints
+
+    img = np.zeros((20, 30, 3))
+    out = draw_keypoints(img, np.array([[-50.0, 5.0], [5.0, -40.0], [100.0, 100.0], [np.nan, 1.0]]), (0, 1, 0))
+    assert out.sum() == 0
+    out = draw_keypoints(img, np.array([[10.0, 10.0]]), (0, 1, 0), radius=1)
+    assert out[..., 1].sum() == 9

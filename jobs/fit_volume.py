@@ -28,7 +28,7 @@ def train_loop(config: FitVolumeConfig) -> dict:
     """The chapter-5 fit (in-process or one Ray worker of a DDP group): returns the metrics."""
     from lib3d.fields.losses import huber
     from lib3d.fields.training import (
-        _all_reduce_grads,
+        all_reduce_grads,
         camera_subset,
         load_posed_images,
         split_indices,
@@ -71,7 +71,7 @@ def train_loop(config: FitVolumeConfig) -> dict:
         loss = color_err + sil_err
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        _all_reduce_grads(list(model.parameters()))
+        all_reduce_grads(list(model.parameters()))
         opt.step()
         done = it + 1
         if done % max(config.run.log_every, 1) == 0 or done == config.iterations:

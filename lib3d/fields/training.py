@@ -203,11 +203,15 @@ def grid_optimizer(field: GridRadianceField, cfg, lr_scale: float = 1.0) -> torc
     groups = [{"params": [field.density, field.features], "lr": cfg.lr_grid * lr_scale}]
     if field.mlp is not None:
         groups.append({"params": list(field.mlp.parameters()), "lr": cfg.lr_mlp * lr_scale})
-    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15 if False else 1e-8)
+    return torch.optim.Adam(groups, betas=(0.9, 0.99))
 
 
-def _all_reduce_grads(params) -> None:
-    """Average gradients over a ``torch.distributed`` group (no-op without one)."""
+def all_reduce_grads(params) -> None:
+    """Average the gradients of ``params`` over a ``torch.distributed`` group (no-op without one).
+
+    One flattened ``all_reduce`` per call: the data-parallel step of DDP for code that does not run its
+    forward through a ``DistributedDataParallel`` wrapper (the fields are called through render functions).
+    """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     world = torch.distributed.get_world_size()
@@ -308,7 +312,7 @@ class GridTrainer:
             loss = loss + cfg.tv_weight * total_variation(self.field.density[0])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        _all_reduce_grads([p for g in self.optimizer.param_groups for p in g["params"]])
+        all_reduce_grads([p for g in self.optimizer.param_groups for p in g["params"]])
         self.optimizer.step()
         return {"loss": loss.item(), "loss_rgb": loss_rgb.item(),
                 "psnr_batch": -10 * math.log10(max(loss_rgb.item(), 1e-10)),
@@ -354,7 +358,7 @@ def book_nerf_step(nerf, renderer_mc, optimizer, cameras, images: torch.Tensor, 
     loss = color_err + sil_err
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    _all_reduce_grads([p for g in optimizer.param_groups for p in g["params"]])
+    all_reduce_grads([p for g in optimizer.param_groups for p in g["params"]])
     optimizer.step()
     mse = float(((rgb - rgb_at) ** 2).mean())
     return {"loss": float(loss), "loss_rgb": color_err.item(), "loss_silhouette": sil_err.item(),

@@ -20,6 +20,7 @@ from lib3d.render.volumetric import NDCMultinomialRaysampler, sample_images_at_m
 
 __all__ = [
     "GridTrainer",
+    "all_reduce_grads",
     "PosedImages",
     "book_nerf_step",
     "camera_subset",

@@ -322,7 +322,7 @@ class GridTrainer:
 
 @torch.no_grad()
 def render_grid_images(field: GridRadianceField, cameras, height: int, width: int, step: float,
-                       background: float = 0.0, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+                       background: float = 0.0, chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
     """Full images ``(N, H, W, 3)`` and opacities ``(N, H, W)`` of the fast field (chunks of rays)."""
     o, d = image_rays(cameras, height, width)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)

@@ -2,8 +2,8 @@
 
 The search runs in chunks of query points so that memory stays bounded (``O(chunk * P2)`` per batch
 element, never ``P1 * P2``): for L2 it expands ``|x - y|^2 = |x|^2 - 2 x.y + |y|^2`` with one batched
-matrix product per chunk (``|x|^2`` is constant per row and skipped for the ranking), takes ``min`` (K=1)
-or ``topk`` (K>1), and then recomputes the exact distances of the selected neighbours from the
+matrix product per chunk (``[x, 1] . [-2 y, |y|^2]``; ``|x|^2`` is constant per row and skipped for the
+ranking), takes ``min`` (K=1) or ``topk`` (K>1), and then recomputes the exact distances of the selected neighbours from the
 coordinates. The search itself runs without autograd; gradients reach ``p1`` and ``p2`` through that exact
 recomputation, so they are those of ``|p1_i - p2_idx|^2`` with the neighbours held fixed (PyTorch3D's).
 """
@@ -73,14 +73,14 @@ def _knn_idx(p1: torch.Tensor, p2: torch.Tensor, lengths2: torch.Tensor, K: int,
         centre = (p2 * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
         a = p1 - centre
         b = p2 - centre
-        b_sq = (b * b).sum(-1)  # (N, P2)
+        b_sq = (b * b).sum(-1, keepdim=True)  # (N, P2, 1)
         if any_invalid:
-            b_sq = b_sq.masked_fill(invalid, _FAR)
-        b_sq = b_sq[:, None, :]
-        b_t = b.transpose(1, 2)  # (N, D, P2)
+            b_sq = b_sq.masked_fill(invalid[..., None], _FAR)
+        # One GEMM per chunk: [a, 1] . [-2 b, |b|^2] = |b|^2 - 2 a.b  (= |a - b|^2 - |a|^2)
+        a_aug = torch.cat([a, torch.ones_like(a[..., :1])], -1)  # (N, P1, D + 1)
+        b_aug = torch.cat([-2.0 * b, b_sq], -1).transpose(1, 2)  # (N, D + 1, P2)
         for s in range(0, p1_n, rows):
-            # score[n, i, j] = |b_j|^2 - 2 a_i . b_j  (= |a_i - b_j|^2 - |a_i|^2)
-            score = torch.baddbmm(b_sq, a[:, s:s + rows], b_t, alpha=-2.0)
+            score = torch.bmm(a_aug[:, s:s + rows], b_aug)
             if k_eff == 1:
                 out[:, s:s + rows, 0] = score.min(dim=2).indices
             else:

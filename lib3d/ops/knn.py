@@ -4,8 +4,9 @@ The search runs in chunks of query points so that memory stays bounded (``O(chun
 element, never ``P1 * P2``): for L2 it expands ``|x - y|^2 = |x|^2 - 2 x.y + |y|^2`` with one batched
 matrix product per chunk (``[x, 1] . [-2 y, |y|^2]``; ``|x|^2`` is constant per row and skipped for the
 ranking), takes ``min`` (K=1) or ``topk`` (K>1), and then recomputes the exact distances of the selected
-neighbours from the coordinates. The search itself runs without autograd; gradients reach ``p1`` and ``p2`` through that exact
-recomputation, so they are those of ``|p1_i - p2_idx|^2`` with the neighbours held fixed (PyTorch3D's).
+neighbours from the coordinates. The search itself runs without autograd; gradients reach ``p1`` and ``p2``
+through that exact recomputation, so they are those of ``|p1_i - p2_idx|^2`` with the neighbours held
+fixed (PyTorch3D's).
 """
 
 from __future__ import annotations

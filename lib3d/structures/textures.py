@@ -43,10 +43,15 @@ def interpolate_face_attributes(pix_to_face: torch.Tensor, bary_coords: torch.Te
                          bary_coords=(bary_coords, ("N", "H", "W", "K", 3)))
     del sizes
     check_shape("face_attributes", face_attributes, (None, 3, None), dtype="float")
-    mask = pix_to_face >= 0
-    attrs = face_attributes[pix_to_face.clamp(min=0)]  # (N, H, W, K, 3, D)
-    out = (bary_coords.unsqueeze(-1) * attrs).sum(-2)
-    return out * mask.unsqueeze(-1).to(out.dtype)
+    # Only occupied slots are computed: soft rasterization leaves most of the K slots empty.
+    flat_p2f = pix_to_face.reshape(-1)
+    occupied = (flat_p2f >= 0).nonzero().squeeze(1)
+    d = face_attributes.shape[-1]
+    attrs = face_attributes[flat_p2f[occupied]]  # (M, 3, D)
+    bary = bary_coords.reshape(-1, 3)[occupied].to(attrs.dtype)  # (M, 3)
+    vals = torch.einsum("mj,mjd->md", bary, attrs)
+    out = vals.new_zeros(flat_p2f.shape[0], d).index_copy(0, occupied, vals)
+    return out.view(*pix_to_face.shape, d)
 
 
 def _select(xs: list, ids: Sequence[int]) -> list:
@@ -248,13 +253,32 @@ class TexturesUV:
         n, h, w, k = pix_to_face.shape
         if n != self._N:
             raise ValueError(f"fragments have batch size {n} but the textures {self._N}")
-        uvs = interpolate_face_attributes(pix_to_face, fragments.bary_coords, self.faces_verts_uvs_packed())
         maps = self.maps_padded()  # (N, Hm, Wm, C)
-        grid = uvs.reshape(n, h, w * k, 2) * 2.0 - 1.0
-        maps = torch.flip(maps.permute(0, 3, 1, 2), [2]).to(grid.dtype)  # (N, C, Hm, Wm), v up
-        texels = F.grid_sample(maps, grid, mode=self.sampling_mode, padding_mode=self.padding_mode,
-                               align_corners=self.align_corners)  # (N, C, H, W*K)
-        return texels.permute(0, 2, 3, 1).reshape(n, h, w, k, -1)
+        maps = torch.flip(maps.permute(0, 3, 1, 2), [2])  # (N, C, Hm, Wm), v up
+        c = maps.shape[1]
+        # Sample only the occupied slots (soft rasterization leaves most of K empty); empty slots get the
+        # texel at uv = (0, 0) as in PyTorch3D, whose interpolated UV there is 0.
+        face_uvs = self.faces_verts_uvs_packed()
+        flat_p2f = pix_to_face.reshape(n, -1)
+        bary = fragments.bary_coords.reshape(n, -1, 3)
+        corner = F.grid_sample(maps, maps.new_full((n, 1, 1, 2), -1.0), mode=self.sampling_mode,
+                               padding_mode=self.padding_mode, align_corners=self.align_corners)  # (N,C,1,1)
+        slots = flat_p2f.shape[1]
+        rows, vals = [], []
+        for i in range(n):  # loop over the batch: each mesh's occupied slots in one grid_sample call
+            occupied = (flat_p2f[i] >= 0).nonzero().squeeze(1)
+            if occupied.numel() == 0:
+                continue
+            uv = torch.einsum("mj,mjd->md", bary[i, occupied].to(face_uvs.dtype), face_uvs[flat_p2f[i, occupied]])
+            grid = (uv * 2.0 - 1.0).view(1, 1, -1, 2).to(maps.dtype)
+            texels = F.grid_sample(maps[i:i + 1], grid, mode=self.sampling_mode, padding_mode=self.padding_mode,
+                                   align_corners=self.align_corners)  # (1, C, 1, M)
+            rows.append(occupied + i * slots)
+            vals.append(texels[0, :, 0].t())
+        out = corner.reshape(n, 1, c).expand(n, slots, c).reshape(n * slots, c)
+        if rows:
+            out = out.index_copy(0, torch.cat(rows), torch.cat(vals).to(out.dtype))
+        return out.view(n, h, w, k, c)
 
     def __getitem__(self, index) -> "TexturesUV":
         ids = _normalise_ids(index, self._N)

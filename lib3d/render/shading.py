@@ -356,6 +356,33 @@ def _first_slot(fragments):
     return fragments._replace(**changes)
 
 
+def _occupied_prefix(fragments):
+    """Fragments truncated to the slots any pixel uses (+1 empty slot), when slots fill nearest-first.
+
+    Soft blending over K slots costs O(N H W K); most soft slots are empty (e.g. ~90% for the book's
+    K=50 cow at 256 px). Empty slots contribute nothing (probability 0, weight 0, masked depth 0), so
+    dropping the trailing ones is exact; one empty slot is kept wherever the original had one so that the
+    masked ``z_inv = 0`` still takes part in the softmax's max, as in PyTorch3D.
+    """
+    if is_tracing() or not hasattr(fragments, "_replace"):
+        return fragments
+    p2f = fragments.pix_to_face
+    k = p2f.shape[-1]
+    occupied = p2f >= 0
+    counts = occupied.sum(-1)
+    k_eff = int(counts.max()) + 1 if counts.numel() else 1
+    if k_eff >= k:
+        return fragments
+    if not bool((occupied[..., :k_eff].sum(-1) == counts).all()):  # not a prefix: keep everything
+        return fragments
+    changes = {"pix_to_face": p2f[..., :k_eff], "bary_coords": fragments.bary_coords[..., :k_eff, :]}
+    for name in ("zbuf", "dists"):
+        val = getattr(fragments, name, None)
+        if val is not None:
+            changes[name] = val[..., :k_eff]
+    return fragments._replace(**changes)
+
+
 def _clip_range(cameras, znear, zfar):
     znear = getattr(cameras, "znear", 1.0) if znear is None else znear
     zfar = getattr(cameras, "zfar", 100.0) if zfar is None else zfar
@@ -389,8 +416,8 @@ def shade(fragments, meshes, shader: ShaderName = "hard_phong", *, cameras=None,
     blend_params = BlendParams() if blend_params is None else blend_params
     lights = PointLights() if lights is None else lights
     materials = Materials() if materials is None else materials
-    if shader.startswith("hard"):
-        fragments = _first_slot(fragments)
+    _check_fragments(fragments)
+    fragments = _first_slot(fragments) if shader.startswith("hard") else _occupied_prefix(fragments)
     n, h, w, k = _check_fragments(fragments)
     dtype = fragments.bary_coords.dtype
     if shader == "soft_silhouette":

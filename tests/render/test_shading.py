@@ -540,3 +540,33 @@ def test_shade_packed_texels_match_full_grid(shader):
     else:
         ref = softmax_rgb_blend(colors, frags, BlendParams(), znear=1.0, zfar=100.0)
     torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("shader", ["soft_phong", "soft_silhouette", "soft_gouraud"])
+def test_soft_shaders_ignore_trailing_empty_slots(shader):
+    """shade() drops trailing empty slots before soft blending; the result (and gradient) is unchanged."""
+    from lib3d.render.blending import softmax_rgb_blend as smb
+
+    meshes, frags, cams = _scene(n=2, k=3)
+    # Nearest-first filling with many trailing empty slots: pad K=3 -> 9.
+    order = torch.argsort((frags.pix_to_face < 0).to(torch.int8), dim=-1, stable=True)
+    p2f = frags.pix_to_face.gather(-1, order)
+    pad = lambda t, v: torch.cat([t, torch.full(t.shape[:3] + (6,) + t.shape[4:], v, dtype=t.dtype)], 3)
+    zbuf = torch.where(p2f >= 0, frags.zbuf.gather(-1, order), -1.0)
+    dists = torch.where(p2f >= 0, frags.dists.gather(-1, order), -1.0).requires_grad_(True)
+    bary = frags.bary_coords.gather(3, order[..., None].expand(-1, -1, -1, -1, 3))
+    padded = Frags(pad(p2f, -1), pad(zbuf, -1.0), pad(bary, -1.0), pad(dists, -1.0))
+    out = shade(padded, meshes, shader, cameras=cams)
+    assert out.shape == (2, 5, 6, 4)
+    if shader == "soft_silhouette":
+        ref = sigmoid_alpha_blend(torch.ones(2, 5, 6, 9, 3, dtype=torch.float64), padded)
+    else:
+        colors = (phong_shading(meshes, padded, PointLights(), cams, Materials(),
+                                meshes.textures.sample_textures(padded, meshes.faces_packed()))
+                  if shader == "soft_phong" else gouraud_shading(meshes, padded, PointLights(), cams, Materials()))
+        ref = smb(colors, padded, BlendParams(), znear=1.0, zfar=100.0)
+    torch.testing.assert_close(out, ref)
+    w = torch.randn(out.shape, dtype=out.dtype)
+    (g1,) = torch.autograd.grad((out * w).sum(), dists, retain_graph=True)
+    (g2,) = torch.autograd.grad((ref * w).sum(), dists)
+    torch.testing.assert_close(g1, g2)

@@ -22,14 +22,9 @@ from lib3d.ops.laplacian import cot_laplacian
 
 
 def _topo_cached(meshes, key: str, fn):
-    """Cache ``fn()`` in the faces-derived cache of a lib3d ``Meshes`` (shared by same-topology meshes)."""
-    cache = getattr(meshes, "_topo", None)
-    if not isinstance(cache, dict):
-        return fn()
-    key = "ops." + key
-    if key not in cache:
-        cache[key] = fn()
-    return cache[key]
+    """Cache ``fn()`` with the faces of a lib3d ``Meshes`` (shared by same-topology meshes)."""
+    cached = getattr(meshes, "topology_cached", None)
+    return fn() if cached is None else cached("ops." + key, fn)
 
 
 def _zero_loss(meshes) -> torch.Tensor:

@@ -139,6 +139,16 @@ class Meshes:
             cache[key] = fn()
         return cache[key]
 
+    def topology_cached(self, key: str, compute):
+        """``compute()`` cached with the faces: computed once for all meshes sharing this topology.
+
+        Meshes made by ``offset_verts``, ``scale_verts``, ``update_padded``, ``update_packed`` and
+        ``detach`` share the cache, so ops that precompute index structures from the faces alone (face
+        pairs, Laplacian neighbourhoods) pay for them once per optimisation. ``compute`` must depend on the
+        faces only, never on vertex positions.
+        """
+        return self._cached(self._topo, "user." + key, compute)
+
     # --------------------------------------------------------------------------------- counts / idx
     def num_verts_per_mesh(self) -> torch.Tensor:
         """``(N,) int64`` number of vertices of each mesh."""

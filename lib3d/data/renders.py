@@ -25,8 +25,14 @@ import torch
 
 from lib3d._checks import check_shape
 
-__all__ = ["RenderedViews", "normalize_mesh", "view_cameras", "generate_renders", "load_cow_renders_golden",
-           "GOLDEN_COW_RENDERS"]
+__all__ = [
+    "GOLDEN_COW_RENDERS",
+    "RenderedViews",
+    "generate_renders",
+    "load_cow_renders_golden",
+    "normalize_mesh",
+    "view_cameras",
+]
 
 GOLDEN_COW_RENDERS = Path(__file__).resolve().parents[3] / "shared" / "golden" / "cow_renders.safetensors"
 """Default location of the golden cow dataset (``../shared`` beside the project)."""
@@ -179,7 +185,8 @@ def load_cow_renders_golden(path: str | Path | None = None, device=None) -> Rend
         return None
     with safe_open(str(path), "pt") as f:
         json.loads(f.metadata()["cases"])
-        t = {k: f.get_tensor(k) for k in f.keys() if k.startswith("cow_40.")}
+        names = [k for k in f.keys() if k.startswith("cow_40.")]  # noqa: SIM118 - safe_open is not iterable
+        t = {k: f.get_tensor(k) for k in names}
     dev = torch.device("cpu") if device is None else torch.device(device)
     R, T = t["cow_40.R"].to(dev), t["cow_40.T"].to(dev)
     check_shape("R", R, ("N", 3, 3))

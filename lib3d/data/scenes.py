@@ -32,7 +32,7 @@ import torch
 
 from lib3d._checks import check_choice
 
-__all__ = ["toy", "toy_bumps", "ToyBump", "default_scene", "load_mesh"]
+__all__ = ["ToyBump", "default_scene", "load_mesh", "toy", "toy_bumps"]
 
 BODY_RADII = (0.82, 0.42, 0.40)
 """Semi-axes (x: length, y: height, z: width) of the ellipsoidal body in the modelling frame."""

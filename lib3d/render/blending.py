@@ -10,7 +10,8 @@ All functions are out-of-place and differentiable with respect to ``colors``, ``
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 

@@ -22,15 +22,25 @@ position: ~4,000 vs ~6), and Adam then walks away from the target.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Literal, NamedTuple
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
 from lib3d._checks import check_choice, check_shape
 
-__all__ = ["camera_from_position", "CameraPosition", "CameraFitTarget", "CameraFitStep", "render_target",
-           "fit_camera_steps", "position_from_view", "SIGMA", "BLUR_RADIUS"]
+__all__ = [
+    "BLUR_RADIUS",
+    "SIGMA",
+    "CameraFitStep",
+    "CameraFitTarget",
+    "CameraPosition",
+    "camera_from_position",
+    "fit_camera_steps",
+    "position_from_view",
+    "render_target",
+]
 
 SIGMA = 1e-4
 BLUR_RADIUS = math.log(1.0 / 1e-4 - 1.0) * SIGMA

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -155,8 +155,8 @@ def _to_tensor(name: str, value: Any, device, trailing: int) -> torch.Tensor:
 class _Batched:
     """Mixin for frozen dataclasses whose tensor fields share a broadcast batch dimension."""
 
-    _TRAILING: dict[str, int] = {}  # field name -> number of trailing dims (1 vector, 0 scalar)
-    _VEC3: tuple[str, ...] = ()  # fields whose last dim must be 3
+    _TRAILING: ClassVar[dict[str, int]] = {}  # field name -> number of trailing dims (1 vector, 0 scalar)
+    _VEC3: ClassVar[tuple[str, ...]] = ()  # fields whose last dim must be 3
 
     def _setup(self, device) -> None:
         tensors = {k: _to_tensor(k, getattr(self, k), device, t) for k, t in self._TRAILING.items()}
@@ -244,8 +244,8 @@ class DirectionalLights(_Batched):
     specular_color: Any = ((0.2, 0.2, 0.2),)
     direction: Any = ((0.0, 1.0, 0.0),)
 
-    _TRAILING = {"ambient_color": 1, "diffuse_color": 1, "specular_color": 1, "direction": 1}
-    _VEC3 = ("direction",)
+    _TRAILING: ClassVar[dict[str, int]] = {"ambient_color": 1, "diffuse_color": 1, "specular_color": 1, "direction": 1}
+    _VEC3: ClassVar[tuple[str, ...]] = ("direction",)
 
     def __init__(self, ambient_color=_COLOR3, diffuse_color=((0.3, 0.3, 0.3),),
                  specular_color=((0.2, 0.2, 0.2),), direction=((0.0, 1.0, 0.0),), device=None):
@@ -290,8 +290,8 @@ class PointLights(_Batched):
     specular_color: Any = ((0.2, 0.2, 0.2),)
     location: Any = ((0.0, 1.0, 0.0),)
 
-    _TRAILING = {"ambient_color": 1, "diffuse_color": 1, "specular_color": 1, "location": 1}
-    _VEC3 = ("location",)
+    _TRAILING: ClassVar[dict[str, int]] = {"ambient_color": 1, "diffuse_color": 1, "specular_color": 1, "location": 1}
+    _VEC3: ClassVar[tuple[str, ...]] = ("location",)
 
     def __init__(self, ambient_color=_COLOR3, diffuse_color=((0.3, 0.3, 0.3),),
                  specular_color=((0.2, 0.2, 0.2),), location=((0.0, 1.0, 0.0),), device=None):
@@ -327,7 +327,7 @@ class AmbientLights(_Batched):
 
     ambient_color: Any = ((1.0, 1.0, 1.0),)
 
-    _TRAILING = {"ambient_color": 1}
+    _TRAILING: ClassVar[dict[str, int]] = {"ambient_color": 1}
 
     def __init__(self, ambient_color=None, device=None):
         object.__setattr__(self, "ambient_color", ((1.0, 1.0, 1.0),) if ambient_color is None else ambient_color)
@@ -366,7 +366,7 @@ class Materials(_Batched):
     specular_color: Any = ((1.0, 1.0, 1.0),)
     shininess: Any = 64
 
-    _TRAILING = {"ambient_color": 1, "diffuse_color": 1, "specular_color": 1, "shininess": 0}
+    _TRAILING: ClassVar[dict[str, int]] = {"ambient_color": 1, "diffuse_color": 1, "specular_color": 1, "shininess": 0}
 
     def __init__(self, ambient_color=((1.0, 1.0, 1.0),), diffuse_color=((1.0, 1.0, 1.0),),
                  specular_color=((1.0, 1.0, 1.0),), shininess=64, device=None):

@@ -45,12 +45,32 @@ from lib3d.render.lighting import (
 )
 
 __all__ = [
-    "AmbientLights", "DirectionalLights", "PointLights", "Materials", "diffuse", "specular",
-    "BlendParams", "hard_rgb_blend", "sigmoid_alpha_blend", "softmax_rgb_blend",
-    "interpolate_face_attributes", "phong_shading", "gouraud_shading", "flat_shading", "shade",
-    "ShaderName", "HardPhongShader", "SoftPhongShader", "HardGouraudShader", "SoftGouraudShader",
-    "HardFlatShader", "SoftSilhouetteShader", "HardSilhouetteShader", "MeshRenderer",
-    "MeshRendererWithFragments", "render_mesh",
+    "AmbientLights",
+    "BlendParams",
+    "DirectionalLights",
+    "HardFlatShader",
+    "HardGouraudShader",
+    "HardPhongShader",
+    "HardSilhouetteShader",
+    "Materials",
+    "MeshRenderer",
+    "MeshRendererWithFragments",
+    "PointLights",
+    "ShaderName",
+    "SoftGouraudShader",
+    "SoftPhongShader",
+    "SoftSilhouetteShader",
+    "diffuse",
+    "flat_shading",
+    "gouraud_shading",
+    "hard_rgb_blend",
+    "interpolate_face_attributes",
+    "phong_shading",
+    "render_mesh",
+    "shade",
+    "sigmoid_alpha_blend",
+    "softmax_rgb_blend",
+    "specular",
 ]
 
 ShaderName = Literal["hard_phong", "soft_phong", "hard_gouraud", "soft_gouraud", "hard_flat",
@@ -418,7 +438,7 @@ def shade(fragments, meshes, shader: ShaderName = "hard_phong", *, cameras=None,
     materials = Materials() if materials is None else materials
     _check_fragments(fragments)
     fragments = _first_slot(fragments) if shader.startswith("hard") else _occupied_prefix(fragments)
-    n, h, w, k = _check_fragments(fragments)
+    n, h, w, _ = _check_fragments(fragments)
     dtype = fragments.bary_coords.dtype
     if shader == "soft_silhouette":
         ones = fragments.bary_coords.new_ones(()).expand(n, h, w, 1, 3)
@@ -459,7 +479,7 @@ class _ShaderBase(nn.Module):
         self.materials = materials if materials is not None else Materials(device=device)
         self.blend_params = blend_params if blend_params is not None else BlendParams()
 
-    def to(self, device):  # noqa: D401 - PyTorch3D's ShaderBase.to moves the held properties
+    def to(self, device):
         """Move the held cameras, lights and materials to ``device``."""
         super().to(device)
         if self.cameras is not None and hasattr(self.cameras, "to"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -192,7 +193,7 @@ def test_defaults_match_pytorch3d():
 def test_lights_batched_immutable_replace():
     lights = PointLights(location=torch.zeros(4, 3), diffuse_color=(0.1, 0.2, 0.3))
     assert len(lights) == 4 and lights.diffuse_color.shape == (4, 3)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         lights.location = torch.ones(1, 3)  # frozen
     moved = lights.replace(location=torch.ones(4, 3))
     assert torch.equal(moved.location, torch.ones(4, 3)) and torch.equal(lights.location, torch.zeros(4, 3))

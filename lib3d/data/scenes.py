@@ -2,19 +2,20 @@
 
 Dimension names (see ``lib3d.data``): V vertices, F faces, T UV vertices, H/W texture size.
 
-``toy()`` builds a small four-legged toy animal ("a cow-like toy") as ONE closed, smooth, star-shaped
-surface: a UV sphere whose radius in each direction is an ellipsoidal body plus bumps (a head turned to
-one side with a snout, two ears of different sizes, four stubby legs, a tail curled to the side),
-``r(d) = r_body(d) + sum_i A_i exp(-(angle(d, d_i) / w_i)^p_i)``. One surface means no interpenetrating
-parts, so soft rasterization sees no depth ties between differently coloured surfaces (which would make
-``softmax_rgb_blend``'s depth weights, and the gradients of a textured loss, explode). The texture is
-painted procedurally by evaluating a 3D colour function (spots, a blue stripe on one flank only, eyes, a
-pink snout, dark hooves) at the surface point of every texel of a latitude-longitude UV map, so the mesh
-carries a real UV map (``TexturesUV``) or, on request, the same colours per vertex (``TexturesVertex``).
+``toy()`` builds a small four-legged toy animal ("a cow-like toy") out of deformed UV spheres: a body,
+a head turned to one side with two ears of different sizes and a snout, four legs and a tail curled to the
+side. The texture is painted procedurally by evaluating a 3D colour function (spots, a coloured stripe on
+one flank only, eyes, hooves) at the surface point of every texel of a texture atlas, so the mesh carries a
+real UV map (``TexturesUV``) or, on request, the same colours per vertex (``TexturesVertex``).
 
-It is deterministic, about the size of the book's cow, and asymmetric left/right, front/back and
-up/down, so that every view determines its pose (chapter 4's camera fitting) and a NeRF trained on it
-has texture detail to recover.
+The parts interpenetrate (the legs, head and tail enter the body). That is harmless for hard shading and
+silhouettes, but where two differently coloured surfaces meet at equal depth ``softmax_rgb_blend``'s depth
+weights ``exp(z / gamma)`` make colour gradients with respect to the geometry very large; this is why
+``lib3d.render.camera_fitting`` uses a hard Phong colour term.
+
+It is deterministic, about the size of the book's cow (its longest half-extent is ~1.3 units, origin near
+the centre), and asymmetric left/right, front/back and up/down, so that every view determines its pose
+(chapter 4's camera fitting) and a NeRF trained on it has texture detail to recover.
 
 Conventions: faces counter-clockwise seen from outside (outward normals); +Y up; like the book's cow the
 toy faces -Z (its head points along -Z, so ``look_at_view_transform(2.7, 0, 180)`` sees it from the front
@@ -25,52 +26,55 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
 
 from lib3d._checks import check_choice
 
-__all__ = ["ToyBump", "default_scene", "load_mesh", "toy", "toy_bumps"]
-
-BODY_RADII = (0.82, 0.42, 0.40)
-"""Semi-axes (x: length, y: height, z: width) of the ellipsoidal body in the modelling frame."""
-
-RINGS, SEGMENTS = 56, 88
-"""Latitude rings and longitude segments of the sphere grid (about 9,800 faces)."""
+__all__ = ["ToyPart", "default_scene", "load_mesh", "toy", "toy_parts"]
 
 
-class ToyBump(NamedTuple):
-    """One bump of the radius function, in the modelling frame (head along +X).
-
-    ``A exp(-(angle(d, direction) / width)^power)`` is added to the radius in direction ``d``.
-    """
+class ToyPart(NamedTuple):
+    """One ellipsoidal part: centre (3,), radii (3,), rotation about +Y then +Z in degrees, grid size."""
 
     name: str
-    direction: tuple[float, float, float]
-    amplitude: float
-    width: float
-    power: float = 2.0
+    center: tuple[float, float, float]
+    radii: tuple[float, float, float]
+    yaw: float = 0.0
+    roll: float = 0.0
+    rings: int = 12
+    segments: int = 16
 
 
-def toy_bumps() -> tuple[ToyBump, ...]:
-    """The bumps of ``toy()``: head, snout, ears, legs, tail (modelling frame; ``toy()`` turns +X to -Z)."""
+def toy_parts() -> tuple[ToyPart, ...]:
+    """The parts of ``toy()`` in its modelling frame (head along +X; ``toy()`` turns it to face -Z)."""
     return (
-        ToyBump("head", (1.0, 0.55, 0.18), 0.50, 0.34, 4.0),
-        ToyBump("snout", (1.0, 0.38, 0.30), 0.16, 0.14, 2.0),
-        ToyBump("ear_l", (0.55, 0.80, 0.38), 0.30, 0.12, 2.0),
-        ToyBump("ear_r", (0.60, 0.80, -0.12), 0.16, 0.10, 2.0),
-        ToyBump("leg_fl", (0.50, -0.86, 0.30), 0.52, 0.20, 4.0),
-        ToyBump("leg_fr", (0.56, -0.86, -0.30), 0.46, 0.20, 4.0),
-        ToyBump("leg_bl", (-0.55, -0.86, 0.30), 0.50, 0.21, 4.0),
-        ToyBump("leg_br", (-0.50, -0.86, -0.30), 0.52, 0.21, 4.0),
-        ToyBump("tail", (-1.0, 0.55, 0.40), 0.45, 0.13, 2.0),
+        ToyPart("body", (0.0, 0.1, 0.0), (0.85, 0.42, 0.40), 0.0, 4.0, 24, 40),
+        ToyPart("head", (0.98, 0.42, 0.08), (0.30, 0.26, 0.24), 25.0, -15.0, 16, 24),
+        ToyPart("snout", (1.22, 0.33, 0.19), (0.14, 0.12, 0.14), 25.0, 0.0, 10, 16),
+        ToyPart("ear_l", (0.92, 0.68, 0.24), (0.07, 0.14, 0.05), 25.0, -30.0, 8, 12),
+        ToyPart("ear_r", (0.88, 0.64, -0.14), (0.05, 0.09, 0.04), 25.0, 20.0, 8, 12),
+        ToyPart("leg_fl", (0.52, -0.45, 0.22), (0.11, 0.36, 0.11), 0.0, 0.0, 10, 14),
+        ToyPart("leg_fr", (0.55, -0.45, -0.22), (0.11, 0.36, 0.11), 0.0, 8.0, 10, 14),
+        ToyPart("leg_bl", (-0.55, -0.45, 0.22), (0.12, 0.36, 0.12), 0.0, 0.0, 10, 14),
+        ToyPart("leg_br", (-0.52, -0.45, -0.22), (0.12, 0.36, 0.12), 0.0, -6.0, 10, 14),
+        ToyPart("tail", (-1.0, 0.36, 0.08), (0.30, 0.06, 0.06), -30.0, -37.0, 8, 14),
     )
 
 
+def _rotation(yaw: float, roll: float, dtype) -> torch.Tensor:
+    """Row-vector rotation (3, 3): roll about +Z, then yaw about +Y (``p @ R``)."""
+    y, r = math.radians(yaw), math.radians(roll)
+    rz = torch.tensor([[math.cos(r), math.sin(r), 0.0], [-math.sin(r), math.cos(r), 0.0], [0.0, 0.0, 1.0]],
+                      dtype=dtype)
+    ry = torch.tensor([[math.cos(y), 0.0, -math.sin(y)], [0.0, 1.0, 0.0], [math.sin(y), 0.0, math.cos(y)]],
+                      dtype=dtype)
+    return rz @ ry
+
+
 def _unit_sphere(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Direction on the unit sphere for UV in [0, 1]^2: v = 1 at the +Y pole, u = 0.5 faces +X."""
+    """Point on the unit sphere for UV in [0, 1]^2: v = 1 at the +Y pole, u = 0.5 faces +X."""
     theta = (1.0 - v) * math.pi
     phi = u * 2.0 * math.pi
     return torch.stack([-torch.sin(theta) * torch.cos(phi), torch.cos(theta), -torch.sin(theta) * torch.sin(phi)], -1)
@@ -99,8 +103,10 @@ def _sphere_topology(rings: int, segs: int):
     ii, jj = torch.meshgrid(torch.arange(rings), torch.arange(segs), indexing="ij")
     ii, jj = ii.reshape(-1), jj.reshape(-1)
     a, b, c, d = (ii, jj), (ii + 1, jj), (ii + 1, jj + 1), (ii, jj + 1)
+    tri1 = [a, b, c]
+    tri2 = [a, c, d]
     faces, fuv = [], []
-    for tri, keep in (([a, b, c], ii < rings - 1), ([a, c, d], ii > 0)):  # drop degenerate pole triangles
+    for tri, keep in ((tri1, ii < rings - 1), (tri2, ii > 0)):  # drop the degenerate triangles at the poles
         faces.append(torch.stack([gv(*p) for p in tri], -1)[keep])
         fuv.append(torch.stack([tv(*p) for p in tri], -1)[keep])
     gi, gj = torch.meshgrid(torch.arange(rings + 1), torch.arange(segs + 1), indexing="ij")
@@ -108,69 +114,58 @@ def _sphere_topology(rings: int, segs: int):
     return geo_uv.float(), torch.cat(faces), uv_grid, torch.cat(fuv)
 
 
-def _surface(uv: torch.Tensor) -> torch.Tensor:
-    """(..., 3) float64 surface points of the toy (modelling frame) for UV parameters (..., 2)."""
-    d = _unit_sphere(uv[..., 0].double(), uv[..., 1].double())
-    a, b, c = BODY_RADII
-    r = 1.0 / torch.sqrt((d[..., 0] / a) ** 2 + (d[..., 1] / b) ** 2 + (d[..., 2] / c) ** 2)
-    for bump in toy_bumps():  # loop over the bumps
-        axis = torch.tensor(bump.direction, dtype=torch.float64)
-        cos = (d * (axis / axis.norm())).sum(-1).clamp(-1.0, 1.0)
-        r = r + bump.amplitude * torch.exp(-(torch.acos(cos) / bump.width) ** bump.power)
-    return d * r[..., None] + torch.tensor([0.0, 0.05, 0.0], dtype=torch.float64)
+def _part_points(part: ToyPart, uv: torch.Tensor, dtype) -> torch.Tensor:
+    p = _unit_sphere(uv[:, 0].to(dtype), uv[:, 1].to(dtype)) * torch.tensor(part.radii, dtype=dtype)
+    return p @ _rotation(part.yaw, part.roll, dtype) + torch.tensor(part.center, dtype=dtype)
 
 
-def _paint(p: torch.Tensor) -> torch.Tensor:
-    """Colour (..., 3) in [0, 1] at surface points ``p`` (..., 3) of the modelling frame."""
+def _paint(name: str, p: torch.Tensor) -> torch.Tensor:
+    """Colour (…, 3) in [0, 1] of part ``name`` at world points ``p`` (…, 3)."""
     x, y, z = p.unbind(-1)
-
-    def rgb(r, g, b):
-        return torch.tensor([r, g, b], dtype=p.dtype)
-
-    def mix(col, other, w):
-        return col * (1 - w[..., None]) + other * w[..., None]
-
-    # Body: cream with brown spots and a blue stripe on the +Z flank only.
-    noise = (torch.sin(5.3 * x + 1.3) * torch.sin(4.1 * y + 0.7) * torch.sin(6.1 * z + 2.1)
-             + 0.5 * torch.sin(8.7 * x - 6.9 * z + 3.1 * y))
-    col = mix(rgb(0.93, 0.87, 0.74).expand(p.shape), rgb(0.42, 0.24, 0.12), torch.sigmoid((noise - 0.35) * 25.0))
-    col = mix(col, rgb(0.15, 0.35, 0.85), torch.sigmoid((z - 0.2) * 30.0) * torch.exp(-((x - 0.05) / 0.12) ** 2))
-    # Legs: grey-brown with dark hooves.
-    col = mix(col, rgb(0.62, 0.50, 0.40), torch.sigmoid((-0.42 - y) * 30.0))
-    col = mix(col, rgb(0.08, 0.08, 0.08), torch.sigmoid((-0.78 - y) * 40.0))
-    # Head: tan, pink snout, two dark eyes.
-    col = mix(col, rgb(0.80, 0.62, 0.42), torch.sigmoid((x - 0.78) * 25.0) * torch.sigmoid((y - 0.05) * 20.0))
-    col = mix(col, rgb(0.95, 0.60, 0.65), torch.sigmoid((x + 0.25 * z - 1.22) * 30.0))
-    for ez in (0.30, 0.0):
-        d = torch.sqrt((x - 1.05) ** 2 + (y - 0.62) ** 2 + (z - ez) ** 2)
-        col = mix(col, rgb(0.05, 0.05, 0.05), torch.sigmoid((0.07 - d) * 120.0))
-    # Left ear pink; tail brown with a dark tip.
-    col = mix(col, rgb(0.90, 0.45, 0.50), torch.sigmoid((y - 0.62) * 30.0) * torch.sigmoid((z - 0.15) * 30.0)
-              * torch.sigmoid((0.95 - x) * 30.0))
-    tail = torch.sigmoid((-0.85 - x) * 30.0) * torch.sigmoid((y - 0.2) * 20.0)
-    col = mix(col, rgb(0.42, 0.24, 0.12), tail)
-    col = mix(col, rgb(0.05, 0.05, 0.05), tail * torch.sigmoid((-1.05 - x) * 30.0))
-    return col.clamp(0, 1)
-
-
-def _to_world(p: torch.Tensor) -> torch.Tensor:
-    """Modelling frame (head +X) -> the toy's frame (head -Z): (x, y, z) -> (z, y, -x), a proper rotation."""
-    return torch.stack([p[..., 2], p[..., 1], -p[..., 0]], -1)
+    ones = torch.ones_like(x)
+    if name == "body":
+        base = torch.stack([0.93 * ones, 0.87 * ones, 0.74 * ones], -1)
+        noise = (torch.sin(5.3 * x + 1.3) * torch.sin(4.1 * y + 0.7) * torch.sin(6.1 * z + 2.1)
+                 + 0.5 * torch.sin(8.7 * x - 6.9 * z + 3.1 * y))
+        spot = torch.sigmoid((noise - 0.35) * 25.0)[..., None]
+        col = base * (1 - spot) + torch.tensor([0.42, 0.24, 0.12], dtype=p.dtype) * spot
+        stripe = (torch.sigmoid((z - 0.2) * 30.0) * torch.exp(-((x - 0.1) / 0.12) ** 2))[..., None]
+        return col * (1 - stripe) + torch.tensor([0.15, 0.35, 0.85], dtype=p.dtype) * stripe
+    if name == "head":
+        col = torch.stack([0.80 * ones, 0.62 * ones, 0.42 * ones], -1)
+        for ez in (0.22, -0.08):  # eyes on the front of the turned head
+            d = torch.sqrt((x - 1.16) ** 2 + (y - 0.52) ** 2 + (z - ez) ** 2)
+            eye = torch.sigmoid((0.065 - d) * 120.0)[..., None]
+            col = col * (1 - eye) + 0.05 * eye
+        return col
+    if name == "snout":
+        return torch.stack([0.95 * ones, 0.60 * ones, 0.65 * ones], -1)
+    if name.startswith("ear"):
+        return torch.stack([0.90 * ones, 0.45 * ones, 0.50 * ones], -1) if name == "ear_l" else \
+            torch.stack([0.55 * ones, 0.35 * ones, 0.25 * ones], -1)
+    if name.startswith("leg"):
+        leg = torch.stack([0.62 * ones, 0.50 * ones, 0.40 * ones], -1)
+        hoof = torch.sigmoid((-0.68 - y) * 40.0)[..., None]
+        return leg * (1 - hoof) + 0.08 * hoof
+    if name == "tail":
+        tip = torch.sigmoid((-1.1 - x) * 30.0)[..., None]
+        return torch.tensor([0.42, 0.24, 0.12], dtype=p.dtype) * (1 - tip) + 0.05 * tip
+    raise ValueError(f"unknown part {name!r}")
 
 
 def toy(texture: Literal["uv", "vertex"] = "uv", texture_size: int = 512, device=None,
         dtype: torch.dtype = torch.float32):
-    """The embedded default textured mesh: a procedural, asymmetric toy animal (one closed surface).
+    """The embedded default textured mesh: a procedural, asymmetric toy animal.
 
     Args:
-        texture: ``"uv"`` for a painted latitude-longitude UV texture (``TexturesUV``, sampled bilinearly
-            like the book's cow) or ``"vertex"`` for the same colours per vertex (``TexturesVertex``).
-        texture_size: height of the texture (its width is twice that) in pixels (``"uv"`` only).
+        texture: ``"uv"`` for a painted UV texture atlas (``TexturesUV``, sampled bilinearly like the
+            book's cow) or ``"vertex"`` for the same colours per vertex (``TexturesVertex``).
+        texture_size: side of the square texture atlas in pixels (``"uv"`` only).
         device: device of the returned mesh.
         dtype: float dtype of vertices and texture.
 
     Returns:
-        ``Meshes`` of batch 1 with about 9,800 faces and textures.
+        ``Meshes`` of batch 1 with ~5,000 faces and textures.
 
     Example:
         >>> mesh = toy()                                   # the default scene
@@ -182,36 +177,80 @@ def toy(texture: Literal["uv", "vertex"] = "uv", texture_size: int = 512, device
     check_choice("texture", texture, ("uv", "vertex"))
     if not isinstance(texture_size, int) or texture_size < 16:
         raise ValueError(f"texture_size must be an int >= 16, got {texture_size!r}")
-    verts, faces, vcols, uvs, fuvs = _toy_geometry()
+    verts, faces, vcols, uvs, fuvs = _toy_geometry(texture_size)
     if texture == "vertex":
         textures = TexturesVertex([vcols.to(dtype, copy=True)])
     else:  # copies: the cached tensors must not be shared with the caller
-        textures = TexturesUV(maps=[_toy_texture(texture_size).to(dtype, copy=True)], faces_uvs=[fuvs.clone()],
+        textures = TexturesUV(maps=[_toy_atlas(texture_size).to(dtype, copy=True)], faces_uvs=[fuvs.clone()],
                               verts_uvs=[uvs.to(dtype, copy=True)])
     mesh = Meshes([verts.to(dtype, copy=True)], [faces.clone()], textures=textures)
     return mesh.to(device) if device is not None else mesh
 
 
-@functools.lru_cache(maxsize=1)
-def _toy_geometry():
+def _atlas_layout(texture_size: int) -> tuple[int, float, float]:
+    """(tiles per row, tile size in UV, margin in UV) of the texture atlas."""
+    cols = math.ceil(math.sqrt(len(toy_parts())))  # the parts in a grid of tiles
+    return cols, 1.0 / cols, 2.0 / texture_size  # the margin keeps bilinear samples inside each tile
+
+
+@functools.lru_cache(maxsize=4)
+def _toy_geometry(texture_size: int):
     """Cached (verts (V, 3) f64, faces (F, 3), vertex colours (V, 3) f64, uvs (T, 2), faces_uvs (F, 3))."""
-    geo_uv, faces, uv_grid, fuv = _sphere_topology(RINGS, SEGMENTS)
-    pts = _surface(geo_uv)
-    tri = pts[faces]
-    vol = (torch.linalg.cross(tri[:, 0], tri[:, 1], dim=-1) * tri[:, 2]).sum()
-    if vol < 0:  # orient outward: positive signed volume
-        faces, fuv = faces[:, [0, 2, 1]], fuv[:, [0, 2, 1]]
-    return _to_world(pts), faces, _paint(pts), uv_grid, fuv
+    parts = toy_parts()
+    cols, tile, margin = _atlas_layout(texture_size)
+    verts, faces, vcols, uvs, fuvs = [], [], [], [], []
+    nv = nt = 0
+    for k, part in enumerate(parts):  # loop over the parts
+        geo_uv, f, uv_grid, fuv = _sphere_topology(part.rings, part.segments)
+        pts = _part_points(part, geo_uv, torch.float64)
+        # Orient outward: the signed volume of the part must be positive.
+        tri = pts[f]
+        vol = (torch.linalg.cross(tri[:, 0], tri[:, 1], dim=-1) * tri[:, 2]).sum()
+        if vol < 0:
+            f, fuv = f[:, [0, 2, 1]], fuv[:, [0, 2, 1]]
+        row, col = divmod(k, cols)
+        u0, v0 = col * tile, 1.0 - (row + 1) * tile
+        atlas_uv = torch.stack([u0 + margin + uv_grid[:, 0] * (tile - 2 * margin),
+                                v0 + margin + uv_grid[:, 1] * (tile - 2 * margin)], -1)
+        verts.append(pts)
+        vcols.append(_paint(part.name, pts))
+        faces.append(f + nv)
+        uvs.append(atlas_uv)
+        fuvs.append(fuv + nt)
+        nv += pts.shape[0]
+        nt += atlas_uv.shape[0]
+    v = torch.cat(verts)
+    v = torch.stack([v[:, 2], v[:, 1], -v[:, 0]], -1)  # +X -> -Z: the toy faces -Z like the book's cow
+    return v, torch.cat(faces), torch.cat(vcols).clamp(0, 1), torch.cat(uvs), torch.cat(fuvs)
 
 
 @functools.lru_cache(maxsize=2)
-def _toy_texture(size: int) -> torch.Tensor:
-    """(size, 2 size, 3) texture: each texel's colour is the colour of the surface point it maps to."""
+def _toy_atlas(texture_size: int) -> torch.Tensor:
+    cols, _, margin = _atlas_layout(texture_size)
+    return _paint_atlas(toy_parts(), cols, texture_size, margin)
+
+
+def _paint_atlas(parts, cols: int, size: int, margin: float) -> torch.Tensor:
+    """(H, W, 3) texture atlas: each texel's colour is the part's colour at the surface point it maps to."""
+    tile = 1.0 / cols
     # Texel centres in UV; image row 0 is v = 1 (PyTorch3D's convention: v runs bottom to top).
-    u = (torch.arange(2 * size, dtype=torch.float64) + 0.5) / (2 * size)
-    v = 1.0 - (torch.arange(size, dtype=torch.float64) + 0.5) / size
-    gu, gv = torch.meshgrid(u, v, indexing="xy")  # (H, W)
-    return _paint(_surface(torch.stack([gu, gv], -1))).float()
+    c = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    u_all, v_all = c, 1.0 - c
+    col_of = torch.floor(u_all * cols).long()  # tile column of each image column
+    row_of = torch.floor((1.0 - v_all) * cols).long()  # tile row of each image row
+    img = torch.zeros(size, size, 3, dtype=torch.float64)
+    for k, part in enumerate(parts):  # loop over the parts (tiles)
+        row, col = divmod(k, cols)
+        rows_idx = torch.nonzero(row_of == row).squeeze(1)
+        cols_idx = torch.nonzero(col_of == col).squeeze(1)
+        u0, v0 = col * tile, 1.0 - (row + 1) * tile
+        lu = ((u_all[cols_idx] - u0 - margin) / (tile - 2 * margin)).clamp(0, 1)
+        lv = ((v_all[rows_idx] - v0 - margin) / (tile - 2 * margin)).clamp(0, 1)
+        gu, gv = torch.meshgrid(lu, lv, indexing="xy")  # (rows, cols)
+        pts = _part_points(part, torch.stack([gu.reshape(-1), gv.reshape(-1)], -1), torch.float64)
+        block = _paint(part.name, pts).reshape(len(rows_idx), len(cols_idx), 3)
+        img[rows_idx[0]:rows_idx[-1] + 1, cols_idx[0]:cols_idx[-1] + 1] = block
+    return img.clamp(0, 1).float()
 
 
 def default_scene(device=None):
@@ -233,6 +272,8 @@ def load_mesh(path=None, device=None, color=(0.8, 0.8, 0.8)):
     Raises:
         ValueError: for another file suffix.
     """
+    from pathlib import Path
+
     from lib3d.structures.meshes import Meshes
     from lib3d.structures.textures import TexturesVertex
 

@@ -20,7 +20,7 @@ def test_deterministic_and_textured(mesh):
     assert torch.equal(mesh.faces_packed(), again.faces_packed())
     assert isinstance(mesh.textures, TexturesUV)
     maps = mesh.textures.maps_padded()
-    assert maps.shape == (1, 512, 1024, 3) and float(maps.min()) >= 0 and float(maps.max()) <= 1
+    assert maps.shape == (1, 512, 512, 3) and float(maps.min()) >= 0 and float(maps.max()) <= 1
     assert torch.equal(maps, again.textures.maps_padded())
     uv = mesh.textures.verts_uvs_list()[0]
     assert float(uv.min()) >= 0 and float(uv.max()) <= 1
@@ -50,12 +50,12 @@ def test_closed_and_outward(mesh):
     # Outward: positive signed volume; no degenerate faces.
     tri = verts[faces]
     vol = (torch.linalg.cross(tri[:, 0], tri[:, 1], dim=-1) * tri[:, 2]).sum() / 6
-    assert float(vol) > 0.4
+    assert float(vol) > 0.2
     assert float(mesh.faces_areas_packed().min()) > 0
     # About the cow's size, roughly centred, facing -Z (head is the most negative z).
     lo, hi = verts.min(0).values, verts.max(0).values
     assert float((hi - lo).max()) < 3.0 and float(verts.mean(0).abs().max()) < 0.3
-    assert float(lo[2]) < -1.1 and -float(lo[2]) > float(hi[2])
+    assert float(lo[2]) < -1.2 and -float(lo[2]) > float(hi[2])
 
 
 def _silhouettes(mesh, azims, elev=20.0):

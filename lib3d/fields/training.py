@@ -280,7 +280,7 @@ class GridTrainer:
     def load_state(self, tensors: dict[str, torch.Tensor], step: int) -> None:
         """Restore the field (grids of the checkpoint's sizes) at ``step``."""
         self._step = step
-        lvl = self._target_level(step)
+        lvl = self._target_level(step - 1) if step > 0 else 0  # the grids of the last trained step
         if lvl != self.level:
             self._apply_level(lvl)
         self.field.load_state_dict(tensors)

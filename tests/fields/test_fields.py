@@ -150,3 +150,28 @@ def test_grid_field_errors():
     f = GridRadianceField(((-1, -1, -1), (1, 1, 1)), (4, 4, 4), (4, 4, 4))
     with pytest.raises(ValueError, match="directions"):
         render_grid_field(f, torch.zeros(3, 3), torch.ones(4, 3), 0.1)
+
+
+def test_grid_trainer_resume_across_upsampling():
+    """A checkpoint taken right before an upsampling step restores the coarse grids, then grows them."""
+    from configs.nerf import GridConfig
+    from lib3d.fields.training import GridTrainer, PosedImages, split_indices
+    from lib3d.geometry import FoVPerspectiveCameras, look_at_view_transform
+
+    R, T = look_at_view_transform(2.7, 0.0, torch.linspace(-180, 180, 9)[:-1])
+    imgs = torch.rand(8, 8, 8, 3)
+    data = PosedImages(FoVPerspectiveCameras(R=R, T=T), imgs, None, 0.0)
+    cfg = GridConfig(density_voxels=10 ** 3, density_voxels_start=6 ** 3, color_voxels=6 ** 3,
+                     color_voxels_start=4 ** 3, upsample_at=(2,), batch_rays=64, carve=False)
+    tr, _ = split_indices(8)
+    a = GridTrainer(data, tr, cfg, total_steps=4)
+    g = torch.Generator().manual_seed(0)
+    a.step(0, g)
+    a.step(1, g)
+    state, opt = a.state_tensors(), a.optimizer.state_dict()
+    b = GridTrainer(data, tr, cfg, total_steps=4)
+    b.load_state(state, 2)
+    b.optimizer.load_state_dict(opt)
+    assert b.field.density.shape == a.field.density.shape
+    b.step(2, g)  # grows the grids
+    assert b.field.density.numel() > a.field.density.numel()

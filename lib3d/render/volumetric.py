@@ -648,6 +648,10 @@ def sample_volume(volumes: Volumes, points_world: torch.Tensor, sample_mode: str
 
     Returns:
         ``(densities (N, ..., D_d), features (N, ..., C) or None)``.
+
+    When the points require grad (e.g. cameras optimised through the renderer) every volume is sampled
+    with ``grid_sample`` so that the gradient reaches the points; otherwise one grid shared by the batch
+    takes a fused fast path (``trilinear_sample``).
     """
     check_choice("sample_mode", sample_mode, ("bilinear", "nearest"))
     check_shape("points_world", points_world, (..., 3), dtype="float")
@@ -660,7 +664,7 @@ def sample_volume(volumes: Volumes, points_world: torch.Tensor, sample_mode: str
     if single and n > 1:
         single = bool((volumes._scale() == volumes._scale()[:1]).all()
                       and (volumes._volume_translation == volumes._volume_translation[:1]).all())
-    if sample_mode == "bilinear" and padding_mode == "zeros" and single:
+    if sample_mode == "bilinear" and padding_mode == "zeros" and single and not local.requires_grad:
         # One grid shared by the batch: one sampling call for densities and features together.
         grid = torch.cat([g[0] for g in grids], dim=0) if len(grids) > 1 else grids[0][0]
         vals = trilinear_sample(grid, local.reshape(-1, 3)).view(*lead, grid.shape[0])

@@ -236,3 +236,12 @@ def test_errors():
         Volumes(torch.rand(2, 4, 4, 4))
     with pytest.raises(TypeError):
         render_weight_from_density(torch.zeros(3), torch.ones(3), [1, 2, 3])
+
+
+def test_volume_sampler_gradient_reaches_points():
+    """Camera/ray gradients flow through the sampler as in PyTorch3D (grid_sample path)."""
+    g = torch.Generator().manual_seed(0)
+    dens = torch.rand(1, 1, 5, 6, 7, generator=g, dtype=torch.float64).expand(2, -1, -1, -1, -1)
+    pts = (torch.rand(2, 10, 3, generator=g, dtype=torch.float64) - 0.5).requires_grad_()
+    vol = Volumes(dens, voxel_size=0.3)
+    assert torch.autograd.gradcheck(lambda p: sample_volume(vol, p)[0], (pts,))

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from lib3d._checks import check_choice, check_shape, is_tracing
+from lib3d.structures.textures import interpolate_face_attributes  # re-exported: PyTorch3D's ops name
 from lib3d.render.blending import BlendParams, hard_rgb_blend, sigmoid_alpha_blend, softmax_rgb_blend
 from lib3d.render.lighting import (
     AmbientLights,
@@ -123,28 +124,6 @@ def _interp(slots: _Slots, face_attributes: torch.Tensor) -> torch.Tensor:
     """(F, 3, D) per-face-vertex attributes -> (P, D) barycentric interpolation on the slots."""
     vals = face_attributes[slots.face]  # (P, 3, D)
     return (slots.bary.to(vals.dtype)[..., None] * vals).sum(dim=-2)
-
-
-def interpolate_face_attributes(pix_to_face: torch.Tensor, barycentric_coords: torch.Tensor,
-                                face_attributes: torch.Tensor) -> torch.Tensor:
-    """Interpolate per-face-vertex attributes at the pixels (``pytorch3d.ops.interpolate_face_attributes``).
-
-    ``out[n, y, x, k] = sum_j bary[n, y, x, k, j] * face_attributes[pix_to_face[n, y, x, k], j]``; 0 where
-    ``pix_to_face`` is -1.
-
-    Args:
-        pix_to_face: (N, H, W, K) long packed face index, -1 for empty slots.
-        barycentric_coords: (N, H, W, K, 3) float.
-        face_attributes: (F, 3, D) float attributes of the three vertices of each packed face.
-
-    Returns:
-        (N, H, W, K, D) float.
-    """
-    sizes = check_shape("pix_to_face", pix_to_face, ("N", "H", "W", "K"), dtype="int")
-    check_shape("barycentric_coords", barycentric_coords, ("N", "H", "W", "K", 3), sizes, dtype="float")
-    check_shape("face_attributes", face_attributes, (None, 3, None), dtype="float")
-    slots = _slots(pix_to_face, barycentric_coords)
-    return _scatter(slots, _interp(slots, face_attributes))
 
 
 # ----------------------------------------------------------------------------------------------

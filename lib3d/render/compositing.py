@@ -162,45 +162,38 @@ def add_background_color(pointsidx: torch.Tensor, images: torch.Tensor, backgrou
     return torch.where(mask, bg[None, :, None, None], images)
 
 
-class AlphaCompositor(nn.Module):
+class _Compositor(nn.Module):
+    """A compositing function with an optional background colour; ``forward`` makes the one call."""
+
+    _composite = None  # the compositing function, set by each subclass
+
+    def __init__(self, background_color=None):
+        super().__init__()
+        self.background_color = background_color
+
+    def forward(self, fragments: torch.Tensor, alphas: torch.Tensor, ptclds: torch.Tensor, **kwargs):
+        """fragments (N, K, H, W) int64, alphas (N, K, H, W), ptclds (C, P) -> (N, C, H, W)."""
+        bg = kwargs.get("background_color", self.background_color)
+        images = type(self)._composite(fragments, alphas, ptclds)
+        return images if bg is None else add_background_color(fragments, images, bg)
+
+
+class AlphaCompositor(_Compositor):
     """``alpha_composite`` with an optional background colour (PyTorch3D's ``AlphaCompositor``)."""
 
-    def __init__(self, background_color=None):
-        super().__init__()
-        self.background_color = background_color
-
-    def forward(self, fragments: torch.Tensor, alphas: torch.Tensor, ptclds: torch.Tensor, **kwargs):
-        """fragments (N, K, H, W) int64, alphas (N, K, H, W), ptclds (C, P) -> (N, C, H, W)."""
-        bg = kwargs.get("background_color", self.background_color)
-        images = alpha_composite(fragments, alphas, ptclds)
-        return images if bg is None else add_background_color(fragments, images, bg)
+    _composite = staticmethod(alpha_composite)
 
 
-class NormWeightedCompositor(nn.Module):
+class NormWeightedCompositor(_Compositor):
     """``norm_weighted_sum`` with an optional background colour (PyTorch3D's ``NormWeightedCompositor``)."""
 
-    def __init__(self, background_color=None):
-        super().__init__()
-        self.background_color = background_color
-
-    def forward(self, fragments: torch.Tensor, alphas: torch.Tensor, ptclds: torch.Tensor, **kwargs):
-        """fragments (N, K, H, W) int64, alphas (N, K, H, W), ptclds (C, P) -> (N, C, H, W)."""
-        bg = kwargs.get("background_color", self.background_color)
-        images = norm_weighted_sum(fragments, alphas, ptclds)
-        return images if bg is None else add_background_color(fragments, images, bg)
+    _composite = staticmethod(norm_weighted_sum)
 
 
-class WeightedCompositor(nn.Module):
+class WeightedCompositor(_Compositor):
     """``weighted_sum`` with an optional background colour."""
 
-    def __init__(self, background_color=None):
-        super().__init__()
-        self.background_color = background_color
-
-    def forward(self, fragments: torch.Tensor, alphas: torch.Tensor, ptclds: torch.Tensor, **kwargs):
-        bg = kwargs.get("background_color", self.background_color)
-        images = weighted_sum(fragments, alphas, ptclds)
-        return images if bg is None else add_background_color(fragments, images, bg)
+    _composite = staticmethod(weighted_sum)
 
 
 class PointsRenderer(nn.Module):

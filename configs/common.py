@@ -50,9 +50,10 @@ class RayConfig:
     """Ray cluster to join ("auto", "ray://host:10001", "host:6379"). None: the ``RAY_ADDRESS`` environment
     variable if set (``ray job submit`` sets it), else an embedded one-machine Ray started by the job."""
     num_workers: int = 0
-    """Training workers (one Ray actor process each, DDP over ``torch.distributed``). 0: run the training
-    loop in this process without Ray (fast start-up); 1: the same, unless a cluster is set (``address`` or
-    ``RAY_ADDRESS``), where it is one remote worker (e.g. on a GPU node); 2+: a Ray worker group."""
+    """Training workers (Ray Train ``ScalingConfig.num_workers``: one process each, DDP over
+    ``torch.distributed``). 0: run the training loop in this process without Ray (fast start-up); 1: the
+    same, unless a cluster is set (``address`` or ``RAY_ADDRESS``), where it is one remote Ray Train worker
+    (e.g. on a GPU node); 2+: a Ray Train ``TorchTrainer`` worker group."""
     use_gpu: bool = False
     """Give each worker one GPU (NCCL backend); False: CPU workers with the gloo backend."""
     cpus_per_worker: float = 1.0
@@ -60,11 +61,13 @@ class RayConfig:
     gpus_per_worker: float = 1.0
     """GPUs reserved for each worker when ``use_gpu`` (fractions share a GPU)."""
     max_failures: int = 2
-    """How many times the worker group is restarted after a lost worker or a failed step, each restart
-    resuming from the run's last checkpoint (-1: forever)."""
+    """How many times Ray Train restarts the worker group after a lost worker or a failed step
+    (``FailureConfig.max_failures``), each restart resuming from the last checkpoint reported to Ray Train
+    (-1: forever)."""
     schedule_timeout_s: float | None = None
-    """Give up (RuntimeError) when the worker group cannot be placed on the cluster within this many seconds.
-    None: wait (an autoscaler may be adding nodes); progress is printed every 30 s."""
+    """Give up (RuntimeError) when the worker group cannot be placed on the cluster within this many seconds
+    (checked with a placement group of the same shape before Ray Train starts). None: let Ray Train wait
+    for the resources (an autoscaler may be adding nodes)."""
     num_cpus: int | None = None
     """CPUs the embedded local Ray may use (None: all). Ignored when joining a cluster."""
     include_dashboard: bool = True

@@ -1,20 +1,24 @@
-"""Ray: joining or starting a cluster, data-parallel training over a worker group, batched evaluation.
+"""Ray: joining or starting a cluster, data-parallel training with Ray Train, batched evaluation.
 
-Training (``fit``) follows Ray Train's ``TorchTrainer`` contract, built on Ray core because ``ray.train``
-needs ``ray[train]`` (pandas, pyarrow), which lib3d does not depend on:
+Training (``fit``) is Ray Train's ``TorchTrainer`` (Train V2) with lib3d's run directories around it:
 
 - a job writes one ``train_loop_per_worker(config)``; with ``config.ray.num_workers`` 0 (or 1 when no
-  cluster address is set) it runs in this process (no Ray at all: fast start-up); otherwise each of N Ray
-  actors (N = 1 on a cluster: one remote worker, e.g. on a GPU node) runs it after joining a
-  ``torch.distributed`` process group (gloo on CPU, NCCL with ``use_gpu``), resources per worker from
-  ``RayConfig`` (the analogue of ``ScalingConfig``);
-- inside the loop ``worker_context()`` gives rank, world size and device, ``prepare_model`` wraps the model
-  in DDP, ``shard_indices`` / ``rank_generator`` give each rank its own disjoint shard, and the ``Run`` from
-  ``start_run`` makes rank 0 the only writer of logs and checkpoints;
-- a lost worker (or a failed step) stops the group; it is restarted up to ``ray.max_failures`` times (the
-  analogue of ``FailureConfig``) and every rank resumes from the run's last checkpoint through
-  ``run.load_checkpoint()`` (the analogue of ``ray.train.get_checkpoint()``). On a multi-node cluster the
-  run directory (``run.output_root``) must be on storage all nodes share.
+  cluster address is set) it runs in this process (no Ray at all: fast start-up); otherwise a
+  ``TorchTrainer`` runs it on N workers (N = 1 on a cluster: one remote worker, e.g. on a GPU node) with
+  DDP over ``torch.distributed`` (``TorchConfig``: gloo on CPU, NCCL with ``use_gpu``) and a
+  ``ScalingConfig`` built from ``RayConfig`` (workers, GPUs, CPUs/GPUs per worker);
+- inside the loop ``worker_context()`` gives rank, world size and device (from ``ray.train.get_context()``
+  and ``ray.train.torch.get_device()``), ``prepare_model`` wraps the model in DDP, ``shard_indices`` /
+  ``rank_generator`` give each rank its own disjoint shard, and the ``Run`` from ``start_run`` makes rank 0
+  the only writer of logs and checkpoints;
+- ``run.save_checkpoint`` (called by every rank) has rank 0 write lib3d's safetensors checkpoint and every
+  rank call ``ray.train.report(metrics, checkpoint=...)`` with rank 0 passing that checkpoint directory;
+  a lost worker (or a failed step) makes Ray Train restart the group up to ``ray.max_failures`` times
+  (``FailureConfig``), and ``run.load_checkpoint()`` resumes every rank from ``ray.train.get_checkpoint()``.
+  Ray Train's state and its copies of the checkpoints live in ``<run dir>/ray_train/``; on a multi-node
+  cluster the run directory (``run.output_root``) must be on storage all nodes share.
+- Ray Train does not return the workers' return values: each rank sends its own to the driver through a
+  small Ray actor, and ``FitResult.results`` holds them in rank order.
 
 Evaluation (``evaluate``) maps a predictor class over batches with a pool of Ray actors that each load the
 model once (one per GPU with ``use_gpu``), retries failed tasks on restarted actors, shows progress and
@@ -26,13 +30,11 @@ Dimension names: N inputs, B batch.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import os
-import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -72,28 +74,52 @@ class WorkerContext:
         return self.world_size > 1
 
 
+def _ray_train_context() -> Any:
+    """Ray Train's ``TrainContext`` when called inside a Ray Train worker, else None.
+
+    Never imports Ray: a process that has not imported ``ray.train`` cannot be a Ray Train worker.
+    """
+    if "ray.train" not in sys.modules:
+        return None
+    import ray.train
+
+    try:
+        return ray.train.get_context()
+    except RuntimeError:  # "Ray Train function utilities not initialized": not a Ray Train worker
+        return None
+
+
 def worker_context(use_gpu: bool = False) -> WorkerContext:
     """The calling worker's rank, world size and device.
 
-    Reads the ``torch.distributed`` process group set up by ``fit`` (rank 0 of 1 without one).
+    Inside a Ray Train worker (``fit`` with Ray) it reads ``ray.train.get_context()`` (world rank, local
+    rank, world size) and ``ray.train.torch.get_device()``; elsewhere the ``torch.distributed`` process
+    group (rank 0 of 1 without one).
 
     Args:
-        use_gpu: compute on CUDA (each Ray GPU worker sees its own GPU as ``cuda:0``); raises if no GPU.
+        use_gpu: compute on CUDA (a Ray GPU worker gets the GPU Ray assigned to it); raises if no GPU.
 
     Raises:
         RuntimeError: if ``use_gpu`` and CUDA is not available.
     """
+    if use_gpu and not torch.cuda.is_available():
+        raise RuntimeError("worker_context: use_gpu=True but CUDA is not available on this worker")
+    train_ctx = _ray_train_context()
+    if train_ctx is not None:
+        rank, world, local = train_ctx.get_world_rank(), train_ctx.get_world_size(), train_ctx.get_local_rank()
+        if use_gpu:
+            import ray.train.torch
+
+            device = ray.train.torch.get_device()
+        else:
+            device = torch.device("cpu")
+        return WorkerContext(rank=rank, world_size=world, local_rank=local, device=device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     else:
         rank, world = 0, 1
     local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
-    if use_gpu:
-        if not torch.cuda.is_available():
-            raise RuntimeError("worker_context: use_gpu=True but CUDA is not available on this worker")
-        device = torch.device("cuda", 0 if "CUDA_VISIBLE_DEVICES" in os.environ and world > 1 else local)
-    else:
-        device = torch.device("cpu")
+    device = torch.device("cuda", local) if use_gpu else torch.device("cpu")
     return WorkerContext(rank=rank, world_size=world, local_rank=local, device=device)
 
 
@@ -213,33 +239,35 @@ def init_ray(ray_config: Any = None, quiet: bool = False) -> Any:
     return ctx
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+class _ResultSink:
+    """A CPU-free Ray actor that collects each rank's return value of ``train_loop_per_worker`` (Ray Train
+    V2 does not hand them back) and counts how often rank 0 started the loop (restarts = starts - 1)."""
+
+    def __init__(self):
+        self.results: dict[int, Any] = {}
+        self.starts = 0
+
+    def start(self, rank: int) -> None:
+        if rank == 0:
+            self.starts += 1
+        self.results.pop(rank, None)  # a restarted rank's old result is stale
+
+    def put(self, rank: int, value: Any) -> None:
+        self.results[rank] = value
+
+    def get(self) -> tuple[dict[int, Any], int]:
+        return self.results, self.starts
 
 
-class _TrainWorker:
-    """One training process of a worker group (a Ray actor)."""
+def _train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: the job's loop, its return value sent to the driver's sink."""
+    import ray
 
-    def info(self) -> tuple[str, int, int]:
-        import ray
-
-        return ray.util.get_node_ip_address(), os.getpid(), _free_port()
-
-    def run(self, fn: Callable[[Any], Any], config: Any, rank: int, world: int, local_rank: int,
-            master_addr: str, master_port: int, backend: str, timeout_s: float) -> Any:
-        os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(local_rank),
-                           "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
-        if backend == "nccl":
-            torch.cuda.set_device(0)  # Ray shows each GPU actor only its own GPU(s)
-        torch.distributed.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}",
-                                             rank=rank, world_size=world,
-                                             timeout=datetime.timedelta(seconds=timeout_s))
-        try:
-            return fn(config)
-        finally:
-            torch.distributed.destroy_process_group()
+    rank = ray.train.get_context().get_world_rank()
+    sink = loop_config["sink"]
+    ray.get(sink.start.remote(rank))
+    out = loop_config["fn"](loop_config["config"])
+    ray.get(sink.put.remote(rank, _to_cpu(out)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,14 +275,21 @@ class FitResult:
     """What ``fit`` returns.
 
     Attributes:
-        results: each rank's return value of ``train_loop_per_worker`` (rank order; one entry in-process).
-        restarts: how many times the worker group was restarted after a failure.
+        results: each rank's return value of ``train_loop_per_worker`` from the run that finished (rank
+            order; one entry in-process). With Ray each worker sends it to the driver through a small Ray
+            actor (tensors moved to the CPU), since Ray Train does not return them.
+        restarts: how many times the worker group was restarted after a failure (0 in-process).
         config: the config the workers ran (run name and output root resolved).
+        checkpoint: the last checkpoint reported to Ray Train (``ray.train.Checkpoint``; None in-process or
+            when none was reported).
+        metrics: the metrics rank 0 last reported to Ray Train (empty in-process).
     """
 
     results: list[Any]
     restarts: int
     config: Any
+    checkpoint: Any = None
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def result(self) -> Any:
@@ -262,24 +297,52 @@ class FitResult:
         return self.results[0]
 
 
+def _check_schedulable(rcfg: Any, job_name: str) -> None:
+    """Raise if the worker group's bundles cannot be placed within ``rcfg.schedule_timeout_s`` (a placement
+    group of the same shape is reserved, then released before Ray Train places the group)."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    bundle = {"CPU": float(rcfg.cpus_per_worker)}
+    if rcfg.use_gpu:
+        bundle["GPU"] = float(rcfg.gpus_per_worker)
+    pg = placement_group([dict(bundle) for _ in range(rcfg.num_workers)], strategy="PACK")
+    try:
+        ready, _ = ray.wait([pg.ready()], timeout=rcfg.schedule_timeout_s)
+        if not ready:
+            raise RuntimeError(
+                f"fit({job_name}): {rcfg.num_workers} workers ({bundle} each) could not be scheduled within "
+                f"{rcfg.schedule_timeout_s} s; cluster resources: {ray.cluster_resources()}")
+    finally:
+        remove_placement_group(pg)
+
+
 def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
         collective_timeout_s: float = 1800.0) -> FitResult:
-    """Run ``train_loop_per_worker(config)`` in-process or on a Ray worker group with DDP.
+    """Run ``train_loop_per_worker(config)`` in-process, or on N workers with Ray Train's ``TorchTrainer``.
+
+    In-process when ``ray.num_workers`` is 0, or 1 without a cluster address (no Ray is imported). Otherwise
+    a ``TorchTrainer`` with ``ScalingConfig(num_workers, use_gpu, resources_per_worker={"CPU":
+    cpus_per_worker, "GPU": gpus_per_worker})``, ``TorchConfig`` (gloo on CPU, NCCL with ``use_gpu``) and
+    ``RunConfig(storage_path=<run dir>, name="ray_train", failure_config=FailureConfig(max_failures))``:
+    Ray Train keeps its state and its copies of the reported checkpoints in ``<run dir>/ray_train/``.
 
     Args:
         train_loop_per_worker: a picklable (module-level) function of the config; it calls
             ``start_run(job_name, config)``, ``worker_context``, ``prepare_model``, ``run.load_checkpoint``
-            and ``run.save_checkpoint`` so that it runs the same on 1 or N workers and after a restart.
+            and ``run.save_checkpoint`` (on every rank) so that it runs the same on 1 or N workers and after
+            a restart (``run.save_checkpoint`` reports the checkpoint to Ray Train; ``run.load_checkpoint``
+            resumes from ``ray.train.get_checkpoint()``).
         config: a frozen dataclass config with ``run: RunConfig`` and ``ray: RayConfig`` fields.
         job_name: the job's name (run directory ``<output_root>/<job_name>/<run.name>``).
-        collective_timeout_s: ``torch.distributed`` timeout of a collective.
+        collective_timeout_s: ``torch.distributed`` timeout of a collective (``TorchConfig.timeout_s``).
 
     Returns:
         ``FitResult`` with each rank's return value.
 
     Raises:
-        RuntimeError: when the group failed more than ``ray.max_failures`` times (chained to the last error),
-            or could not be scheduled within ``ray.schedule_timeout_s``.
+        RuntimeError: when the group failed more than ``ray.max_failures`` times (chained to Ray Train's
+            ``TrainingFailedError``), or could not be scheduled within ``ray.schedule_timeout_s``.
     """
     from configs.common import RayConfig
     from lib3d.runtime.config import find_field
@@ -292,57 +355,46 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
         return FitResult(results=[train_loop_per_worker(config)], restarts=0, config=config)
 
     import ray
-    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from lib3d.runtime.run import _run_config
 
     init_ray(rcfg)
-    backend = "nccl" if rcfg.use_gpu else "gloo"
-    remote = ray.remote(num_cpus=rcfg.cpus_per_worker,
-                        num_gpus=rcfg.gpus_per_worker if rcfg.use_gpu else 0, max_restarts=0)(_TrainWorker)
-    failures = 0
-    while True:
-        actors = [remote.remote() for _ in range(rcfg.num_workers)]
+    if rcfg.schedule_timeout_s is not None:
+        _check_schedulable(rcfg, job_name)
+    run_cfg = _run_config(config)[1]
+    run_dir = Path(run_cfg.output_root).expanduser().absolute() / job_name / (run_cfg.name or "unnamed")
+    resources = {"CPU": float(rcfg.cpus_per_worker)}
+    if rcfg.use_gpu:
+        resources["GPU"] = float(rcfg.gpus_per_worker)
+    sink = ray.remote(num_cpus=0)(_ResultSink).remote()
+    trainer = TorchTrainer(
+        _train_fn_per_worker,
+        train_loop_config={"fn": train_loop_per_worker, "config": config, "sink": sink},
+        torch_config=TorchConfig(backend="nccl" if rcfg.use_gpu else "gloo", timeout_s=int(collective_timeout_s)),
+        scaling_config=ray.train.ScalingConfig(num_workers=rcfg.num_workers, use_gpu=rcfg.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name="ray_train", storage_path=str(run_dir),
+            failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=max(1, run_cfg.keep_checkpoints))),
+    )
+    try:
         try:
-            pending_info = [a.info.remote() for a in actors]
-            t0 = time.monotonic()
-            while True:  # say so when the cluster cannot place the group yet (Ray/the autoscaler keeps trying)
-                wait_s = 30.0 if rcfg.schedule_timeout_s is None else \
-                    max(0.1, min(30.0, rcfg.schedule_timeout_s - (time.monotonic() - t0)))
-                ready, _ = ray.wait(pending_info, num_returns=len(pending_info), timeout=wait_s)
-                if len(ready) == len(pending_info):
-                    break
-                if rcfg.schedule_timeout_s is not None and time.monotonic() - t0 >= rcfg.schedule_timeout_s:
-                    raise RuntimeError(
-                        f"fit({job_name}): {len(pending_info) - len(ready)} of {len(actors)} workers "
-                        f"({rcfg.cpus_per_worker} CPU, {rcfg.gpus_per_worker if rcfg.use_gpu else 0} GPU each) "
-                        f"could not be scheduled within {rcfg.schedule_timeout_s} s; cluster resources: "
-                        f"{ray.cluster_resources()}")
-                print(f"[lib3d] waiting for {len(pending_info) - len(ready)} of {len(actors)} workers "
-                      f"({rcfg.cpus_per_worker} CPU, {rcfg.gpus_per_worker if rcfg.use_gpu else 0} GPU each); "
-                      f"available: {ray.available_resources()}", file=sys.stderr, flush=True)
-            infos = ray.get(pending_info)
-            master_addr, _, master_port = infos[0]
-            per_node: dict[str, int] = {}
-            local_ranks = []
-            for ip, _, _ in infos:
-                local_ranks.append(per_node.get(ip, 0))
-                per_node[ip] = per_node.get(ip, 0) + 1
-            refs = [a.run.remote(train_loop_per_worker, config, r, len(actors), local_ranks[r], master_addr,
-                                 master_port, backend, collective_timeout_s) for r, a in enumerate(actors)]
-            pending = list(refs)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done[0])  # raises as soon as any worker fails
-            return FitResult(results=ray.get(refs), restarts=failures, config=config)
-        except (RayActorError, RayTaskError, WorkerCrashedError) as e:
-            failures += 1
-            if 0 <= rcfg.max_failures < failures:
-                raise RuntimeError(f"fit({job_name}): the worker group failed {failures} times "
-                                   f"(max_failures={rcfg.max_failures})") from e
-            print(f"[lib3d] worker group failed ({type(e).__name__}); restart {failures}"
-                  f"/{rcfg.max_failures} from the last checkpoint", file=sys.stderr, flush=True)
-        finally:
-            for a in actors:
-                ray.kill(a, no_restart=True)
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as e:
+            _, starts = ray.get(sink.get.remote())
+            raise RuntimeError(f"fit({job_name}): the worker group failed {max(starts, 1)} times "
+                               f"(max_failures={rcfg.max_failures})") from e
+        results, starts = ray.get(sink.get.remote())
+    finally:
+        ray.kill(sink, no_restart=True)
+    if sorted(results) != list(range(rcfg.num_workers)):
+        raise RuntimeError(f"fit({job_name}): Ray Train finished but ranks {sorted(results)} of "
+                           f"{rcfg.num_workers} returned a result")
+    return FitResult(results=[results[r] for r in range(rcfg.num_workers)], restarts=max(starts - 1, 0),
+                     config=config, checkpoint=result.checkpoint, metrics=dict(result.metrics or {}))
 
 
 # ------------------------------------------------------------------------------------------ evaluation

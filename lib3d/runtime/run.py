@@ -164,18 +164,37 @@ class Run:
     # ------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int, tensors: Mapping[str, torch.Tensor],
                         optimizer: torch.optim.Optimizer | None = None, extra: Mapping[str, Any] | None = None,
-                        generators: Mapping[str, torch.Generator] | None = None) -> Path | None:
+                        generators: Mapping[str, torch.Generator] | None = None,
+                        metrics: Mapping[str, float | torch.Tensor] | None = None) -> Path | None:
         """Write checkpoint ``step`` (main rank; keeps ``run.keep_checkpoints``); see ``checkpoint.save_checkpoint``.
 
-        Every rank may call it (others return None); in a multi-worker run it also synchronises the ranks
-        so that no rank runs ahead of a checkpoint being written.
+        Every rank must call it (others return None). Inside a Ray Train worker every rank then calls
+        ``ray.train.report({"step": step, **metrics}, checkpoint=...)``, rank 0 passing a
+        ``ray.train.Checkpoint`` of the directory it just wrote (Ray Train copies it into its storage and
+        hands it back through ``ray.train.get_checkpoint()`` after a restart); ``report`` is a barrier.
+        In other multi-worker runs the ranks meet at a ``torch.distributed`` barrier, so that no rank runs
+        ahead of a checkpoint being written.
+
+        Args:
+            metrics: scalars reported to Ray Train with the checkpoint (ignored outside Ray Train).
         """
         path = None
         if self.is_main:
             path = _ckpt.save_checkpoint(self.checkpoint_dir, step, tensors, optimizer, extra,
                                          config_to_dict(self.config), generators,
                                          keep=self.run_config.keep_checkpoints)
-        if self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        from lib3d.runtime.distributed import _ray_train_context
+
+        if _ray_train_context() is not None:
+            import ray.train
+
+            report = {"step": int(step)}
+            for k, v in (metrics or {}).items():
+                report[k] = float(v.item() if isinstance(v, torch.Tensor) else v)
+            ckpt = ray.train.Checkpoint.from_directory(str(path)) if path is not None else None
+            ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:09d}",
+                             delete_local_checkpoint_after_upload=False)
+        elif self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
         return path
 
@@ -184,6 +203,9 @@ class Run:
                         ) -> _ckpt.Checkpoint | None:
         """The newest checkpoint of this run, or None (also None when ``run.resume`` is False).
 
+        Inside a Ray Train worker it is the last checkpoint reported to Ray Train
+        (``ray.train.get_checkpoint()``) when there is one, else the newest in ``<run>/checkpoints/``.
+
         Args:
             generators: named generators whose saved states are restored.
             restore_rng: restore the global torch/numpy/python (and CUDA) RNG states saved with it.
@@ -191,15 +213,32 @@ class Run:
         """
         if not self.run_config.resume:
             return None
-        latest = _ckpt.latest_checkpoint(self.checkpoint_dir)
-        if latest is None:
-            return None
-        ck = _ckpt.load_checkpoint(latest, map_location)
+        ck = self._ray_train_checkpoint(map_location)
+        if ck is None:
+            latest = _ckpt.latest_checkpoint(self.checkpoint_dir)
+            if latest is None:
+                return None
+            ck = _ckpt.load_checkpoint(latest, map_location)
         if restore_rng:
             _ckpt.restore_rng_state(ck.rng, generators)
         elif generators:
             _ckpt.restore_rng_state({"generators": ck.rng.get("generators", {})}, generators)
         return ck
+
+    @staticmethod
+    def _ray_train_checkpoint(map_location: str | torch.device) -> _ckpt.Checkpoint | None:
+        """The checkpoint ``ray.train.get_checkpoint()`` gives a Ray Train worker (None elsewhere)."""
+        from lib3d.runtime.distributed import _ray_train_context
+
+        if _ray_train_context() is None:
+            return None
+        import ray.train
+
+        reported = ray.train.get_checkpoint()
+        if reported is None:
+            return None
+        with reported.as_directory() as d:  # local storage: the directory itself; remote: a download
+            return _ckpt.load_checkpoint(d, map_location)
 
     # ---------------------------------------------------------------------------------------- progress
     def progress(self, iterable: Iterable[T] | None = None, total: int | None = None, desc: str | None = None,

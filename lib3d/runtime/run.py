@@ -71,6 +71,11 @@ def resolve_run_config(job_name: str, config: T) -> T:
     return dataclasses.replace(config, **{field: rc})
 
 
+def _step_of(checkpoint_dir: Path | None) -> int:
+    """The step in a ``step_<step>`` checkpoint directory's name (-1 for None)."""
+    return -1 if checkpoint_dir is None else int(checkpoint_dir.name.split("_", 1)[1])
+
+
 class Run:
     """A run directory and its writers. Create it with ``start_run``.
 
@@ -204,7 +209,9 @@ class Run:
         """The newest checkpoint of this run, or None (also None when ``run.resume`` is False).
 
         Inside a Ray Train worker it is the last checkpoint reported to Ray Train
-        (``ray.train.get_checkpoint()``) when there is one, else the newest in ``<run>/checkpoints/``.
+        (``ray.train.get_checkpoint()``) unless ``<run>/checkpoints/`` holds a newer step (Ray Train
+        registers a report asynchronously: a worker lost right after a checkpoint can leave it unregistered);
+        elsewhere the newest in ``<run>/checkpoints/``.
 
         Args:
             generators: named generators whose saved states are restored.
@@ -213,9 +220,9 @@ class Run:
         """
         if not self.run_config.resume:
             return None
-        ck = self._ray_train_checkpoint(map_location)
+        latest = _ckpt.latest_checkpoint(self.checkpoint_dir)
+        ck = self._ray_train_checkpoint(map_location, newer_than=_step_of(latest))
         if ck is None:
-            latest = _ckpt.latest_checkpoint(self.checkpoint_dir)
             if latest is None:
                 return None
             ck = _ckpt.load_checkpoint(latest, map_location)
@@ -226,8 +233,9 @@ class Run:
         return ck
 
     @staticmethod
-    def _ray_train_checkpoint(map_location: str | torch.device) -> _ckpt.Checkpoint | None:
-        """The checkpoint ``ray.train.get_checkpoint()`` gives a Ray Train worker (None elsewhere)."""
+    def _ray_train_checkpoint(map_location: str | torch.device, newer_than: int = -1) -> _ckpt.Checkpoint | None:
+        """The checkpoint ``ray.train.get_checkpoint()`` gives a Ray Train worker if its step is at least
+        ``newer_than`` (None elsewhere, or when there is none)."""
         from lib3d.runtime.distributed import _ray_train_context
 
         if _ray_train_context() is None:
@@ -238,7 +246,8 @@ class Run:
         if reported is None:
             return None
         with reported.as_directory() as d:  # local storage: the directory itself; remote: a download
-            return _ckpt.load_checkpoint(d, map_location)
+            step = json.loads((Path(d) / "state.json").read_text()).get("step", -1)
+            return _ckpt.load_checkpoint(d, map_location) if step >= newer_than else None
 
     # ---------------------------------------------------------------------------------------- progress
     def progress(self, iterable: Iterable[T] | None = None, total: int | None = None, desc: str | None = None,

@@ -1,6 +1,7 @@
 """Against a real Ray head on this machine (started and stopped with cluster/local.sh, free ports, loopback
-dashboard): ``ray job submit`` of the smoke job, DDP on 2 CPU workers vs one worker, a killed worker
-resuming from its checkpoint, and evaluation on an actor pool with a crashing actor.
+dashboard): ``ray job submit`` of the smoke job, Ray Train (``TorchTrainer``, DDP) on 2 CPU workers vs one
+worker, a killed worker resuming from the checkpoint it reported to Ray Train, and evaluation on an actor
+pool with a crashing actor.
 
 Every test here is slow (a Ray head costs ~10 s to start on 2 cores); the bounded ones also run in CI."""
 
@@ -61,7 +62,7 @@ def ray_head():
                     mp.setenv(k, head_env[k])
             mp.delenv("RAY_ADDRESS", raising=False)
             _refresh_ray_auth_config()
-            yield {"env": {**env, **head_env}, "pid": pid, **head_env}
+            yield {"env": {**env, **head_env}, "pid": pid, "state": state, **head_env}
     finally:
         import ray
 
@@ -128,17 +129,34 @@ def _smoke(tmp_path, name, **kw):
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name, output_root=str(tmp_path)), **kw)
 
 
+def _resumed_from(head: dict, checkpoint: Path) -> bool:
+    """Whether a worker of the head printed jobs.fit_rigid's "resumed from <checkpoint>" line (workers'
+    stdout lands in the head's session logs)."""
+    line = f"resumed from {checkpoint} at step"
+    return any(line in p.read_text(errors="replace") for p in head["state"].rglob("worker-*.out"))
+
+
 def test_ddp_two_workers_equal_one_worker(ray_driver, tmp_path):
     from jobs.fit_rigid import train_loop
 
     one = runtime.fit(train_loop, _smoke(tmp_path, "one"), "fit_rigid")
+    # 20 steps, then the same run again to 30: the second TorchTrainer resumes from the checkpoint the
+    # first one reported (ray.train.get_checkpoint(), restored from <run>/ray_train/)
+    runtime.fit(train_loop, _smoke(tmp_path, "two", steps=20, ray=RayConfig(num_workers=2)), "fit_rigid")
     two = runtime.fit(train_loop, _smoke(tmp_path, "two", ray=RayConfig(num_workers=2)), "fit_rigid")
+    assert _resumed_from(ray_driver, tmp_path / "fit_rigid" / "two" / "ray_train" / "step_000000020")
     assert len(two.results) == 2 and two.restarts == 0
     for k in one.result:
         assert torch.equal(two.results[0][k], two.results[1][k]), k  # identical on both ranks
         torch.testing.assert_close(two.results[0][k], one.result[k], rtol=1e-5, atol=1e-6)
-    metrics = (tmp_path / "fit_rigid" / "two" / "metrics.json").read_text()
-    assert '"world_size": 2' in metrics
+    run_dir = tmp_path / "fit_rigid" / "two"
+    assert '"world_size": 2' in (run_dir / "metrics.json").read_text()
+    # rank 0's safetensors checkpoints were reported to Ray Train, which keeps its copies under ray_train/
+    assert two.metrics["step"] == 30 and Path(two.checkpoint.path).is_relative_to(run_dir / "ray_train")
+    reported = runtime.load_checkpoint(two.checkpoint.path)
+    assert reported.step == 30 and set(reported.tensors) == set(one.result)
+    for k in one.result:
+        assert torch.equal(reported.tensors[k], two.results[0][k]), k
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_driver, tmp_path):
@@ -152,6 +170,11 @@ def test_killed_worker_resumes_from_checkpoint(ray_driver, tmp_path):
     assert runtime.load_checkpoint(run_dir / "checkpoints").step == 30
     for k in ref:  # resumed from step 10 and finished where an uninterrupted run ends
         torch.testing.assert_close(res.results[0][k], ref[k], rtol=1e-5, atol=1e-6)
+        assert torch.equal(res.results[0][k], res.results[1][k]), k
+    # the restarted rank 0 resumed from step 10: Ray Train's copy (ray.train.get_checkpoint()) if its
+    # controller registered the report before the kill, else rank 0's own (the steps run in milliseconds)
+    assert _resumed_from(ray_driver, run_dir / "ray_train" / "step_000000010") or \
+        _resumed_from(ray_driver, run_dir / "checkpoints" / "step_000000010")
     cfg = _smoke(tmp_path, "fatal", kill_worker_at_step=5, ray=RayConfig(num_workers=2, max_failures=0))
     with pytest.raises(RuntimeError, match="failed 1 times"):
         runtime.fit(train_loop, cfg, "fit_rigid")

@@ -1,6 +1,10 @@
-"""Rank helpers, the in-process training path and the in-process evaluation path (no Ray)."""
+"""Rank helpers, the in-process training path and the in-process evaluation path (no Ray).
+
+Ray Train (2 workers vs 1, a killed worker resuming) is tested against a real Ray head in test_ray.py."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,6 +70,26 @@ def test_fit_in_process(tmp_path):
     assert res.restarts == 0 and len(res.results) == 1 and set(res.result) == {"log_rot", "translation",
                                                                                 "log_scale"}
     assert res.config.run.name and (tmp_path / "fit_rigid" / res.config.run.name / "metrics.json").is_file()
+    assert res.checkpoint is None and res.metrics == {}  # nothing is reported to Ray Train in-process
+
+
+def test_fit_in_process_never_imports_ray(tmp_path):
+    code = ("import dataclasses, sys; from configs.fit_rigid import PRESETS; from jobs.fit_rigid import train_loop;"
+            "from lib3d import runtime; c = PRESETS['smoke'][1];"
+            f"c = dataclasses.replace(c, run=dataclasses.replace(c.run, output_root={str(tmp_path)!r}));"
+            "runtime.fit(train_loop, c, 'fit_rigid'); print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_worker_context_outside_a_ray_train_worker():
+    pytest.importorskip("ray.train")  # imported, but this process is no Ray Train worker: torch.distributed's answer
+    from lib3d.runtime.distributed import _ray_train_context
+
+    assert _ray_train_context() is None
+    ctx = runtime.worker_context()
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.device.type) == (0, 1, 0, "cpu")
 
 
 def test_evaluate_in_process_keeps_order():

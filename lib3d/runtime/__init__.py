@@ -16,7 +16,8 @@ A job is ``python -m jobs.<name> [PRESET] [--field value ...]``::
         run.write_metrics({"final_loss": loss})
         run.close()
 
-The same loop on 1 or N workers (``--ray.num-workers N``; see ``jobs/fit_rigid.py``)::
+The same loop in-process or on N Ray Train workers (``TorchTrainer``, ``--ray.num-workers N``; see
+``jobs/fit_rigid.py``)::
 
     def train_loop(config):                                # runs in-process, or on each Ray worker
         ctx = runtime.worker_context(config.ray.use_gpu)   # rank, world_size, device
@@ -27,8 +28,9 @@ The same loop on 1 or N workers (``--ray.num-workers N``; see ``jobs/fit_rigid.p
         shard = runtime.shard_indices(batch_size, ctx.rank, ctx.world_size)   # this rank's part
         ...
         run.save_checkpoint(step, runtime.unwrap_model(model).state_dict(), opt)  # EVERY rank calls it
+        # (rank 0 writes it; with Ray Train every rank reports it: ray.train.report)
 
-    runtime.fit(train_loop, config, job_name="my_job")     # restarts from the last checkpoint on failure
+    runtime.fit(train_loop, config, job_name="my_job")     # Ray Train restarts from the last checkpoint
 
 Batch inference: ``runtime.evaluate(PredictorClass, inputs, batch_size, num_actors=K)``.
 

@@ -23,7 +23,9 @@ class FitCameraConfig:
     image_size: int = 128
     """H = W of the rendered and target images (the book: 256)."""
     faces_per_pixel: int = 100
-    """K of the soft rasterizer (the book: 100)."""
+    """K of the soft silhouette (the book: 100)."""
+    faces_per_pixel_rgb: int = 50
+    """K of the soft Phong image of the textured loss (the book: 50)."""
     iterations: int = 200
     """Adam steps."""
     lr: float = 0.05
@@ -51,6 +53,7 @@ PRESETS: dict[str, tuple[str, FitCameraConfig]] = {
     "textured": ("fit to silhouette plus soft-Phong colours (book ch. 4, second model)",
                  FitCameraConfig(loss="textured")),
     "smoke": ("3 iterations at 32 px, 20 faces per pixel (tests, CI)",
-              FitCameraConfig(image_size=32, iterations=3, faces_per_pixel=20, frame_every=1,
+              FitCameraConfig(image_size=32, iterations=3, faces_per_pixel=20, faces_per_pixel_rgb=10,
+                              frame_every=1,
                               run=RunConfig(checkpoint_every=0, log_every=1, progress=False))),
 }

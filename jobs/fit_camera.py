@@ -37,13 +37,14 @@ def main(args: list[str] | None = None) -> dict:
     if config.normalize:
         mesh = normalize_mesh(mesh)[0]
     target = render_target(mesh, config.target_dist, config.target_elev, config.target_azim, config.image_size,
-                           faces_per_pixel=config.faces_per_pixel)
+                           faces_per_pixel=config.faces_per_pixel, faces_per_pixel_rgb=config.faces_per_pixel_rgb)
     side = target.rgb if config.loss == "textured" else target.silhouette[..., None].expand(-1, -1, 3)
     side = side.cpu()
     frames, last = [], None
     t0 = time.perf_counter()
     steps = fit_camera_steps(mesh, target, loss=config.loss, start=config.start, lr=config.lr,
-                             iterations=config.iterations, faces_per_pixel=config.faces_per_pixel)
+                             iterations=config.iterations, faces_per_pixel=config.faces_per_pixel,
+                             faces_per_pixel_rgb=config.faces_per_pixel_rgb)
     for s in run.progress(steps, total=config.iterations, desc=f"{JOB} ({config.loss})"):
         run.log_scalars(s.step, {"loss": s.loss, "position_error": s.error})
         if s.step % config.frame_every == 0 or s.step == 1:

@@ -70,25 +70,27 @@ def test_fit_camera_job_smoke(tmp_path):
     assert any((run_dir / "tensorboard").rglob("events.*"))
 
 
-def _fit_error(mesh, loss: str, image_size: int = 64) -> float:
+def _fit_error(mesh, loss: str, image_size: int = 64, stop_below: float = 0.01 * 3.0) -> float:
     target = render_target(mesh, 3.0, 50.0, 0.0, image_size=image_size)
     best = None
     for s in fit_camera_steps(mesh, target, loss=loss, iterations=200):
         best = s.error
-        if s.error < 0.01 * 3.0:  # well inside the 5% bar: stop early to keep the test short
+        if s.error < stop_below:  # stop early to keep the test short
             break
     return best
 
 
-_TEXTURED_XFAIL = pytest.mark.xfail(
-    reason="known gap: the textured loss (silhouette + 0.1 * hard-Phong RGB) stalls in a local minimum "
-           "(cow: error 2.77 at 200 steps, toy: 4.58; measured 64 px); silhouette converges (cow 0.0014, toy 0.007)",
-    strict=False)
+def _case(which: str, loss: str):
+    marks = [pytest.mark.slow]
+    if (which, loss) == ("toy", "textured"):
+        # The bounded case of the default suite: the embedded mesh (no book data needed) and the loss that
+        # used to stall; measured 134 steps to the 5% bar at 64 px (~0.4 s CPU per step on 2 cores).
+        marks.append(pytest.mark.ci)
+    return pytest.param(which, loss, marks=marks, id=f"{which}-{loss}")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("loss", ["silhouette", pytest.param("textured", marks=_TEXTURED_XFAIL)])
-@pytest.mark.parametrize("which", ["toy", "cow"])
+@pytest.mark.parametrize(("which", "loss"),
+                         [_case(m, k) for m in ("toy", "cow") for k in ("silhouette", "textured")])
 def test_fit_camera_converges(which, loss):
     """Book ch. 4: from (3.0, 6.9, 2.5) to the view (3, 50, 0) within 200 Adam steps, error < 5% of 3."""
     from lib3d.data.renders import normalize_mesh
@@ -101,4 +103,6 @@ def test_fit_camera_converges(which, loss):
 
         mesh = load_mesh(book_path("cow_mesh/cow.obj"))
     mesh = normalize_mesh(mesh)[0]
-    assert _fit_error(mesh, loss) < 0.05 * 3.0
+    ci = (which, loss) == ("toy", "textured")
+    # The default-suite case stops at the bar itself; the slow cases go on to 1% of the distance.
+    assert _fit_error(mesh, loss, stop_below=0.05 * 3.0 if ci else 0.01 * 3.0) < 0.05 * 3.0

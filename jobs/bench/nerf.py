@@ -104,7 +104,7 @@ def main() -> None:
     device = torch.device(a.device)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    use_gpu = ["--ray.use-gpu", "True"] if device.type == "cuda" else []
+    use_gpu = ["--ray.use-gpu"] if device.type == "cuda" else []
     out: dict = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),

@@ -1,5 +1,5 @@
-"""CUDA paths of the runtime (skipped without a GPU): in-process training on the GPU, checkpoints of CUDA
-tensors and optimizer state, evaluation with a GPU predictor."""
+"""CUDA paths of the runtime (skipped without a GPU): in-process training on the GPU, one Ray Train GPU
+worker (NCCL), checkpoints of CUDA tensors and optimizer state, evaluation with a GPU predictor."""
 
 import dataclasses
 
@@ -24,6 +24,29 @@ def test_fit_on_gpu(tmp_path):
         cfg.run, name="c")), "fit_rigid").result
     for k in cpu:
         torch.testing.assert_close(gpu[k], cpu[k], rtol=1e-4, atol=1e-5)
+
+
+def test_fit_ray_train_on_gpu(tmp_path):
+    """One Ray Train worker with a GPU (NCCL process group, ``ray.train.torch.get_device()``) on an embedded
+    Ray (the address makes a single worker run under Ray Train) matches the in-process CPU run."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.train")
+    from jobs.fit_rigid import train_loop
+
+    ctx = ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        cfg = PRESETS["smoke"][1]
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, output_root=str(tmp_path), name="rt"),
+                                  ray=RayConfig(num_workers=1, use_gpu=True,
+                                                address=ctx.address_info["gcs_address"]))
+        res = runtime.fit(train_loop, cfg, "fit_rigid")
+    finally:
+        ray.shutdown()
+    cpu = runtime.fit(train_loop, dataclasses.replace(cfg, ray=RayConfig(), run=dataclasses.replace(
+        cfg.run, name="c")), "fit_rigid").result
+    assert res.checkpoint is not None and res.metrics["step"] == 30
+    for k in cpu:
+        torch.testing.assert_close(res.result[k], cpu[k], rtol=1e-4, atol=1e-5)
 
 
 def test_cuda_checkpoint_round_trip(tmp_path):

@@ -102,6 +102,9 @@ def main() -> None:
     if a.quick:
         a.repeats, a.default_minutes, a.book_minutes = 1, 3.0, 2.0
     device = torch.device(a.device)
+    from lib3d.runtime import keep_freed_memory
+
+    allocator_kept = keep_freed_memory()  # as every job does through start_run
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     use_gpu = ["--ray.use-gpu"] if device.type == "cuda" else []
@@ -110,6 +113,7 @@ def main() -> None:
                     "torch_threads": torch.get_num_threads(),
                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"},
         "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "keep_freed_memory": allocator_kept,
         "note": "the CPU was shared with other processes unless stated; process CPU time is recorded beside "
                 "wall-clock time",
     }

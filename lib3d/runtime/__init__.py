@@ -40,6 +40,7 @@ H/W image height/width, C channels.
 Importing this package does not import Ray; the Ray helpers import it when called.
 """
 
+from lib3d.runtime.allocator import keep_freed_memory
 from lib3d.runtime.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -87,6 +88,7 @@ __all__ = [
     "fit",
     "flatten_optimizer_state",
     "init_ray",
+    "keep_freed_memory",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 
 from lib3d.runtime import checkpoint as _ckpt
+from lib3d.runtime.allocator import keep_freed_memory
 from lib3d.runtime.config import config_to_dict, find_field
 
 T = TypeVar("T")
@@ -293,6 +294,7 @@ def start_run(job_name: str, config: Any, rank: int | None = None, world_size: i
     Returns:
         The ``Run``.
     """
+    keep_freed_memory()  # large CPU tensors: reuse freed memory instead of re-faulting pages every step
     if rank is None or world_size is None:
         r, w = _worker_rank()
         rank = r if rank is None else rank

@@ -48,6 +48,7 @@ __all__ = [
     "CameraPosition",
     "camera_from_position",
     "fit_camera_steps",
+    "fit_loss",
     "position_from_view",
     "render_target",
 ]
@@ -139,6 +140,9 @@ def _render(meshes, R, T, image_size: int, lights, need_rgb: bool, faces_per_pix
     from lib3d.render.mesh_rasterizer import RasterizationSettings, rasterize_world_meshes
     from lib3d.render.shading import shade
 
+    for name, k in (("faces_per_pixel", faces_per_pixel), ("faces_per_pixel_rgb", faces_per_pixel_rgb)):
+        if int(k) < 1:
+            raise ValueError(f"{name} must be >= 1, got {k}")
     cameras = _cameras(R, T)
     k = max(faces_per_pixel, faces_per_pixel_rgb) if need_rgb else faces_per_pixel
     settings = RasterizationSettings(image_size=image_size, blur_radius=BLUR_RADIUS, faces_per_pixel=k,
@@ -196,6 +200,37 @@ def render_target(meshes, dist: float = 3.0, elev: float = 50.0, azim: float = 0
     return CameraFitTarget(sil[0], rgb[0], position)
 
 
+def fit_loss(meshes, target: CameraFitTarget, position: torch.Tensor,
+             loss: Literal["silhouette", "textured"] = "silhouette", lights=None, faces_per_pixel: int = 100,
+             faces_per_pixel_rgb: int = 50, texture_weight: float = 0.1):
+    """The book's loss of the camera centre ``position`` against ``target`` (one step of the fit).
+
+    Args:
+        meshes: world ``Meshes`` of batch 1 (textured for the ``textured`` loss).
+        target: ``render_target(...)`` output; its image size sets the render size.
+        position: (3,) float camera centre (differentiable).
+        loss, lights, faces_per_pixel, faces_per_pixel_rgb, texture_weight: as ``fit_camera_steps``.
+
+    Returns:
+        ``(value, silhouette, rgb)``: the scalar loss, the (H, W) soft silhouette and the (H, W, 3) soft
+        Phong colours (None for the silhouette loss).
+    """
+    check_choice("loss", loss, ("silhouette", "textured"))
+    check_shape("target.silhouette", target.silhouette, ("H", "W"), dtype="float")
+    check_shape("position", position, (3,), dtype="float")
+    h, w = target.silhouette.shape
+    if h != w:
+        raise ValueError(f"target images must be square, got {(h, w)}")
+    lights = _default_lights(meshes.device) if lights is None else lights
+    textured = loss == "textured"
+    R, T = camera_from_position(position[None])
+    sil, rgb = _render(meshes, R, T, h, lights, textured, faces_per_pixel, faces_per_pixel_rgb)
+    value = ((sil[0] - target.silhouette) ** 2).sum()
+    if textured:
+        value = value + texture_weight * ((rgb[0] - target.rgb) ** 2).sum()
+    return value, sil[0], rgb[0] if textured else None
+
+
 def fit_camera_steps(meshes, target: CameraFitTarget, loss: Literal["silhouette", "textured"] = "silhouette",
                      start=(3.0, 6.9, 2.5), lr: float = 0.05, iterations: int = 200, lights=None,
                      faces_per_pixel: int = 100, faces_per_pixel_rgb: int = 50,
@@ -211,7 +246,8 @@ def fit_camera_steps(meshes, target: CameraFitTarget, loss: Literal["silhouette"
         lr: Adam learning rate (the book's 0.05).
         iterations: number of Adam steps.
         lights: lights of the colour render; default ``PointLights(location=[[2, 2, -2]])``.
-        faces_per_pixel: K of the soft rasterization (the book's 100).
+        faces_per_pixel: K of the soft silhouette (the book's 100).
+        faces_per_pixel_rgb: K of the soft Phong image of the textured loss (the book's 50).
         texture_weight: weight of the colour term of the textured loss (the book's 0.1).
 
     Yields:
@@ -227,18 +263,14 @@ def fit_camera_steps(meshes, target: CameraFitTarget, loss: Literal["silhouette"
     lights = _default_lights(device) if lights is None else lights
     model = CameraPosition(start, dtype=dtype, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    textured = loss == "textured"
     for step in range(1, iterations + 1):
-        R, T = model()
-        sil, rgb = _render(meshes, R, T, h, lights, textured, faces_per_pixel, faces_per_pixel_rgb)
-        value = ((sil[0] - target.silhouette) ** 2).sum()
-        if textured:
-            value = value + texture_weight * ((rgb[0] - target.rgb) ** 2).sum()
+        value, sil, rgb = fit_loss(meshes, target, model.camera_position, loss, lights, faces_per_pixel,
+                                   faces_per_pixel_rgb, texture_weight)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
         with torch.no_grad():
             pos = model.camera_position.detach().clone()
-            rgb_img = rgb[0].detach() if textured else sil[0].detach()[..., None].expand(h, w, 3)
-            image = torch.cat([rgb_img, sil[0].detach()[..., None]], -1)
+            rgb_img = rgb.detach() if rgb is not None else sil.detach()[..., None].expand(h, w, 3)
+            image = torch.cat([rgb_img, sil.detach()[..., None]], -1)
         yield CameraFitStep(step, float(value.detach()), pos, float((pos - target.position).norm()), image)

@@ -262,6 +262,16 @@ class SMPLOutput(NamedTuple):
     v_shaped: torch.Tensor | None = None
 
 
+def _is_axis_angle(pose: torch.Tensor | None, n_joints: int) -> bool:
+    """True for None or an axis-angle pose of shape (N, 3n) or (N, n, 3)."""
+    if pose is None:
+        return True
+    if not isinstance(pose, torch.Tensor):
+        return False
+    return (pose.dim() == 2 and pose.shape[1] == 3 * n_joints) or (pose.dim() == 3
+                                                                    and tuple(pose.shape[1:]) == (n_joints, 3))
+
+
 def _pose_to_rotmats(name: str, pose: torch.Tensor, n_joints: int) -> torch.Tensor:
     """(N, 3*n) / (N, n, 3) axis-angle or (N, n, 3, 3) matrices (also (N, 3, 3) for n = 1) -> (N, n, 3, 3)."""
     check_tensor(name, pose, dtype="float")
@@ -332,15 +342,27 @@ def smpl_forward(
                             f"on {t.device}")
 
     # 0. parameters -> rotation matrices (N, J, 3, 3)
-    if body_pose is None:
-        body_rot = torch.eye(3, dtype=dtype, device=device).expand(N, J - 1, 3, 3)
+    if (global_orient is not None or body_pose is not None) and _is_axis_angle(global_orient, 1) \
+            and _is_axis_angle(body_pose, J - 1):
+        # both axis-angle (or absent): one Rodrigues call for all J joints
+        parts = []
+        for name, t, n in (("global_orient", global_orient, 1), ("body_pose", body_pose, J - 1)):
+            if t is None:
+                parts.append(torch.zeros(N, n, 3, dtype=dtype, device=device))  # exp(0) = I exactly
+            else:
+                check_tensor(name, t, dtype="float")
+                parts.append(t.reshape(N, n, 3))
+        rot_mats = batch_rodrigues(torch.cat(parts, 1))
     else:
-        body_rot = _pose_to_rotmats("body_pose", body_pose, J - 1)
-    if global_orient is None:
-        root_rot = torch.eye(3, dtype=dtype, device=device).expand(N, 1, 3, 3)
-    else:
-        root_rot = _pose_to_rotmats("global_orient", global_orient, 1)
-    rot_mats = torch.cat([root_rot, body_rot], 1)
+        if body_pose is None:
+            body_rot = torch.eye(3, dtype=dtype, device=device).expand(N, J - 1, 3, 3)
+        else:
+            body_rot = _pose_to_rotmats("body_pose", body_pose, J - 1)
+        if global_orient is None:
+            root_rot = torch.eye(3, dtype=dtype, device=device).expand(N, 1, 3, 3)
+        else:
+            root_rot = _pose_to_rotmats("global_orient", global_orient, 1)
+        rot_mats = torch.cat([root_rot, body_rot], 1)
     if betas is None:
         betas_full = torch.zeros(N, S, dtype=dtype, device=device)
     else:
@@ -366,7 +388,7 @@ def smpl_forward(
     # A_j = G_j [I | -J_j]: the rest-to-posed transform of joint j
     A_t = posed_joints - (G[..., :3] @ joints_rest[..., None])[..., 0]
     # A12[n, :, j] = (R[:, 0], R[:, 1], R[:, 2], t): rows grouped per input coordinate
-    A12 = torch.cat([G[..., :3].transpose(-1, -2).reshape(N, J, 9), A_t], -1).transpose(1, 2)
+    A12 = torch.cat([G[..., :3].transpose(-1, -2).reshape(N, J, 9), A_t], -1).transpose(1, 2).contiguous()
 
     # 3 + 4b. blend shapes in one GEMM, in the (N, 3, V) layout:
     #   v_posed[n, k, v] = v_template[v, k] + sum_q [betas | f][n, q] * blend_dirs[q, (k, v)]
@@ -417,11 +439,10 @@ def _kinematic_chain(model: SMPLModel, rot_mats: torch.Tensor, joints_rest: torc
     outs = [prev]
     if len(chain) > 2:
         bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=rot_mats.dtype, device=rot_mats.device)
+        local4 = torch.cat([local, bottom.expand(N, J, 1, 4)], -2)  # (N, J, 4, 4)
         for lvl in range(1, (len(chain) - 1) // 2 + 1):
             joints_l, parent_pos = chain[2 * lvl - 1], chain[2 * lvl]
-            Lc = local.index_select(1, joints_l)
-            Lc4 = torch.cat([Lc, bottom.expand(N, Lc.shape[1], 1, 4)], -2)
-            prev = prev.index_select(1, parent_pos) @ Lc4
+            prev = prev.index_select(1, parent_pos) @ local4.index_select(1, joints_l)
             outs.append(prev)
     return torch.cat(outs, 1).index_select(1, chain[-1])
 
@@ -451,7 +472,7 @@ def _skin(weights_t: torch.Tensor, A12: torch.Tensor, v_posed_t: torch.Tensor, c
     n = max(1, min(N, chunk_bytes // max(1, V * 12 * A12.element_size())))
     outs = []
     for A, vp in zip(A12.split(n), v_posed_t.split(n)):  # split: one cheap backward for all chunks
-        T = A @ weights_t  # (n, 12, V)
+        T = (A.reshape(-1, A.shape[-1]) @ weights_t).view(A.shape[0], 12, V)  # one GEMM: (n, 12, V)
         if torch.is_grad_enabled() and (T.requires_grad or vp.requires_grad):
             # one product and one sum: cheap backward (slicing T would allocate a zero-filled T per slice)
             m = T.shape[0]

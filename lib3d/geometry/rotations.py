@@ -528,11 +528,11 @@ def matrix_to_rotation_6d(matrix: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _rodrigues_factors(theta2: torch.Tensor, eps: float):
+def _rodrigues_factors(theta2: torch.Tensor, eps: float, need_c: bool = True):
     """``(sin t / t, (1 - cos t) / t^2, (t - sin t) / t^3)`` from ``t^2``, Taylor series for ``t^2 < eps``.
 
     The series are exact to ``O(t^6)``; both branches are evaluated on safe inputs so gradients are
-    finite everywhere (including at 0).
+    finite everywhere (including at 0). ``need_c=False`` skips the third factor (returns None for it).
     """
     small = theta2 < eps
     t2s = torch.where(small, torch.ones_like(theta2), theta2)  # safe large-branch input
@@ -540,19 +540,22 @@ def _rodrigues_factors(theta2: torch.Tensor, eps: float):
     sin, cos = torch.sin(t), torch.cos(t)
     a_big = sin / t
     b_big = (1.0 - cos) / t2s
-    c_big = (t - sin) / (t2s * t)
     t2 = torch.where(small, theta2, torch.zeros_like(theta2))
-    a_small = 1.0 - t2 / 6.0 + t2 * t2 / 120.0
-    b_small = 0.5 - t2 / 24.0 + t2 * t2 / 720.0
-    c_small = 1.0 / 6.0 - t2 / 120.0 + t2 * t2 / 5040.0
-    return (torch.where(small, a_small, a_big), torch.where(small, b_small, b_big),
-            torch.where(small, c_small, c_big))
+    t4 = t2 * t2
+    a_small = 1.0 - t2 / 6.0 + t4 / 120.0
+    b_small = 0.5 - t2 / 24.0 + t4 / 720.0
+    c = None
+    if need_c:
+        c_big = (t - sin) / (t2s * t)
+        c_small = 1.0 / 6.0 - t2 / 120.0 + t4 / 5040.0
+        c = torch.where(small, c_small, c_big)
+    return torch.where(small, a_small, a_big), torch.where(small, b_small, b_big), c
 
 
 def _rodrigues(log_rot: torch.Tensor, eps: float) -> torch.Tensor:
     """``I + a [w]_x + b [w]_x^2`` using ``[w]_x^2 = w w^T - t^2 I`` (no batched 3x3 products)."""
     theta2 = (log_rot * log_rot).sum(-1)
-    a, b, _ = _rodrigues_factors(theta2, max(float(eps), 1e-12))
+    a, b, _ = _rodrigues_factors(theta2, max(float(eps), 1e-12), need_c=False)
     skews = hat(log_rot)
     outer = log_rot[..., :, None] * log_rot[..., None, :]
     eye = torch.eye(3, dtype=log_rot.dtype, device=log_rot.device)

@@ -44,8 +44,13 @@ def test_resume_from_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_workers(tmp_path):
-    res = _run(tmp_path, "--run.name", "ddp", "--ray.num-workers", "2", "--ray.no-include-dashboard",
-               "--steps", "40", "--turntable-frames", "0")
+    import ray
+
+    try:
+        res = _run(tmp_path, "--run.name", "ddp", "--ray.num-workers", "2", "--ray.no-include-dashboard",
+                   "--steps", "40", "--turntable-frames", "0")
+    finally:
+        ray.shutdown()  # stop the embedded Ray the job started
     assert len(res.results) == 2
     assert res.result["world_size"] == 2 and res.result["test_psnr"] > 10
 

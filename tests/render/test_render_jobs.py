@@ -110,7 +110,7 @@ def _case(which: str, loss: str):
     marks = [pytest.mark.slow]
     if (which, loss) == ("toy", "textured"):
         # The bounded case of the default suite: the embedded mesh (no book data needed) and the loss that
-        # used to stall; measured 134 steps to the 5% bar at 64 px (~0.4 s CPU per step on 2 cores).
+        # used to stall; 134 steps to the 5% bar at 64 px (measured 7 s on 2 quiet cores, 25 s under load).
         marks.append(pytest.mark.ci)
     return pytest.param(which, loss, marks=marks, id=f"{which}-{loss}")
 

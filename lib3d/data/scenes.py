@@ -8,10 +8,8 @@ side. The texture is painted procedurally by evaluating a 3D colour function (sp
 one flank only, eyes, hooves) at the surface point of every texel of a texture atlas, so the mesh carries a
 real UV map (``TexturesUV``) or, on request, the same colours per vertex (``TexturesVertex``).
 
-The parts interpenetrate (the legs, head and tail enter the body). That is harmless for hard shading and
-silhouettes, but where two differently coloured surfaces meet at equal depth ``softmax_rgb_blend``'s depth
-weights ``exp(z / gamma)`` make colour gradients with respect to the geometry very large; this is why
-``lib3d.render.camera_fitting`` uses a hard Phong colour term.
+The parts interpenetrate (the legs, head and tail enter the body); hard and soft shading handle that (the
+textured camera fit converges on it with the book's soft Phong colour term).
 
 It is deterministic, about the size of the book's cow (its longest half-extent is ~1.3 units, origin near
 the centre), and asymmetric left/right, front/back and up/down, so that every view determines its pose

@@ -245,40 +245,35 @@ def _pair_terms(t: torch.Tensor, px: torch.Tensor, py: torch.Tensor, perspective
         # PyTorch3D clamps the denominator at kEpsilon (fmaxf) in the forward pass and differentiates
         # it as if unclamped in its backward kernel: value clamped, gradient straight through.
         denom = denom.detach().clamp_min(_EPS) + (denom - denom.detach())
-        if clip_barycentric_coords:
-            # Clipping cancels the 1/denom scale exactly: relu(t_i) / max(sum_j relu(t_j), 1e-5 denom) is the
-            # same number without dividing by a near-zero denom first (outside blurred faces), whose float32
-            # gradient terms would not cancel (1e8 instead of 1e3 on thin triangles).
-            c0, c1, c2 = t0.clamp_min(0.0), t1.clamp_min(0.0), t2.clamp_min(0.0)
-            s = torch.maximum(c0 + c1 + c2, 1e-5 * denom)
-            w0, w1, w2 = c0 / s, c1 / s, c2 / s
-            inside = (t0 > 0) & (t1 > 0) & (t2 > 0)  # denom > 0: the sign of t_i is the sign of w_i
-            pz = w0 * z0 + w1 * z1 + w2 * z2
-            return pz, torch.stack((w0, w1, w2), dim=-1), inside, _dist_terms(t, px, py, q0x, q0y, q1x, q1y,
-                                                                               q2x, q2y, e0, e1, e2, need_dist)
-        w0, w1, w2 = t0 / denom, t1 / denom, t2 / denom
-    inside = (w0 > 0) & (w1 > 0) & (w2 > 0)
-    if clip_barycentric_coords:
-        c0, c1, c2 = w0.clamp_min(0.0), w1.clamp_min(0.0), w2.clamp_min(0.0)
-        s = (c0 + c1 + c2).clamp_min(1e-5)
+    if perspective_correct and clip_barycentric_coords:
+        # Clipping cancels the 1/denom scale exactly: relu(t_i) / max(sum_j relu(t_j), 1e-5 denom) is the
+        # same number without dividing by a near-zero denom first (outside blurred faces), whose float32
+        # gradient terms would not cancel (1e8 instead of 1e3 on thin triangles).
+        inside = (t0 > 0) & (t1 > 0) & (t2 > 0)  # denom > 0: t_i and w_i have the same sign
+        c0, c1, c2 = t0.clamp_min(0.0), t1.clamp_min(0.0), t2.clamp_min(0.0)
+        s = torch.maximum(c0 + c1 + c2, 1e-5 * denom)
         w0, w1, w2 = c0 / s, c1 / s, c2 / s
+    else:
+        if perspective_correct:
+            w0, w1, w2 = t0 / denom, t1 / denom, t2 / denom
+        inside = (w0 > 0) & (w1 > 0) & (w2 > 0)
+        if clip_barycentric_coords:
+            c0, c1, c2 = w0.clamp_min(0.0), w1.clamp_min(0.0), w2.clamp_min(0.0)
+            s = (c0 + c1 + c2).clamp_min(1e-5)
+            w0, w1, w2 = c0 / s, c1 / s, c2 / s
     pz = w0 * z0 + w1 * z1 + w2 * z2
     bary = torch.stack((w0, w1, w2), dim=-1)
-    return pz, bary, inside, _dist_terms(t, px, py, q0x, q0y, q1x, q1y, q2x, q2y, e0, e1, e2, need_dist)
-
-
-def _dist_terms(t, px, py, q0x, q0y, q1x, q1y, q2x, q2y, e0, e1, e2, need_dist: bool):
-    """Unsigned squared distance of each pixel to its pair's triangle (None unless ``need_dist``)."""
-    if not need_dist:
-        return None
-    if torch.is_grad_enabled() and any(isinstance(r, torch.Tensor) and r.requires_grad for r in t):
-        return _nearest_edge_dist2(t, px, py)
-    n0, n1, n2 = q0x * q0x + q0y * q0y, q1x * q1x + q1y * q1y, q2x * q2x + q2y * q2y
-    e01 = _segment_dist2(q0x * t[DX10] + q0y * t[DY10], t[L01], e2, n0, n1)
-    e02 = _segment_dist2(-(q0x * t[DX02] + q0y * t[DY02]), t[L02], e1, n0, n2)
-    e12 = _segment_dist2(q1x * t[DX21] + q1y * t[DY21], t[L12], e0, n1, n2)
-    # min with PyTorch3D's tie order (e01, then e02, then e12) so the gradient picks the same edge.
-    return torch.where((e01 <= e02) & (e01 <= e12), e01, torch.where(e02 <= e12, e02, e12))
+    dist = None
+    if need_dist and torch.is_grad_enabled() and any(isinstance(r, torch.Tensor) and r.requires_grad for r in t):
+        dist = _nearest_edge_dist2(t, px, py)
+    elif need_dist:
+        n0, n1, n2 = q0x * q0x + q0y * q0y, q1x * q1x + q1y * q1y, q2x * q2x + q2y * q2y
+        e01 = _segment_dist2(q0x * t[DX10] + q0y * t[DY10], t[L01], e2, n0, n1)
+        e02 = _segment_dist2(-(q0x * t[DX02] + q0y * t[DY02]), t[L02], e1, n0, n2)
+        e12 = _segment_dist2(q1x * t[DX21] + q1y * t[DY21], t[L12], e0, n1, n2)
+        # min with PyTorch3D's tie order (e01, then e02, then e12) so the gradient picks the same edge.
+        dist = torch.where((e01 <= e02) & (e01 <= e12), e01, torch.where(e02 <= e12, e02, e12))
+    return pz, bary, inside, dist
 
 
 def _nearest_edge_dist2(t, px, py) -> torch.Tensor:

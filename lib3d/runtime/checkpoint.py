@@ -288,6 +288,25 @@ def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
 # ---------------------------------------------------------------------------------------- directories
 
 
+def checkpoint_dir_name(step: int) -> str:
+    """The directory name of checkpoint ``step``: ``step_<step:09d>``."""
+    return f"step_{step:09d}"
+
+
+def checkpoint_step(path: str | os.PathLike | None) -> int:
+    """The step of a ``step_<step>`` checkpoint directory (-1 for None).
+
+    Raises:
+        CheckpointError: if the name is not ``step_<digits>``.
+    """
+    if path is None:
+        return -1
+    m = _STEP_DIR.match(Path(path).name)
+    if m is None:
+        raise CheckpointError(f"{path} is not a checkpoint directory name (step_<9+ digits>)")
+    return int(m.group(1))
+
+
 def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """Complete checkpoint directories ``step_*`` under ``directory``, oldest first."""
     directory = Path(directory)
@@ -337,7 +356,7 @@ def save_checkpoint(
         raise ValueError(f"save_checkpoint: step must be an int >= 0, got {step!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step_{step:09d}"
+    final = directory / checkpoint_dir_name(step)
     tmp = directory / f".tmp-{final.name}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:

@@ -34,7 +34,6 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -297,15 +296,21 @@ class FitResult:
         return self.results[0]
 
 
+def _worker_resources(rcfg: Any) -> dict[str, float]:
+    """Ray resources of one training worker: ``{"CPU": cpus_per_worker[, "GPU": gpus_per_worker]}``."""
+    resources = {"CPU": float(rcfg.cpus_per_worker)}
+    if rcfg.use_gpu:
+        resources["GPU"] = float(rcfg.gpus_per_worker)
+    return resources
+
+
 def _check_schedulable(rcfg: Any, job_name: str) -> None:
     """Raise if the worker group's bundles cannot be placed within ``rcfg.schedule_timeout_s`` (a placement
     group of the same shape is reserved, then released before Ray Train places the group)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    bundle = {"CPU": float(rcfg.cpus_per_worker)}
-    if rcfg.use_gpu:
-        bundle["GPU"] = float(rcfg.gpus_per_worker)
+    bundle = _worker_resources(rcfg)
     pg = placement_group([dict(bundle) for _ in range(rcfg.num_workers)], strategy="PACK")
     try:
         ready, _ = ray.wait([pg.ready()], timeout=rcfg.schedule_timeout_s)
@@ -358,16 +363,14 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from lib3d.runtime.run import _run_config
+    from lib3d.runtime.run import _run_config, run_directory
 
     init_ray(rcfg)
     if rcfg.schedule_timeout_s is not None:
         _check_schedulable(rcfg, job_name)
     run_cfg = _run_config(config)[1]
-    run_dir = Path(run_cfg.output_root).expanduser().absolute() / job_name / (run_cfg.name or "unnamed")
-    resources = {"CPU": float(rcfg.cpus_per_worker)}
-    if rcfg.use_gpu:
-        resources["GPU"] = float(rcfg.gpus_per_worker)
+    run_dir = run_directory(job_name, config)
+    resources = _worker_resources(rcfg)
     sink = ray.remote(num_cpus=0)(_ResultSink).remote()
     trainer = TorchTrainer(
         _train_fn_per_worker,

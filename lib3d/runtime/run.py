@@ -72,9 +72,10 @@ def resolve_run_config(job_name: str, config: T) -> T:
     return dataclasses.replace(config, **{field: rc})
 
 
-def _step_of(checkpoint_dir: Path | None) -> int:
-    """The step in a ``step_<step>`` checkpoint directory's name (-1 for None)."""
-    return -1 if checkpoint_dir is None else int(checkpoint_dir.name.split("_", 1)[1])
+def run_directory(job_name: str, config: Any) -> Path:
+    """``<run.output_root>/<job_name>/<run.name>`` (absolute) of a config with resolved run settings."""
+    rc = _run_config(config)[1]
+    return Path(rc.output_root).expanduser().absolute() / job_name / (rc.name or "unnamed")
 
 
 class Run:
@@ -198,7 +199,7 @@ class Run:
             for k, v in (metrics or {}).items():
                 report[k] = float(v.item() if isinstance(v, torch.Tensor) else v)
             ckpt = ray.train.Checkpoint.from_directory(str(path)) if path is not None else None
-            ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:09d}",
+            ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=_ckpt.checkpoint_dir_name(step),
                              delete_local_checkpoint_after_upload=False)
         elif self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
@@ -222,7 +223,7 @@ class Run:
         if not self.run_config.resume:
             return None
         latest = _ckpt.latest_checkpoint(self.checkpoint_dir)
-        ck = self._ray_train_checkpoint(map_location, newer_than=_step_of(latest))
+        ck = self._ray_train_checkpoint(map_location, newer_than=_ckpt.checkpoint_step(latest))
         if ck is None:
             if latest is None:
                 return None
@@ -301,8 +302,7 @@ def start_run(job_name: str, config: Any, rank: int | None = None, world_size: i
         world_size = w if world_size is None else world_size
     config = resolve_run_config(job_name, config) if _run_config(config)[1].name is None or rank == 0 \
         else config
-    rc = _run_config(config)[1]
-    directory = Path(rc.output_root).expanduser().absolute() / job_name / (rc.name or "unnamed")
+    directory = run_directory(job_name, config)
     run = Run(job_name, config, directory, rank=rank, world_size=world_size)
     if run.is_main:
         for sub in ("", "checkpoints", "media", "tensorboard"):

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lib3d._checks import check_choice, check_shape, check_shapes, check_tensor, is_tracing
+from lib3d.render.trilinear import sample_grid_along_rays, trilinear_sample
 
 __all__ = [
     "AbsorptionOnlyRaymarcher",
@@ -581,59 +582,37 @@ class Volumes:
         return Volumes(self._densities.detach(), f, self._voxel_size, self._volume_translation)
 
 
-def _grid_sample_split(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """``grid_sample`` of one ``(C, D, H, W)`` grid at ``(P, 3)`` points -> ``(P, C)``.
-
-    On CPU, ``grid_sample`` parallelises over the batch only, so the points are split into one batch
-    entry per thread with the grid expanded (no copy).
-    """
-    n = max(1, min(torch.get_num_threads(), points.shape[0] // 65536)) if grid.device.type == "cpu" else 1
-    P = points.shape[0]
-    if n > 1:
-        per = -(-P // n)
-        if per * n != P:
-            points = torch.cat([points, points.new_zeros((per * n - P, 3))])
-        out = F.grid_sample(grid[None].expand(n, *grid.shape), points.view(n, per, 1, 1, 3), mode="bilinear",
-                            padding_mode="zeros", align_corners=True)
-        return out.view(n, grid.shape[0], per).permute(0, 2, 1).reshape(n * per, grid.shape[0])[:P]
-    out = F.grid_sample(grid[None], points.view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
-    return out.view(grid.shape[0], -1).t()
-
-
-def trilinear_sample(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Trilinear interpolation of a dense grid at local coordinates (``grid_sample`` semantics).
-
-    ``align_corners=True``, zero padding outside [-1, 1]: ``points[p] = (x, y, z)`` with x along W,
-    y along H, z along D. Points are treated as constants (no gradient); points that read only the zero
-    padding are skipped, and on CPU the rest are split across threads.
-
-    Args:
-        grid: ``(C, D, H, W)`` float.
-        points: ``(P, 3)`` float local coordinates.
-
-    Returns:
-        ``(P, C)`` float interpolated values.
-    """
-    check_shape("grid", grid, (None, None, None, None), dtype="float")
-    check_shape("points", points, (None, 3), dtype="float")
-    points = points.detach()
-    if is_tracing():
-        return _grid_sample_split(grid, points)
-    # Points farther than one voxel outside [-1, 1] read only zero padding: skip them exactly.
-    size = torch.tensor(grid.shape[1:][::-1], dtype=points.dtype, device=points.device)
-    margin = 1.0 + 2.0 / (size - 1).clamp_min(1)
-    inside = (points.abs() < margin).all(dim=-1)
-    idx = inside.nonzero().squeeze(1)
-    if idx.shape[0] > 0.8 * points.shape[0]:
-        return _grid_sample_split(grid, points.contiguous())
-    vals = _grid_sample_split(grid, points.index_select(0, idx))
-    return vals.new_zeros((points.shape[0], grid.shape[0])).index_copy(0, idx, vals)
-
-
 def _expanded_single(x: torch.Tensor) -> bool:
     """True when a batched tensor is one tensor expanded along the batch (stride 0)."""
     return x.shape[0] > 1 and x.stride(0) == 0
+
+
+def _shared_grid(volumes: Volumes, sample_mode: str, padding_mode: str
+                 ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor] | None:
+    """One ``(C, D, H, W)`` grid (densities then features), its density channels and the volumes' common
+    ``(translation (3,), scale (3,))`` when every volume of the batch is the same; else None."""
+    if sample_mode != "bilinear" or padding_mode != "zeros":
+        return None
+    dens, feats = volumes.densities(), volumes.features()
+    grids = [g for g in (dens, feats) if g is not None]
+    n = dens.shape[0]
+    if n > 1:
+        if not all(_expanded_single(g) for g in grids):
+            return None
+        if not bool((volumes._scale() == volumes._scale()[:1]).all()
+                    and (volumes._volume_translation == volumes._volume_translation[:1]).all()):
+            return None
+    grid = torch.cat([g[0] for g in grids], dim=0) if len(grids) > 1 else grids[0][0]
+    return grid, dens.shape[1], volumes._volume_translation[0], volumes._scale()[0]
+
+
+def _split_channels(vals: torch.Tensor, n_density: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if vals.shape[-1] == n_density:
+        return vals, None
+    # split, not two slices: its backward concatenates the two gradients instead of zero-filling a
+    # full-size gradient per slice (two 400 MB fills per chapter-5 step)
+    d, f = torch.split(vals, [n_density, vals.shape[-1] - n_density], dim=-1)
+    return d, f
 
 
 def sample_volume(volumes: Volumes, points_world: torch.Tensor, sample_mode: str = "bilinear",
@@ -658,24 +637,13 @@ def sample_volume(volumes: Volumes, points_world: torch.Tensor, sample_mode: str
     local = volumes.world_to_local_coords(points_world)
     n = local.shape[0]
     lead = local.shape[:-1]
-    dens, feats = volumes.densities(), volumes.features()
-    grids = [g for g in (dens, feats) if g is not None]
-    single = n == 1 or all(_expanded_single(g) for g in grids)
-    if single and n > 1:
-        single = bool((volumes._scale() == volumes._scale()[:1]).all()
-                      and (volumes._volume_translation == volumes._volume_translation[:1]).all())
-    if sample_mode == "bilinear" and padding_mode == "zeros" and single and not local.requires_grad:
+    shared = None if local.requires_grad else _shared_grid(volumes, sample_mode, padding_mode)
+    if shared is not None:
         # One grid shared by the batch: one sampling call for densities and features together.
-        grid = torch.cat([g[0] for g in grids], dim=0) if len(grids) > 1 else grids[0][0]
-        vals = trilinear_sample(grid, local.reshape(-1, 3)).view(*lead, grid.shape[0])
-        if feats is None:
-            return vals, None
-        # split, not two slices: its backward concatenates the two gradients instead of zero-filling a
-        # full-size gradient per slice (two 400 MB fills per chapter-5 step)
-        d, f = torch.split(vals, [dens.shape[1], feats.shape[1]], dim=-1)
-        return d, f
+        grid, n_density = shared[0], shared[1]
+        return _split_channels(trilinear_sample(grid, local.reshape(-1, 3)).view(*lead, grid.shape[0]), n_density)
     outs = []
-    for grid in (dens, feats):
+    for grid in (volumes.densities(), volumes.features()):
         if grid is None:
             outs.append(None)
             continue
@@ -705,6 +673,23 @@ class VolumeSampler(torch.nn.Module):
         self._padding_mode = padding_mode
 
     def forward(self, ray_bundle: RayBundle, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = ray_bundle
+        shared = None
+        if not any(x.requires_grad for x in (b.origins, b.directions, b.lengths)):
+            shared = _shared_grid(self._volumes, self._sample_mode, self._padding_mode)
+        if shared is not None and b.origins.shape[0] == len(self._volumes):
+            # one grid for the batch and constant rays: sample along the rays without materialising points
+            grid, n_density, translation, scale = shared
+            S = b.lengths.shape[-1]
+            check_shapes(origins=(b.origins, (..., 3)), directions=(b.directions, (..., 3)), dtype="float")
+            if b.lengths.shape[:-1] != b.origins.shape[:-1] or b.directions.shape != b.origins.shape:
+                raise ValueError(f"origins {tuple(b.origins.shape)}, directions {tuple(b.directions.shape)} and "
+                                 f"lengths {tuple(b.lengths.shape)} must share their leading dimensions")
+            groups = (n_density,) if grid.shape[0] == n_density else (n_density, grid.shape[0] - n_density)
+            vals = sample_grid_along_rays(grid, b.origins.reshape(-1, 3), b.directions.reshape(-1, 3),
+                                          b.lengths.reshape(-1, S), translation, scale, groups)
+            vals = [v.view(*b.lengths.shape, v.shape[-1]) for v in vals]
+            return vals[0], (vals[1] if len(vals) > 1 else None)
         points = ray_bundle_to_ray_points(ray_bundle)
         return sample_volume(self._volumes, points, self._sample_mode, self._padding_mode)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -117,13 +116,20 @@ def _rows(local: torch.Tensor, grad: torch.Tensor, D: int, H: int, W: int):
     return base, (w8[:, :, None] * grad[:, None, :]).reshape(grad.shape[0], -1)
 
 
-def _rays_rows(idx, origins, directions, lengths, offset, scale, D: int, H: int, W: int, *grads):
-    """``_rows`` at the flat sample indices ``idx`` of the rays; ``grads``: one ``(R, S, c_i)`` per group."""
-    S = lengths.shape[1]
-    r = idx // S
-    world = origins[r] + lengths.reshape(-1)[idx][:, None] * directions[r]
+def _rays_points_at(idx, origins, directions, lengths, offset, scale) -> torch.Tensor:
+    """``(P, 3)`` local points at the flat sample indices ``idx`` of the rays (as ``_ray_points_local``)."""
+    r = idx // lengths.shape[1]
+    return (origins[r] + lengths.reshape(-1)[idx][:, None] * directions[r] + offset) / scale
+
+
+def _rows_at(local, idx, D: int, H: int, W: int, *grads):
+    """``_rows`` with the gradients ``grads`` (one ``(R, S, c_i)`` per channel group) at flat indices ``idx``.
+
+    The points come from a separate kernel: fused into this one, inductor recomputes them for each of
+    the 8 C outputs of a point (4x slower).
+    """
     grad = torch.cat([g.reshape(-1, g.shape[-1])[idx] for g in grads], dim=1)
-    return _rows((world + offset) / scale, grad, D, H, W)
+    return _rows(local, grad, D, H, W)
 
 
 _KERNELS: dict[str, object] = {}
@@ -134,8 +140,8 @@ def _kernel(name: str):
     """The compiled version of a kernel above (compiled once per process, on first use)."""
     if name not in _KERNELS:
         fn = {"gather": _gather, "rays_forward": _rays_forward, "rays_inside": _rays_inside, "rows": _rows,
-              "rays_rows": _rays_rows}[name]
-        _KERNELS[name] = torch.compile(fn, dynamic=True)
+              "rays_points_at": _rays_points_at, "rows_at": _rows_at}[name]
+        _KERNELS[name] = torch.compile(fn)  # automatic dynamic: sizes that change become symbolic
     return _KERNELS[name]
 
 
@@ -153,8 +159,9 @@ def _padded_channels_last(grid: torch.Tensor) -> torch.Tensor:
 def _accumulate(rows_of_chunk, n: int, shape, dtype, device) -> torch.Tensor:
     """Scatter the rows of all chunks onto the padded channels-last grid: gradient ``(C, D, H, W)``.
 
-    One worker thread scatters chunk ``i`` while this thread forms the rows of chunk ``i + 1``. With an
-    even channel count the rows are viewed as complex numbers: one add moves two channels.
+    ``scatter_add_`` is serial; a second thread scattering half of each chunk into its own copy, or
+    overlapping the scatter with the next chunk's rows, measured slower (the adds are memory-bound). With
+    an even channel count the rows are viewed as complex numbers: one add moves two channels.
     """
     C, D, H, W = shape
     sy, sz = W + 2, (H + 2) * (W + 2)
@@ -164,19 +171,9 @@ def _accumulate(rows_of_chunk, n: int, shape, dtype, device) -> torch.Tensor:
     offsets = torch.tensor([(dz * sz + dy * sy + dx) * per + j for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)
                             for j in range(per)], device=device)
     acc = torch.zeros((D + 2) * (H + 2) * (W + 2) * per, dtype=acc_dtype, device=device)
-
-    def scatter(base: torch.Tensor, rows: torch.Tensor) -> None:
+    for s in range(0, n, _BACKWARD_CHUNK):
+        base, rows = rows_of_chunk(s, min(s + _BACKWARD_CHUNK, n))
         acc.scatter_add_(0, (base[:, None] * per + offsets).view(-1), rows.view(acc_dtype).reshape(-1))
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for s in range(0, n, _BACKWARD_CHUNK):
-            base, rows = rows_of_chunk(s, min(s + _BACKWARD_CHUNK, n))
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(scatter, base, rows)
-        if pending is not None:
-            pending.result()
     grad = acc.view(dtype).view(D + 2, H + 2, W + 2, C)[1:-1, 1:-1, 1:-1]
     return grad.permute(3, 0, 1, 2)
 
@@ -219,9 +216,12 @@ class _TrilinearRays(torch.autograd.Function):
         # (an unused group's gradient arrives as zeros: autograd materialises it)
         # only the samples that read the grid contribute: skip the rest before forming rows
         idx = _kernel("rays_inside")(o, d, t, offset, scale, D, H, W).nonzero().squeeze(1)
-        rows = _kernel("rays_rows")
-        g = _accumulate(lambda s, e: rows(idx[s:e], o, d, t, offset, scale, D, H, W, *grads), idx.shape[0],
-                        ctx.grid_shape, t.dtype, t.device)
+        points_at, rows_at = _kernel("rays_points_at"), _kernel("rows_at")
+
+        def rows_of_chunk(s: int, e: int):
+            return rows_at(points_at(idx[s:e], o, d, t, offset, scale), idx[s:e], D, H, W, *grads)
+
+        g = _accumulate(rows_of_chunk, idx.shape[0], ctx.grid_shape, t.dtype, t.device)
         return g, None, None, None, None, None, None
 
 

@@ -1,7 +1,7 @@
 """Benchmark of volumetric rendering and NeRF (issue 5's bars).
 
     python -m jobs.bench.nerf [--default-minutes 15] [--book-minutes 10] [--skip-noarg] [--quick]
-                              [--device cpu] [--out results/benchmarks/nerf.json]
+                              [--only-chapter5] [--device cpu] [--out results/benchmarks/nerf.json]
 
 - Chapter-5 step: the book's ``VolumeModel`` (128^3 density + colour logits, voxel 3/128) rendered by
   ``VolumeRenderer(NDCMultinomialRaysampler(128 x 128, 150 points, depth 0.1..3), EmissionAbsorption)``
@@ -36,38 +36,55 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_chapter5_step(repeats: int, device: torch.device) -> dict:
-    """Forward + backward of one chapter-5 iteration (10 cameras, 128 x 128, 150 points, 128^3)."""
+def bench_chapter5_step(repeats: int, device: torch.device, compiled: bool = True) -> dict:
+    """Forward + backward of one chapter-5 iteration (10 cameras, 128 x 128, 150 points, 128^3).
+
+    ``compiled=False`` sets ``LIB3D_COMPILE=0`` for the run: the trilinear sampler then uses ``grid_sample``
+    (the path before the compiled sampler, for a before/after comparison on the same machine).
+    """
     from lib3d.data.renders import load_cow_renders_golden
     from lib3d.fields.losses import huber
     from lib3d.fields.voxel import VolumeModel
     from lib3d.render.volumetric import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
-    data = load_cow_renders_golden(device=device)
-    rs = NDCMultinomialRaysampler(image_width=128, image_height=128, n_pts_per_ray=150, min_depth=0.1,
-                                  max_depth=3.0)
-    model = VolumeModel(VolumeRenderer(rs, EmissionAbsorptionRaymarcher()), volume_size=[128] * 3,
-                        voxel_size=3.0 / 128).to(device)
-    cams = data.cameras[list(range(10))]
-    imgs, sils = data.images[:10], data.silhouettes[:10]
+    previous = os.environ.get("LIB3D_COMPILE")
+    os.environ["LIB3D_COMPILE"] = "1" if compiled else "0"
+    try:
+        data = load_cow_renders_golden(device=device)
+        rs = NDCMultinomialRaysampler(image_width=128, image_height=128, n_pts_per_ray=150, min_depth=0.1,
+                                      max_depth=3.0)
+        model = VolumeModel(VolumeRenderer(rs, EmissionAbsorptionRaymarcher()), volume_size=[128] * 3,
+                            voxel_size=3.0 / 128).to(device)
+        cams = data.cameras[list(range(10))]
+        imgs, sils = data.images[:10], data.silhouettes[:10]
 
-    def step():
-        out = model(cams)
-        loss = huber(out[..., 3], sils).abs().mean() + huber(out[..., :3], imgs).abs().mean()
-        model.zero_grad(set_to_none=True)
-        loss.backward()
+        def step():
+            out = model(cams)
+            loss = huber(out[..., 3], sils).abs().mean() + huber(out[..., :3], imgs).abs().mean()
+            model.zero_grad(set_to_none=True)
+            loss.backward()
 
-    step()
-    _sync(device)
-    wall, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        step()
+        t0 = time.perf_counter()
+        step()  # warm-up: the first call compiles the CPU sampler
         _sync(device)
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+        first = time.perf_counter() - t0
+        step()  # the second call settles the automatic dynamic shapes
+        _sync(device)
+        wall, cpu = [], []
+        for _ in range(repeats):
+            c0, t0 = time.process_time(), time.perf_counter()
+            step()
+            _sync(device)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    finally:
+        if previous is None:
+            os.environ.pop("LIB3D_COMPILE", None)
+        else:
+            os.environ["LIB3D_COMPILE"] = previous
     return {"median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu), "runs_s": wall,
-            "bar_s": 3.0, "pytorch3d_s": 6.37, "repeats": repeats}
+            "first_step_s": first, "compiled_sampler": compiled and device.type == "cpu", "bar_s": 3.0,
+            "pytorch3d_s": 6.37, "repeats": repeats}
 
 
 def _run_job(args: list[str], root: str) -> tuple[dict, float, float]:
@@ -96,6 +113,9 @@ def main() -> None:
     ap.add_argument("--skip-noarg", action="store_true", help="skip the no-argument job run")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 3 + 2 minutes (a smoke of the benchmark)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads of the chapter-5 step (0: default)")
+    ap.add_argument("--only-chapter5", action="store_true",
+                    help="run only the chapter-5 step, with and without the compiled sampler, and update that "
+                         "entry of --out (the NeRF runs in it are kept)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="results/benchmarks/nerf.json")
     a = ap.parse_args()
@@ -117,6 +137,19 @@ def main() -> None:
         "note": "the CPU was shared with other processes unless stated; process CPU time is recorded beside "
                 "wall-clock time",
     }
+    if a.only_chapter5:
+        previous = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
+        load = os.getloadavg()
+        eager = bench_chapter5_step(a.repeats, device, compiled=False)
+        print("chapter-5 step, grid_sample:", eager, flush=True)
+        step = bench_chapter5_step(a.repeats, device)
+        print("chapter-5 step:", step, flush=True)
+        previous["chapter5_step"] = {**step, "torch_threads": torch.get_num_threads(), "date": out["date"],
+                                     "loadavg_start": load, "loadavg_end": os.getloadavg(),
+                                     "grid_sample_same_run": eager, "keep_freed_memory": allocator_kept}
+        Path(a.out).write_text(json.dumps(previous, indent=2))
+        print(f"updated chapter5_step in {a.out}")
+        return
     out["chapter5_step"] = {**bench_chapter5_step(a.repeats, device), "torch_threads": torch.get_num_threads()}
     print("chapter-5 step:", out["chapter5_step"], flush=True)
     with tempfile.TemporaryDirectory() as root:

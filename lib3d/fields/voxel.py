@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from lib3d._checks import check_shape, check_shapes
 from lib3d.fields.encodings import harmonic_embedding
-from lib3d.render.volumetric import Volumes, ray_aabb_intersect, trilinear_sample
+from lib3d.render.trilinear import trilinear_sample
+from lib3d.render.volumetric import Volumes, ray_aabb_intersect
 
 __all__ = [
     "GridRadianceField",

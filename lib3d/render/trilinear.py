@@ -14,17 +14,19 @@ backward writes 8 corners x C channels to scattered addresses per point. For lar
 ``COMPILED_MIN_POINTS`` points) both functions take a path built with ``torch.compile``:
 
 1. forward: one fused kernel computes each point's 8 corners and weights and gathers them from a
-   channels-last, zero-padded copy of the grid (a point's corners are 4 pairs of adjacent rows);
-2. backward: a fused kernel forms, per point, its 8 x C weighted gradients as one contiguous row; an
-   eager ``scatter_add_`` (rows viewed as complex numbers, two floats per add) accumulates the rows into a
-   table indexed by the point's cell; one fused kernel then folds the 8 corner columns of the table back
-   onto the voxels. Nothing is atomic, and the result is deterministic.
+   channels-last, zero-padded copy of the grid (the points of rays are formed inside the kernel; the
+   values are written channel-first, one tensor per channel group, e.g. densities and features);
+2. backward, in chunks of ``_BACKWARD_CHUNK`` points that read the grid: one kernel forms the points, one
+   forms each point's ``8 x C`` weighted gradients as a contiguous row, and an eager ``scatter_add_``
+   adds the rows onto the padded channels-last gradient (with an even channel count viewed as complex
+   numbers: one add moves two channels). Nothing is atomic, and the result is deterministic.
 
-The chapter-5 step (16 million points, 4 channels) spends 1.0 s forward and 1.7 to 2.4 s backward in
-``grid_sampler_3d`` on 2 cores; see ``jobs/bench/nerf.py`` for the compiled path's figures. The first call
-compiles for about 20 s (cached on disk by PyTorch afterwards). Set ``LIB3D_COMPILE=0`` to always use
-``grid_sample``; if compilation fails (no C++ compiler), a warning is issued once and ``grid_sample`` is
-used from then on. On CUDA ``grid_sample`` is used: its kernel is already fast there.
+The chapter-5 step (10 cameras x 128 x 128 rays x 150 points, 16 million of them inside the volume, 4
+channels) took 1.0 s forward and 1.7 to 2.4 s backward in ``grid_sampler_3d`` on 2 cores; the whole
+step went from 4.5-5.3 s to 1.8 s (``jobs/bench/nerf.py``). The first call compiles for about 20 to 40 s
+(PyTorch caches the kernels on disk). ``LIB3D_COMPILE=0`` always uses ``grid_sample``; if compiling fails
+(no C++ compiler), a warning is issued once, the call in flight runs the same kernels eagerly, and later
+calls use ``grid_sample``. On CUDA ``grid_sample`` is used: its kernel is already fast there.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 
 from lib3d._checks import check_shape, check_shapes, is_tracing
 
-__all__ = ["COMPILED_MIN_POINTS", "sample_grid_along_rays", "trilinear_sample"]
+__all__ = ["sample_grid_along_rays", "trilinear_sample"]
 
 #: Inputs with at least this many points take the compiled CPU path (below it, compiling does not pay).
 COMPILED_MIN_POINTS = 1 << 21
@@ -132,17 +134,34 @@ def _rows_at(local, idx, D: int, H: int, W: int, *grads):
     return _rows(local, grad, D, H, W)
 
 
-_KERNELS: dict[str, object] = {}
+_KERNEL_FUNCTIONS = {"gather": _gather, "rays_forward": _rays_forward, "rays_inside": _rays_inside, "rows": _rows,
+                     "rays_points_at": _rays_points_at, "rows_at": _rows_at}
+_COMPILED: dict[str, object] = {}
 _COMPILE_FAILED: list[str] = []
 
 
 def _kernel(name: str):
-    """The compiled version of a kernel above (compiled once per process, on first use)."""
-    if name not in _KERNELS:
-        fn = {"gather": _gather, "rays_forward": _rays_forward, "rays_inside": _rays_inside, "rows": _rows,
-              "rays_points_at": _rays_points_at, "rows_at": _rows_at}[name]
-        _KERNELS[name] = torch.compile(fn)  # automatic dynamic: sizes that change become symbolic
-    return _KERNELS[name]
+    """The compiled version of a kernel above (compiled once per process, on first use).
+
+    If compiling or running the compiled kernel fails (e.g. no C++ compiler), a warning is issued once,
+    this call runs the kernel eagerly (same numbers, more memory), and later calls use ``grid_sample``.
+    """
+    fn = _KERNEL_FUNCTIONS[name]
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(fn)  # automatic dynamic: sizes that change become symbolic
+
+    def call(*args):
+        if not _COMPILE_FAILED:
+            try:
+                return _COMPILED[name](*args)
+            except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+                _COMPILE_FAILED.append(repr(err))
+                warnings.warn(f"lib3d: torch.compile of the trilinear sampler failed ({err!r}); using eager "
+                              "PyTorch and grid_sample from now on (LIB3D_COMPILE=0 skips the attempt)",
+                              RuntimeWarning, stacklevel=2)
+        return fn(*args)
+
+    return call
 
 
 def _compiled_enabled(grid: torch.Tensor, n_points: int) -> bool:
@@ -181,7 +200,7 @@ def _accumulate(rows_of_chunk, n: int, shape, dtype, device) -> torch.Tensor:
 class _TrilinearPoints(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grid, local):
-        C, D, H, W = grid.shape
+        _, D, H, W = grid.shape
         ctx.save_for_backward(local)
         ctx.grid_shape = tuple(grid.shape)
         return _kernel("gather")(_padded_channels_last(grid), local, D, H, W)
@@ -189,7 +208,7 @@ class _TrilinearPoints(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (local,) = ctx.saved_tensors
-        C, D, H, W = ctx.grid_shape
+        _, D, H, W = ctx.grid_shape
         grad = grad.contiguous()
         rows = _kernel("rows")
         g = _accumulate(lambda s, e: rows(local[s:e], grad[s:e], D, H, W), local.shape[0], ctx.grid_shape,
@@ -200,7 +219,7 @@ class _TrilinearPoints(torch.autograd.Function):
 class _TrilinearRays(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grid, origins, directions, lengths, offset, scale, channels):
-        C, D, H, W = grid.shape
+        _, D, H, W = grid.shape
         ctx.save_for_backward(origins, directions, lengths, offset, scale)
         ctx.grid_shape = tuple(grid.shape)
         outs = _kernel("rays_forward")(_padded_channels_last(grid), origins, directions, lengths, offset, scale,
@@ -212,7 +231,7 @@ class _TrilinearRays(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         o, d, t, offset, scale = ctx.saved_tensors
-        C, D, H, W = ctx.grid_shape
+        _, D, H, W = ctx.grid_shape
         # (an unused group's gradient arrives as zeros: autograd materialises it)
         # only the samples that read the grid contribute: skip the rest before forming rows
         idx = _kernel("rays_inside")(o, d, t, offset, scale, D, H, W).nonzero().squeeze(1)
@@ -223,12 +242,6 @@ class _TrilinearRays(torch.autograd.Function):
 
         g = _accumulate(rows_of_chunk, idx.shape[0], ctx.grid_shape, t.dtype, t.device)
         return g, None, None, None, None, None, None
-
-
-def _compile_failed(err: Exception) -> None:
-    _COMPILE_FAILED.append(repr(err))
-    warnings.warn(f"lib3d: torch.compile of the trilinear sampler failed ({err!r}); using grid_sample "
-                  "from now on (set LIB3D_COMPILE=0 to skip the attempt)", RuntimeWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -256,10 +269,7 @@ def _grid_sample_split(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor
 
 def _sample_points(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     if _compiled_enabled(grid, points.shape[0]):
-        try:
-            return _TrilinearPoints.apply(grid, points.contiguous())
-        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to grid_sample
-            _compile_failed(err)
+        return _TrilinearPoints.apply(grid, points.contiguous())
     return _grid_sample_split(grid, points.contiguous())
 
 
@@ -325,10 +335,7 @@ def sample_grid_along_rays(grid: torch.Tensor, origins: torch.Tensor, directions
         raise ValueError(f"channels {channels} must be positive and sum to the grid's {grid.shape[0]} channels")
     args = [x.detach().to(grid.dtype).contiguous() for x in (origins, directions, lengths, offset, scale)]
     if _compiled_enabled(grid, sizes["R"] * sizes["S"]):
-        try:
-            return _TrilinearRays.apply(grid, *args, channels)
-        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to grid_sample
-            _compile_failed(err)
+        return _TrilinearRays.apply(grid, *args, channels)
     local = _ray_points_local(*args)
     vals = trilinear_sample(grid, local).view(sizes["R"], sizes["S"], grid.shape[0])
     # split, not slices: its backward concatenates the gradients instead of zero-filling one per slice

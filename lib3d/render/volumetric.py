@@ -70,7 +70,6 @@ __all__ = [
     "sample_pdf_python",
     "sample_volume",
     "stratified_lengths",
-    "trilinear_sample",
     "xy_to_ray_bundle",
 ]
 

@@ -29,8 +29,8 @@ from lib3d.render.volumetric import (
     sample_pdf_python,
     sample_volume,
     stratified_lengths,
-    trilinear_sample,
 )
+from lib3d.render.trilinear import trilinear_sample
 from tests.helpers import golden_case, load_golden
 
 TOL = 1e-5

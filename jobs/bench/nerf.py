@@ -42,6 +42,7 @@ def bench_chapter5_step(repeats: int, device: torch.device, compiled: bool = Tru
     ``compiled=False`` sets ``LIB3D_COMPILE=0`` for the run: the trilinear sampler then uses ``grid_sample``
     (the path before the compiled sampler, for a before/after comparison on the same machine).
     """
+    from jobs.bench.ops import _time
     from lib3d.data.renders import load_cow_renders_golden
     from lib3d.fields.losses import huber
     from lib3d.fields.voxel import VolumeModel
@@ -68,15 +69,7 @@ def bench_chapter5_step(repeats: int, device: torch.device, compiled: bool = Tru
         step()  # warm-up: the first call compiles the CPU sampler
         _sync(device)
         first = time.perf_counter() - t0
-        step()  # the second call settles the automatic dynamic shapes
-        _sync(device)
-        wall, cpu = [], []
-        for _ in range(repeats):
-            c0, t0 = time.process_time(), time.perf_counter()
-            step()
-            _sync(device)
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
+        wall, cpu = _time(step, device, repeats)  # its warm-up call settles the automatic dynamic shapes
     finally:
         if previous is None:
             os.environ.pop("LIB3D_COMPILE", None)

@@ -106,12 +106,16 @@ def ray_bundle_variables_to_ray_points(origins: torch.Tensor, directions: torch.
     Returns:
         ``(..., S, 3)`` float world points.
     """
+    _check_rays(origins, directions, lengths)
+    return origins[..., None, :] + lengths[..., :, None] * directions[..., None, :]
+
+
+def _check_rays(origins: torch.Tensor, directions: torch.Tensor, lengths: torch.Tensor) -> None:
     check_shapes(origins=(origins, (..., 3)), directions=(directions, (..., 3)), dtype="float")
     check_shape("lengths", lengths, (..., None), dtype="float")
     if lengths.shape[:-1] != origins.shape[:-1] or directions.shape != origins.shape:
         raise ValueError(f"origins {tuple(origins.shape)}, directions {tuple(directions.shape)} and "
                          f"lengths {tuple(lengths.shape)} must share their leading dimensions")
-    return origins[..., None, :] + lengths[..., :, None] * directions[..., None, :]
 
 
 def ray_bundle_to_ray_points(ray_bundle: RayBundle) -> torch.Tensor:
@@ -662,6 +666,12 @@ class VolumeSampler(torch.nn.Module):
 
     Returns (forward(ray_bundle)):
         ``(rays_densities (N, ..., S, D_d), rays_features (N, ..., S, C))``.
+
+    When every camera sees the same grid (one grid expanded along the batch, as the book's
+    ``VolumeModel`` does) and the rays are constants, the grid is sampled along the rays without
+    materialising the points (``sample_grid_along_rays``, compiled on CPU for large inputs); the outputs
+    are then channel-first tensors seen as ``(N, ..., S, c)``. Otherwise the points go through
+    ``sample_volume``.
     """
 
     def __init__(self, volumes: Volumes, sample_mode: str = "bilinear", padding_mode: str = "zeros") -> None:
@@ -680,10 +690,7 @@ class VolumeSampler(torch.nn.Module):
             # one grid for the batch and constant rays: sample along the rays without materialising points
             grid, n_density, translation, scale = shared
             S = b.lengths.shape[-1]
-            check_shapes(origins=(b.origins, (..., 3)), directions=(b.directions, (..., 3)), dtype="float")
-            if b.lengths.shape[:-1] != b.origins.shape[:-1] or b.directions.shape != b.origins.shape:
-                raise ValueError(f"origins {tuple(b.origins.shape)}, directions {tuple(b.directions.shape)} and "
-                                 f"lengths {tuple(b.lengths.shape)} must share their leading dimensions")
+            _check_rays(b.origins, b.directions, b.lengths)
             groups = (n_density,) if grid.shape[0] == n_density else (n_density, grid.shape[0] - n_density)
             vals = sample_grid_along_rays(grid, b.origins.reshape(-1, 3), b.directions.reshape(-1, 3),
                                           b.lengths.reshape(-1, S), translation, scale, groups)

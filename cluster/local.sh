@@ -73,15 +73,19 @@ RAY_GCS_ADDRESS=127.0.0.1:$GCS
 RAY_AUTH_MODE=token
 $token_line
 ENV
-  # Ready when the dashboard (job server) answers HTTP at all (401 without a token still means up).
+  # Ready when the dashboard (job server) and the head node's dashboard agent, which runs submitted jobs,
+  # both answer HTTP at all (an error status still means up). The job server waits only 10 s for the
+  # agent, which on a loaded 2-core machine can come up later than that: `ray job submit` then fails with
+  # "No available agent".
   for _ in $(seq 1 180); do
     if ! running; then echo "local.sh: the head exited during start; see $STATE/head.log" >&2; tail -20 "$STATE/head.log" >&2; exit 1; fi
-    if "$PYTHON" - "$DASH" <<'PY' 2>/dev/null
+    if "$PYTHON" - "$DASH" "$AGENT" <<'PY' 2>/dev/null
 import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/version", timeout=2)
-except urllib.error.HTTPError:
-    pass
+for port, path in ((sys.argv[1], "/api/version"), (sys.argv[2], "/")):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2)
+    except urllib.error.HTTPError:
+        pass
 PY
     then
       echo "Ray head started (pid $(cat "$STATE/head.pid")); dashboard and job server: http://127.0.0.1:$DASH"

@@ -591,9 +591,10 @@ def _expanded_single(x: torch.Tensor) -> bool:
 
 
 def _shared_grid(volumes: Volumes, sample_mode: str, padding_mode: str
-                 ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor] | None:
-    """One ``(C, D, H, W)`` grid (densities then features), its density channels and the volumes' common
-    ``(translation (3,), scale (3,))`` when every volume of the batch is the same; else None."""
+                 ) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor, torch.Tensor] | None:
+    """One ``(C, D, H, W)`` grid (densities then features), its channel groups (``(D_d,)`` or
+    ``(D_d, C_f)``) and the volumes' common ``(translation (3,), scale (3,))`` when every volume of the
+    batch is the same; else None."""
     if sample_mode != "bilinear" or padding_mode != "zeros":
         return None
     dens, feats = volumes.densities(), volumes.features()
@@ -606,16 +607,12 @@ def _shared_grid(volumes: Volumes, sample_mode: str, padding_mode: str
                     and (volumes._volume_translation == volumes._volume_translation[:1]).all()):
             return None
     grid = torch.cat([g[0] for g in grids], dim=0) if len(grids) > 1 else grids[0][0]
-    return grid, dens.shape[1], volumes._volume_translation[0], volumes._scale()[0]
+    groups = tuple(g.shape[1] for g in grids)
+    return grid, groups, volumes._volume_translation[0], volumes._scale()[0]
 
 
-def _split_channels(vals: torch.Tensor, n_density: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if vals.shape[-1] == n_density:
-        return vals, None
-    # split, not two slices: its backward concatenates the two gradients instead of zero-filling a
-    # full-size gradient per slice (two 400 MB fills per chapter-5 step)
-    d, f = torch.split(vals, [n_density, vals.shape[-1] - n_density], dim=-1)
-    return d, f
+def _densities_features(groups: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return groups[0], (groups[1] if len(groups) > 1 else None)
 
 
 def sample_volume(volumes: Volumes, points_world: torch.Tensor, sample_mode: str = "bilinear",
@@ -643,8 +640,10 @@ def sample_volume(volumes: Volumes, points_world: torch.Tensor, sample_mode: str
     shared = None if local.requires_grad else _shared_grid(volumes, sample_mode, padding_mode)
     if shared is not None:
         # One grid shared by the batch: one sampling call for densities and features together.
-        grid, n_density = shared[0], shared[1]
-        return _split_channels(trilinear_sample(grid, local.reshape(-1, 3)).view(*lead, grid.shape[0]), n_density)
+        grid, groups = shared[0], shared[1]
+        vals = trilinear_sample(grid, local.reshape(-1, 3)).view(*lead, grid.shape[0])
+        # split, not slices: its backward concatenates the gradients instead of zero-filling one per slice
+        return _densities_features(torch.split(vals, list(groups), dim=-1))
     outs = []
     for grid in (volumes.densities(), volumes.features()):
         if grid is None:
@@ -688,14 +687,12 @@ class VolumeSampler(torch.nn.Module):
             shared = _shared_grid(self._volumes, self._sample_mode, self._padding_mode)
         if shared is not None and b.origins.shape[0] == len(self._volumes):
             # one grid for the batch and constant rays: sample along the rays without materialising points
-            grid, n_density, translation, scale = shared
+            grid, groups, translation, scale = shared
             S = b.lengths.shape[-1]
             _check_rays(b.origins, b.directions, b.lengths)
-            groups = (n_density,) if grid.shape[0] == n_density else (n_density, grid.shape[0] - n_density)
             vals = sample_grid_along_rays(grid, b.origins.reshape(-1, 3), b.directions.reshape(-1, 3),
                                           b.lengths.reshape(-1, S), translation, scale, groups)
-            vals = [v.view(*b.lengths.shape, v.shape[-1]) for v in vals]
-            return vals[0], (vals[1] if len(vals) > 1 else None)
+            return _densities_features([v.view(*b.lengths.shape, v.shape[-1]) for v in vals])
         points = ray_bundle_to_ray_points(ray_bundle)
         return sample_volume(self._volumes, points, self._sample_mode, self._padding_mode)
 

@@ -1,0 +1,31 @@
+"""Evaluation metrics: image quality (PSNR, SSIM), distribution distances (FID, KID).
+
+Submodules fix their own dimension names in their docstrings:
+
+- ``lib3d.metrics.image``     PSNR, SSIM, MSE over ``(N, H, W, C)`` images.
+- ``lib3d.metrics.fid``       FID / KID over features of any extractor, streaming statistics, ``.npz`` files.
+"""
+
+from lib3d.metrics.fid import (
+    FeatureStatistics,
+    fid_from_features,
+    frechet_distance,
+    kernel_inception_distance,
+    load_fid_stats,
+    save_fid_stats,
+    trace_sqrt_product,
+)
+from lib3d.metrics.image import mse, psnr, ssim
+
+__all__ = [
+    "FeatureStatistics",
+    "fid_from_features",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "load_fid_stats",
+    "mse",
+    "psnr",
+    "save_fid_stats",
+    "ssim",
+    "trace_sqrt_product",
+]

@@ -1,0 +1,820 @@
+"""GIRAFFE: compositional generative neural feature fields (Niemeyer & Geiger, CVPR 2021; book ch. 7).
+
+A scene is ``K`` objects and a background, each a neural *feature field* ``h(x, d, z_shape, z_app) ->
+(sigma, f)`` (density and a ``C``-dim feature). Each object lives in its own box (scale, translation,
+rotation about the up axis); the fields are composed (densities summed, features averaged by density),
+volume-rendered into a small feature image and upsampled to RGB by a 2D neural renderer.
+
+Dimension names used below:
+
+- ``N``: batch (scenes); ``K``: objects (boxes) per scene;
+- ``H, W``: feature-image height and width (``res`` x ``res``, 16 in the paper); ``R = H * W`` rays;
+- ``S``: samples per ray (64 in the paper); ``M``: packed samples (those inside an object's box);
+- ``C``: feature channels (128); ``Z``: latent-code size; ``E``: positional-encoding width;
+- ``Ho, Wo``: output image size.
+
+Conventions (the official code's, so that official checkpoints render the same images):
+
+- world coordinates are z-up; a camera sits at ``radius * (sin(phi) cos(theta), sin(phi) sin(theta),
+  cos(phi))`` with ``theta = 2 pi u``, ``phi = arccos(1 - 2 v)`` and looks at the origin; ``cam2world``
+  is ``(N, 4, 4)`` with columns ``x, y, z, position`` and the camera looks along its ``-z`` (OpenGL);
+- pixel ``(row, col)`` of a ``res`` x ``res`` image is the image-plane point ``x = -1 + 2 col / (res - 1)``,
+  ``y = 1 - 2 row / (res - 1)`` at view depth 1 (the corners, not the centres, sit at +-1), with focal
+  length ``1 / tan(fov / 2)``; ray directions are not normalised (their view-space depth is 1), so sample
+  depths ``t`` in ``depth_range`` are view depths and intervals are scaled by ``|d|``;
+- a box maps world points to its local coordinates as ``p_box = R (p - t) / s`` (R a rotation by
+  ``2 pi r`` about z); points with any ``|p_box| > 1.1`` have zero object density;
+- images are channel-first ``(N, 3, Ho, Wo)`` in [0, 1] (the GAN side), latent codes ``N(0, 1)``.
+
+Composition (paper eq. 6): ``sigma = sum_k sigma_k``, ``f = sum_k sigma_k f_k / sigma`` (``sigma = 0``
+counts as ``1e-4``); volume rendering (eq. 7-8) uses ``lib3d.render.render_weight_from_density``:
+``alpha_s = 1 - exp(-sigma_s delta_s)``, ``w_s = alpha_s prod_{j<s} (1 - alpha_j)``, ``f = sum_s w_s f_s``,
+the last interval ``1e10`` long.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from lib3d._checks import check_shape, check_shapes, check_tensor
+from lib3d.render import accumulate_along_rays, jiggle_within_stratas, render_weight_from_density
+
+__all__ = [
+    "BoxRanges",
+    "Boxes",
+    "CameraRanges",
+    "FeatureField",
+    "FeatureRender",
+    "GiraffeGenerator",
+    "Latents",
+    "NeuralRenderer",
+    "blur_121",
+    "boxes_from_values",
+    "camera_poses",
+    "camera_rays",
+    "composite",
+    "interpolate_sphere",
+    "positional_encoding",
+    "render_feature_image",
+    "sample_boxes",
+    "sample_camera_poses",
+    "sample_latents",
+    "sample_object_existence",
+    "world_to_box",
+    "z_rotation",
+]
+
+# Points up to this far outside a box's [-1, 1]^3 still get object density (the official padding, 0.1).
+BOX_PADDING = 0.1
+# Stand-in for the infinite last interval of each ray.
+LAST_INTERVAL = 1e10
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encodings and small pieces
+# ----------------------------------------------------------------------------------------------------
+def positional_encoding(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
+    """GIRAFFE's positional encoding ``[sin(2^0 pi x), cos(2^0 pi x), sin(2^1 pi x), cos(2^1 pi x), ...]``.
+
+    Layout (the official one, which official weights expect): per frequency ``l`` a block
+    ``[sin(2^l pi x_0..x_{D-1}), cos(2^l pi x_0..x_{D-1})]``; blocks in increasing ``l``.
+
+    Args:
+        x: ``(..., D)`` float.
+        n_freqs: number of frequencies ``L``.
+
+    Returns:
+        ``(..., 2 D L)`` float.
+
+    Example:
+        >>> positional_encoding(torch.tensor([[0.5]]), 2)   # [sin(pi/2), cos(pi/2), sin(pi), cos(pi)]
+        tensor([[ 1.0000e+00, -4.3711e-08, -8.7423e-08, -1.0000e+00]])
+    """
+    check_shape("x", x, (..., None), dtype="float")
+    freqs = math.pi * 2.0 ** torch.arange(n_freqs, dtype=x.dtype, device=x.device)
+    arg = x[..., None, :] * freqs[:, None]  # (..., L, D)
+    return torch.cat((arg.sin(), arg.cos()), dim=-1).reshape(*x.shape[:-1], 2 * n_freqs * x.shape[-1])
+
+
+def z_rotation(value: torch.Tensor) -> torch.Tensor:
+    """Rotations by ``2 pi value`` about the z axis (scipy's ``from_euler('z', 2 pi value).as_matrix()``).
+
+    Args:
+        value: ``(...)`` float, in turns.
+
+    Returns:
+        ``(..., 3, 3)`` float.
+    """
+    check_tensor("value", value, dtype="float")
+    a = 2 * math.pi * value
+    c, s = torch.cos(a), torch.sin(a)
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack((c, -s, zero, s, c, zero, zero, zero, one), dim=-1).reshape(*value.shape, 3, 3)
+
+
+def interpolate_sphere(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical linear interpolation of latent codes along their last dimension (the render script's).
+
+    Args:
+        z1, z2: ``(..., Z)`` float.
+        t: interpolation weight in [0, 1].
+
+    Returns:
+        ``(..., Z)``: ``sin((1-t) w)/sin(w) z1 + sin(t w)/sin(w) z2`` with ``cos(w)`` the codes' cosine.
+    """
+    check_shapes(z1=(z1, (..., "Z")), z2=(z2, (..., "Z")), dtype="float")
+    cos = (F.normalize(z1, dim=-1) * F.normalize(z2, dim=-1)).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7)
+    omega = torch.acos(cos)
+    return (torch.sin((1 - t) * omega) * z1 + torch.sin(t * omega) * z2) / torch.sin(omega)
+
+
+def blur_121(x: torch.Tensor) -> torch.Tensor:
+    """The ``[1, 2, 1] x [1, 2, 1] / 16`` blur of each channel with reflected borders (official ``Blur``).
+
+    Args:
+        x: ``(N, C, H, W)`` float.
+
+    Returns:
+        ``(N, C, H, W)`` float.
+    """
+    check_shape("x", x, (None, None, None, None), dtype="float")
+    k1 = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    kernel = (k1[:, None] * k1[None, :] / 16.0).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=x.shape[1])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cameras and boxes
+# ----------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CameraRanges:
+    """Camera distribution: position on a sphere around the origin (official ``generator_kwargs``).
+
+    ``u`` and ``v`` are the official sphere parameters in [0, 1] (azimuth ``2 pi u``, polar angle
+    ``arccos(1 - 2 v)``: ``v = 0.25`` is 30 degrees above the ground plane, ``v = 0.5`` on it).
+    """
+
+    range_u: tuple[float, float] = (0.0, 0.0)
+    range_v: tuple[float, float] = (0.25, 0.25)
+    range_radius: tuple[float, float] = (2.732, 2.732)
+    fov: float = 49.13
+    depth_range: tuple[float, float] = (0.5, 6.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxRanges:
+    """Object box distribution (official ``bounding_box_generator_kwargs``).
+
+    Scales and translations are ``min + value * (max - min)`` per axis with ``value`` in [0, 1] (one value
+    for the three scale axes when ``fix_scale_ratio``); rotations are ``2 pi (r0 + value (r1 - r0))``
+    about z; ``object_on_plane`` pins the translation's z to ``z_level_plane``.
+    """
+
+    n_boxes: int = 1
+    scale_min: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    scale_max: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    translation_min: tuple[float, float, float] = (-0.75, -0.75, 0.0)
+    translation_max: tuple[float, float, float] = (0.75, 0.75, 0.0)
+    rotation_range: tuple[float, float] = (0.0, 1.0)
+    fix_scale_ratio: bool = True
+    object_on_plane: bool = False
+    z_level_plane: float = 0.0
+
+
+class Boxes(NamedTuple):
+    """Object boxes of a batch of scenes.
+
+    Attributes:
+        scale: ``(N, K, 3)`` float, half-extents of each box along its local axes.
+        translation: ``(N, K, 3)`` float, box centres in world coordinates.
+        rotation: ``(N, K, 3, 3)`` float, rotation ``R`` of ``p_box = R (p - t) / s``.
+    """
+
+    scale: torch.Tensor
+    translation: torch.Tensor
+    rotation: torch.Tensor
+
+
+class Latents(NamedTuple):
+    """Latent codes of a batch of scenes.
+
+    Attributes:
+        shape_obj: ``(N, K, Z)`` float; app_obj: ``(N, K, Z)`` float;
+        shape_bg: ``(N, Zb)`` float; app_bg: ``(N, Zb)`` float.
+    """
+
+    shape_obj: torch.Tensor
+    app_obj: torch.Tensor
+    shape_bg: torch.Tensor
+    app_bg: torch.Tensor
+
+
+def camera_poses(u: torch.Tensor, v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Camera-to-world matrices of cameras on a sphere looking at the origin, z up (official ``look_at``).
+
+    Args:
+        u: ``(N,)`` float azimuth parameter (``theta = 2 pi u``).
+        v: ``(N,)`` float polar parameter (``phi = arccos(1 - 2 v)``).
+        radius: ``(N,)`` float distance to the origin.
+
+    Returns:
+        ``(N, 4, 4)`` float: columns ``x = up x z``, ``y = z x x``, ``z = position / |position|``, position.
+    """
+    check_shapes(u=(u, ("N",)), v=(v, ("N",)), radius=(radius, ("N",)), dtype="float")
+    theta, phi = 2 * math.pi * u, torch.acos(1 - 2 * v)
+    loc = torch.stack((phi.sin() * theta.cos(), phi.sin() * theta.sin(), phi.cos()), dim=-1) * radius[:, None]
+    z_axis = loc / torch.linalg.norm(loc, dim=-1, keepdim=True).clamp_min(1e-5)
+    up = torch.zeros_like(loc)
+    up[:, 2] = 1.0
+    x_axis = torch.linalg.cross(up, z_axis, dim=-1)
+    x_axis = x_axis / torch.linalg.norm(x_axis, dim=-1, keepdim=True).clamp_min(1e-5)
+    y_axis = torch.linalg.cross(z_axis, x_axis, dim=-1)
+    y_axis = y_axis / torch.linalg.norm(y_axis, dim=-1, keepdim=True).clamp_min(1e-5)
+    pose = torch.eye(4, dtype=loc.dtype, device=loc.device).repeat(loc.shape[0], 1, 1)
+    pose[:, :3, :3] = torch.stack((x_axis, y_axis, z_axis), dim=-1)
+    pose[:, :3, 3] = loc
+    return pose
+
+
+def _lerp_range(rng: Sequence[float], value: torch.Tensor) -> torch.Tensor:
+    return rng[0] + value * (rng[1] - rng[0])
+
+
+def sample_camera_poses(n: int, ranges: CameraRanges, generator: torch.Generator | None = None,
+                        device=None, values: tuple[float, float, float] | None = None) -> torch.Tensor:
+    """Random camera poses (``u, v, radius`` uniform in their ranges), or fixed ones at ``values``.
+
+    Args:
+        n: number of cameras.
+        ranges: the camera distribution.
+        generator: random generator.
+        device: device of the result.
+        values: ``(val_u, val_v, val_r)`` in [0, 1] for the official ``get_camera`` (no randomness).
+
+    Returns:
+        ``(n, 4, 4)`` float32 camera-to-world matrices.
+    """
+    if values is None:
+        uvr = torch.rand(3, n, generator=generator, device=device)
+    else:
+        uvr = torch.tensor(values, dtype=torch.float32, device=device)[:, None].expand(3, n)
+    return camera_poses(_lerp_range(ranges.range_u, uvr[0]), _lerp_range(ranges.range_v, uvr[1]),
+                        _lerp_range(ranges.range_radius, uvr[2]))
+
+
+def camera_rays(cam2world: torch.Tensor, fov: float, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through the pixels of a ``resolution`` x ``resolution`` image (official pixel grid).
+
+    Args:
+        cam2world: ``(N, 4, 4)`` float.
+        fov: field of view in degrees.
+        resolution: ``res``.
+
+    Returns:
+        ``(origins (N, R, 3), directions (N, R, 3))`` in world coordinates, rays in row-major pixel order;
+        directions have view-space depth 1 (not normalised).
+    """
+    check_shape("cam2world", cam2world, (None, 4, 4), dtype="float")
+    inv_focal = math.tan(0.5 * math.radians(fov))
+    lin = torch.linspace(-1.0, 1.0, resolution, dtype=cam2world.dtype, device=cam2world.device)
+    y, x = torch.meshgrid(-lin, lin, indexing="ij")
+    cam = torch.stack((x * inv_focal, y * inv_focal, -torch.ones_like(x)), dim=-1).reshape(-1, 3)
+    directions = cam @ cam2world[:, :3, :3].transpose(1, 2)
+    origins = cam2world[:, None, :3, 3].expand_as(directions)
+    return origins, directions
+
+
+def boxes_from_values(ranges: BoxRanges, scale: torch.Tensor, translation: torch.Tensor,
+                      rotation: torch.Tensor) -> Boxes:
+    """Boxes at given positions in the box ranges (the official ``get_transformations``).
+
+    Args:
+        ranges: the box distribution.
+        scale: ``(N, K, 3)`` float values in [0, 1] (only ``[..., 0]`` is used when ``fix_scale_ratio``).
+        translation: ``(N, K, 3)`` float values in [0, 1].
+        rotation: ``(N, K)`` float values in [0, 1].
+
+    Returns:
+        ``Boxes`` with scale ``(N, K, 3)``, translation ``(N, K, 3)``, rotation ``(N, K, 3, 3)``.
+    """
+    check_shapes(scale=(scale, ("N", "K", 3)), translation=(translation, ("N", "K", 3)),
+                 rotation=(rotation, ("N", "K")), dtype="float")
+    dev, dt = scale.device, scale.dtype
+    s_min = torch.tensor(ranges.scale_min, device=dev, dtype=dt)
+    s_rng = torch.tensor(ranges.scale_max, device=dev, dtype=dt) - s_min
+    t_min = torch.tensor(ranges.translation_min, device=dev, dtype=dt)
+    t_rng = torch.tensor(ranges.translation_max, device=dev, dtype=dt) - t_min
+    s = s_min + (scale[..., :1] if ranges.fix_scale_ratio else scale) * s_rng
+    t = t_min + translation * t_rng
+    if ranges.object_on_plane:
+        t = torch.cat((t[..., :2], torch.full_like(t[..., 2:], ranges.z_level_plane)), dim=-1)
+    return Boxes(s, t, z_rotation(_lerp_range(ranges.rotation_range, rotation)))
+
+
+def sample_boxes(n: int, ranges: BoxRanges, generator: torch.Generator | None = None, device=None) -> Boxes:
+    """Random boxes: scale, translation and rotation values uniform in [0, 1] (official ``forward``).
+
+    Returns:
+        ``Boxes`` of ``n`` scenes with ``ranges.n_boxes`` boxes each.
+    """
+    k = ranges.n_boxes
+    u = torch.rand(n, k, 7, generator=generator, device=device)
+    return boxes_from_values(ranges, u[..., 0:3], u[..., 3:6], u[..., 6])
+
+
+def world_to_box(points: torch.Tensor, boxes: Boxes, k: int) -> torch.Tensor:
+    """Points in the local coordinates of box ``k``: ``p_box = R_k (p - t_k) / s_k``.
+
+    Args:
+        points: ``(N, ..., 3)`` float world points.
+        boxes: boxes of ``N`` scenes.
+        k: box index.
+
+    Returns:
+        ``(N, ..., 3)`` float.
+    """
+    check_shape("points", points, (..., 3), dtype="float")
+    n = points.shape[0]
+    if points.dim() < 2 or boxes.scale.shape[0] != n:
+        raise ValueError(f"points must have shape (N, ..., 3) with N={boxes.scale.shape[0]} (the boxes' batch), "
+                         f"got {tuple(points.shape)}")
+    view = (n,) + (1,) * (points.dim() - 2)
+    rot = boxes.rotation[:, k].reshape(*view, 3, 3)
+    local = (rot @ (points - boxes.translation[:, k].reshape(*view, 3))[..., None])[..., 0]
+    return local / boxes.scale[:, k].reshape(*view, 3)
+
+
+def sample_latents(n: int, n_boxes: int, z_dim: int, z_dim_bg: int, generator: torch.Generator | None = None,
+                   device=None, temperature: float = 1.0) -> Latents:
+    """Latent codes ``N(0, temperature^2)`` for ``n`` scenes of ``n_boxes`` objects."""
+    def z(*shape):
+        return torch.randn(*shape, generator=generator, device=device) * temperature
+    return Latents(z(n, n_boxes, z_dim), z(n, n_boxes, z_dim), z(n, z_dim_bg), z(n, z_dim_bg))
+
+
+def sample_object_existence(n: int, n_boxes: int, count_probs: Sequence[float], min_count: int = 1,
+                            generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Which objects exist: ``min_count + i`` objects with probability ``count_probs[i]``, chosen at random.
+
+    The official CLEVR2345 setting is ``min_count = 2``, ``count_probs = (0.195, 0.244, 0.253, 0.309)``.
+
+    Returns:
+        ``(n, n_boxes)`` bool.
+    """
+    probs = torch.tensor(count_probs, dtype=torch.float32, device=device)
+    if probs.numel() + min_count - 1 > n_boxes or bool((probs < 0).any()):
+        raise ValueError(f"count_probs must give counts in [{min_count}, {n_boxes}] with non-negative "
+                         f"probabilities, got {list(count_probs)}")
+    counts = torch.multinomial(probs, n, replacement=True, generator=generator) + min_count
+    ranks = torch.rand(n, n_boxes, generator=generator, device=device).argsort(-1).argsort(-1)
+    return ranks < counts[:, None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Feature fields
+# ----------------------------------------------------------------------------------------------------
+class FeatureField(torch.nn.Module):
+    """An object or background feature field (the official ``Decoder``; same parameter names).
+
+    ``h = relu(fc_in(enc(p / downscale)) + fc_z(z_shape))``, then ``n_blocks - 1`` layers
+    ``h = relu(blocks[i](h))`` (after layer ``i`` with ``i + 1`` in ``skips``:
+    ``h += fc_z_skips(z_shape) + fc_p_skips(enc(p))``); ``sigma = sigma_out(h)``;
+    ``f = feat_out(relu(feat_view(h) + fc_z_view(z_app) + fc_view(enc_d(d / |d|))))``.
+
+    Args:
+        z_dim: latent size ``Z`` (shape and appearance codes each).
+        hidden_size: width (128 objects, 64 background in the paper).
+        n_blocks: linear layers before the density head (8 objects, 4 background).
+        skips: layers after which the latent code and the encoded point are added again ((4,); () for bg).
+        n_freq_posenc: frequencies of the point encoding (10).
+        n_freq_posenc_views: frequencies of the direction encoding (4).
+        rgb_out_dim: feature channels ``C`` (128; 256 for the 256-px presets).
+        downscale_p_by: points are divided by this before encoding (2 objects, 12 background).
+        final_sigmoid_activation: sigmoid on the features.
+
+    Example:
+        >>> field = FeatureField(z_dim=256)
+        >>> feats, sigma = field(torch.rand(2, 100, 3), torch.randn(2, 100, 3), torch.randn(2, 256),
+        ...                      torch.randn(2, 256))   # (2, 100, 128), (2, 100)
+    """
+
+    def __init__(self, z_dim: int = 64, hidden_size: int = 128, n_blocks: int = 8, skips: Sequence[int] = (4,),
+                 n_freq_posenc: int = 10, n_freq_posenc_views: int = 4, rgb_out_dim: int = 128,
+                 downscale_p_by: float = 2.0, final_sigmoid_activation: bool = False) -> None:
+        super().__init__()
+        if z_dim <= 0 or n_blocks < 1:
+            raise ValueError(f"z_dim and n_blocks must be positive, got {z_dim} and {n_blocks}")
+        self.z_dim, self.n_blocks, self.skips = z_dim, n_blocks, tuple(skips)
+        self.n_freq_posenc, self.n_freq_posenc_views = n_freq_posenc, n_freq_posenc_views
+        self.downscale_p_by, self.final_sigmoid_activation = downscale_p_by, final_sigmoid_activation
+        dim_embed, dim_embed_view = 6 * n_freq_posenc, 6 * n_freq_posenc_views
+        lin = torch.nn.Linear
+        self.fc_in = lin(dim_embed, hidden_size)
+        self.fc_z = lin(z_dim, hidden_size)
+        self.blocks = torch.nn.ModuleList([lin(hidden_size, hidden_size) for _ in range(n_blocks - 1)])
+        # the official code adds a skip after layer i when i + 1 is in skips and i is not the last layer
+        self._skip_after = [i for i in range(n_blocks - 1) if (i + 1) in self.skips and i < n_blocks - 2]
+        n_skips = sum(i in self.skips for i in range(n_blocks - 1))
+        if n_skips > 0:
+            self.fc_z_skips = torch.nn.ModuleList([lin(z_dim, hidden_size) for _ in range(n_skips)])
+            self.fc_p_skips = torch.nn.ModuleList([lin(dim_embed, hidden_size) for _ in range(n_skips)])
+        self.sigma_out = lin(hidden_size, 1)
+        self.fc_z_view = lin(z_dim, hidden_size)
+        self.feat_view = lin(hidden_size, hidden_size)
+        self.fc_view = lin(dim_embed_view, hidden_size)
+        self.feat_out = lin(hidden_size, rgb_out_dim)
+
+    @property
+    def out_dim(self) -> int:
+        """Feature channels ``C``."""
+        return self.feat_out.out_features
+
+    def latent_terms(self, z_shape: torch.Tensor, z_app: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-scene additive terms ``(fc_z(z_shape), fc_z_skips[i](z_shape)..., fc_z_view(z_app))``, each (N, hidden)."""
+        skips = tuple(self.fc_z_skips[i](z_shape) for i in range(len(self._skip_after)))
+        return (self.fc_z(z_shape),) + skips + (self.fc_z_view(z_app),)
+
+    def view_term(self, directions: torch.Tensor) -> torch.Tensor:
+        """``fc_view(enc_d(d / |d|))``: ``(..., 3)`` -> ``(..., hidden)`` (constant along a ray)."""
+        d = directions / torch.linalg.norm(directions, dim=-1, keepdim=True)
+        return self.fc_view(positional_encoding(d, self.n_freq_posenc_views))
+
+    def evaluate(self, points: torch.Tensor, terms: Sequence[torch.Tensor], view: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The field at points, given precomputed latent and view terms broadcastable to ``(..., hidden)``.
+
+        Args:
+            points: ``(..., 3)`` float in the field's frame (before ``downscale_p_by``).
+            terms: ``latent_terms(...)``, each broadcastable to ``(..., hidden)``.
+            view: ``view_term(...)`` broadcastable to ``(..., hidden)``.
+
+        Returns:
+            ``(features (..., C), sigma (...))``, sigma before any activation.
+        """
+        enc = positional_encoding(points / self.downscale_p_by, self.n_freq_posenc)
+        net = F.relu(self.fc_in(enc) + terms[0])
+        skip = 0
+        for i, layer in enumerate(self.blocks):
+            net = F.relu(layer(net))
+            if skip < len(self._skip_after) and i == self._skip_after[skip]:
+                net = net + terms[1 + skip] + self.fc_p_skips[skip](enc)
+                skip += 1
+        sigma = self.sigma_out(net)[..., 0]
+        net = F.relu(self.feat_view(net) + terms[-1] + view)
+        feat = self.feat_out(net)
+        return (torch.sigmoid(feat) if self.final_sigmoid_activation else feat), sigma
+
+    def forward(self, points: torch.Tensor, directions: torch.Tensor, z_shape: torch.Tensor,
+                z_app: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Official decoder call: ``points (N, P, 3)``, ``directions (N, P, 3)``, codes ``(N, Z)`` ->
+        ``(features (N, P, C), sigma (N, P))``."""
+        check_shapes(points=(points, ("N", "P", 3)), directions=(directions, ("N", "P", 3)),
+                     z_shape=(z_shape, ("N", self.z_dim)), z_app=(z_app, ("N", self.z_dim)), dtype="float")
+        terms = [t[:, None] for t in self.latent_terms(z_shape, z_app)]
+        return self.evaluate(points, terms, self.view_term(directions))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Composition and feature volume rendering
+# ----------------------------------------------------------------------------------------------------
+def composite(sigmas: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The composition operator: densities summed, features averaged by density (paper eq. 6).
+
+    ``sigma = sum_k sigma_k``; ``f = sum_k sigma_k f_k / sigma`` (where ``sigma == 0`` the denominator is
+    ``1e-4``, so ``f = 0`` there, as in the official code).
+
+    Args:
+        sigmas: ``(K, ...)`` float non-negative densities of the ``K`` fields.
+        features: ``(K, ..., C)`` float.
+
+    Returns:
+        ``(sigma (...), features (..., C))``.
+
+    Example:
+        >>> composite(torch.tensor([[1.0], [3.0]]), torch.tensor([[[4.0]], [[8.0]]]))   # 4, (1*4 + 3*8)/4 = 7
+        (tensor([4.]), tensor([[7.]]))
+    """
+    check_tensor("sigmas", sigmas, dtype="float")
+    check_shape("features", features, tuple(sigmas.shape) + (None,), dtype="float")
+    total = sigmas.sum(0)
+    denom = torch.where(total == 0, torch.full_like(total, 1e-4), total)
+    return total, (features * (sigmas / denom)[..., None]).sum(0)
+
+
+class FeatureRender(NamedTuple):
+    """Result of :func:`render_feature_image`.
+
+    Attributes:
+        features: ``(N, C, H, W)`` float feature image.
+        alpha: ``(N, K, H, W)`` float per-object opacity (each object rendered alone, last interval 0),
+            or None when not asked for.
+    """
+
+    features: torch.Tensor
+    alpha: torch.Tensor | None
+
+
+def render_feature_image(object_field: FeatureField, background_field: FeatureField | None, latents: Latents,
+                         cam2world: torch.Tensor, boxes: Boxes, bg_rotation: torch.Tensor, *, fov: float,
+                         resolution: int = 16, n_samples: int = 64, depth_range: Sequence[float] = (0.5, 6.0),
+                         training: bool = False, existence: torch.Tensor | None = None,
+                         render_objects: bool = True, render_background: bool = True, return_alpha: bool = False,
+                         sparse: bool = True, generator: torch.Generator | None = None) -> FeatureRender:
+    """Volume-render the composed feature fields of ``N`` scenes into ``res`` x ``res`` feature images.
+
+    Samples ``t`` are ``S`` evenly spaced view depths in ``depth_range`` (jittered within their strata when
+    ``training``, and unit Gaussian noise is added to every density, as the official code does). The
+    background field sees points rotated by ``bg_rotation``; object ``k`` sees ``world_to_box(p, boxes, k)``
+    and has zero density outside its padded box. Densities pass a ReLU, are composed with
+    :func:`composite` and rendered with ``render_weight_from_density`` / ``accumulate_along_rays``.
+
+    ``sparse=True`` (the default) evaluates each object field only at the samples inside its box and
+    accumulates ``w_s sigma_k,s / sigma_s f_k,s`` straight into the rays (the same numbers as composing
+    dense tensors, without materialising ``(K, N, R, S, C)``); ``sparse=False`` is the dense reference.
+
+    Args:
+        object_field: field of the objects (shared by all ``K``).
+        background_field: field of the background, or None.
+        latents: codes with ``shape_obj/app_obj (N, K, Z)``, ``shape_bg/app_bg (N, Zb)``.
+        cam2world: ``(N, 4, 4)`` float camera poses.
+        boxes: ``K`` boxes per scene.
+        bg_rotation: ``(N, 3, 3)`` float.
+        fov: field of view (degrees).
+        resolution: ``res``.
+        n_samples: ``S``.
+        depth_range: ``(near, far)`` view depths.
+        training: jitter depths and add density noise.
+        existence: ``(N, K)`` bool, objects absent where False (None: all present).
+        render_objects / render_background: leave out the objects or the background.
+        return_alpha: also return each object's opacity map.
+        sparse: evaluate objects only inside their boxes (see above).
+        generator: random generator of the jitter and noise.
+
+    Returns:
+        ``FeatureRender(features (N, C, H, W), alpha (N, K, H, W) or None)``.
+    """
+    sizes = check_shapes(cam2world=(cam2world, ("N", 4, 4)), bg_rotation=(bg_rotation, ("N", 3, 3)),
+                         shape_obj=(latents.shape_obj, ("N", "K", None)), app_obj=(latents.app_obj, ("N", "K", None)),
+                         scale=(boxes.scale, ("N", "K", 3)), translation=(boxes.translation, ("N", "K", 3)),
+                         rotation=(boxes.rotation, ("N", "K", 3, 3)), dtype="float")
+    if existence is not None:
+        check_shape("existence", existence, (sizes["N"], sizes["K"]), dtype="bool")
+    if not (render_objects or render_background) or (render_background and background_field is None):
+        raise ValueError("render_feature_image needs the objects or a background field to render")
+    n, k_boxes = sizes["N"], sizes["K"]
+    dev, dt = cam2world.device, cam2world.dtype
+    s, r = n_samples, resolution * resolution
+    origins, dirs = camera_rays(cam2world, fov, resolution)  # (N, R, 3)
+    t = torch.linspace(depth_range[0], depth_range[1], s, device=dev, dtype=dt).expand(n, r, s)
+    if training:
+        t = jiggle_within_stratas(t, generator=generator)
+    ray_len = torch.linalg.norm(dirs, dim=-1, keepdim=True)  # (N, R, 1)
+    t_last = t[..., -1:]
+    t_ends = torch.cat((t[..., 1:], t_last + LAST_INTERVAL), dim=-1)
+
+    def noise(x):
+        return x + torch.randn(x.shape, generator=generator, device=dev, dtype=dt) if training else x
+
+    # Background: dense over every sample
+    sig_list, feat_list = [], []
+    if render_background:
+        bg_o = origins @ bg_rotation.transpose(1, 2)
+        bg_d = dirs @ bg_rotation.transpose(1, 2)
+        pts = bg_o[:, :, None] + t[..., None] * bg_d[:, :, None]  # (N, R, S, 3)
+        terms = [x[:, None, None] for x in background_field.latent_terms(latents.shape_bg, latents.app_bg)]
+        feat_bg, sig_bg = background_field.evaluate(pts, terms, background_field.view_term(bg_d)[:, :, None])
+        sig_list.append(F.relu(noise(sig_bg)))
+        feat_list.append(feat_bg)
+
+    # Objects: points inside the padded box only
+    packed = []  # per object: (flat sample index (M,), ray index (M,), features (M, C)) for the sparse path
+    if render_objects:
+        terms_all = object_field.latent_terms(latents.shape_obj.reshape(n * k_boxes, -1),
+                                              latents.app_obj.reshape(n * k_boxes, -1))
+        terms_all = [x.reshape(n, k_boxes, -1) for x in terms_all]
+        for k in range(k_boxes):
+            o_k = world_to_box(origins, boxes, k)
+            d_k = world_to_box(origins + dirs, boxes, k) - o_k  # box-frame directions (N, R, 3)
+            pts = o_k[:, :, None] + t[..., None] * d_k[:, :, None]  # (N, R, S, 3)
+            inside = (pts.abs() <= 1.0 + BOX_PADDING).all(-1)
+            if existence is not None:
+                inside = inside & existence[:, k, None, None]
+            view = object_field.view_term(d_k)  # (N, R, hidden)
+            if sparse:
+                idx = inside.reshape(-1).nonzero()[:, 0]  # (M,)
+                batch_idx, ray_idx = idx // (r * s), idx // s
+                terms = [x[:, k][batch_idx] for x in terms_all]
+                feat_k, sig_k = object_field.evaluate(pts.reshape(-1, 3)[idx], terms, view.reshape(n * r, -1)[ray_idx])
+                sig_k = F.relu(noise(sig_k))
+                sig_dense = torch.zeros(n * r * s, device=dev, dtype=sig_k.dtype).index_put((idx,), sig_k)
+                sig_list.append(sig_dense.reshape(n, r, s))
+                packed.append((idx, ray_idx, feat_k))
+            else:
+                terms = [x[:, k, None, None] for x in terms_all]
+                feat_k, sig_k = object_field.evaluate(pts, terms, view[:, :, None])
+                sig_list.append(F.relu(noise(sig_k)) * inside)
+                feat_list.append(feat_k)
+
+    sigmas = torch.stack(sig_list)  # (F, N, R, S): background first, then objects
+    if sparse:
+        total = sigmas.sum(0)
+    else:
+        total, feat = composite(sigmas, torch.stack(feat_list))
+    weights, _, _ = render_weight_from_density(t * ray_len, t_ends * ray_len, total)
+    if sparse:
+        denom = torch.where(total == 0, torch.full_like(total, 1e-4), total)
+        coef = weights / denom  # w_s / sigma_s
+        c = packed[0][2].shape[-1] if packed else feat_list[0].shape[-1]
+        out = torch.zeros(n * r, c, device=dev, dtype=dt)
+        if render_background:
+            out = out + accumulate_along_rays(coef * sigmas[0], feat_list[0]).reshape(n * r, c)
+        for j, (idx, ray_idx, feat_k) in enumerate(packed):
+            sig_k = sigmas[j + int(render_background)].reshape(-1)[idx]
+            out = out.index_add(0, ray_idx, (coef.reshape(-1)[idx] * sig_k)[:, None] * feat_k)
+        feat_rays = out.reshape(n, r, c)
+    else:
+        feat_rays = accumulate_along_rays(weights, feat)
+    features = feat_rays.transpose(1, 2).reshape(n, -1, resolution, resolution)
+
+    alpha = None
+    if return_alpha and render_objects:
+        obj = sigmas[int(render_background):]  # (K, N, R, S)
+        t_ends0 = torch.cat((t[..., 1:], t_last), dim=-1)
+        w_obj, _, _ = render_weight_from_density((t * ray_len).expand_as(obj), (t_ends0 * ray_len).expand_as(obj), obj)
+        alpha = accumulate_along_rays(w_obj)[..., 0].permute(1, 0, 2).reshape(n, k_boxes, resolution, resolution)
+    return FeatureRender(features, alpha)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Neural renderer
+# ----------------------------------------------------------------------------------------------------
+class NeuralRenderer(torch.nn.Module):
+    """2D neural renderer: feature image -> RGB image (the official ``NeuralRenderer``; same names).
+
+    ``log2(img_size) - 4`` blocks of nearest-neighbour x2 upsampling + 3x3 conv + LeakyReLU(0.2), halving
+    the channels down to ``min_feat``; RGB skips: ``rgb = up(conv_rgb[0](x))``, after block ``i``
+    ``rgb += conv_rgb[i + 1](h)`` and, except after the last block, ``rgb = up(rgb)`` where ``up`` is
+    bilinear x2 followed by :func:`blur_121`; a final sigmoid.
+
+    Args:
+        n_feat: channels after ``conv_in`` (a 1x1 conv, identity when ``n_feat == input_dim``).
+        input_dim: feature channels ``C`` of the input.
+        out_dim: output channels (3).
+        min_feat: fewest channels of a block.
+        img_size: output size (64 or 256); the input is 16 x 16.
+        final_actvn: apply the sigmoid.
+    """
+
+    def __init__(self, n_feat: int = 128, input_dim: int = 128, out_dim: int = 3, min_feat: int = 32,
+                 img_size: int = 64, final_actvn: bool = True) -> None:
+        super().__init__()
+        n_blocks = int(math.log2(img_size) - 4)
+        if n_blocks < 1 or 2 ** (n_blocks + 4) != img_size:
+            raise ValueError(f"img_size must be a power of two >= 32, got {img_size}")
+        self.final_actvn = final_actvn
+        self.conv_in = torch.nn.Identity() if n_feat == input_dim else torch.nn.Conv2d(input_dim, n_feat, 1)
+        widths = [n_feat] + [max(n_feat // 2 ** (i + 1), min_feat) for i in range(n_blocks)]
+        self.conv_layers = torch.nn.ModuleList(
+            [torch.nn.Conv2d(widths[i], widths[i + 1], 3, 1, 1) for i in range(n_blocks)])
+        self.conv_rgb = torch.nn.ModuleList([torch.nn.Conv2d(input_dim, out_dim, 3, 1, 1)]
+                                            + [torch.nn.Conv2d(widths[i + 1], out_dim, 3, 1, 1) for i in range(n_blocks)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` features -> ``(N, out_dim, H * 2^blocks, W * 2^blocks)`` images."""
+        check_shape("x", x, (None, self.conv_rgb[0].in_channels, None, None), dtype="float")
+
+        def up_rgb(y):
+            return blur_121(F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False))
+
+        net = self.conv_in(x)
+        rgb = up_rgb(self.conv_rgb[0](x))
+        for i, layer in enumerate(self.conv_layers):
+            net = F.leaky_relu(layer(F.interpolate(net, scale_factor=2.0, mode="nearest")), 0.2)
+            rgb = rgb + self.conv_rgb[i + 1](net)
+            if i < len(self.conv_layers) - 1:
+                rgb = up_rgb(rgb)
+        return torch.sigmoid(rgb) if self.final_actvn else rgb
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generator
+# ----------------------------------------------------------------------------------------------------
+class GiraffeGenerator(torch.nn.Module):
+    """The GIRAFFE generator: object and background feature fields, boxes, cameras and neural renderer.
+
+    Holds the parameters (``object_field``, ``background_field``, ``neural_renderer``; the official
+    ``decoder``, ``background_generator``, ``neural_renderer``) and the sampling ranges; ``forward`` renders
+    one batch with :func:`render_feature_image` and the neural renderer.
+
+    Args:
+        z_dim: object code size (256 in the paper's 64-px presets).
+        z_dim_bg: background code size (128).
+        img_size: output image size.
+        feature_dim: ``C`` (128; 256 at 256 px).
+        hidden_size / n_blocks / skips: object field (128, 8, (4,)).
+        bg_hidden_size / bg_n_blocks / bg_skips: background field (64, 4, ()).
+        bg_downscale: background points are divided by this (12).
+        resolution_vol: feature-image size (16).
+        n_ray_samples: samples per ray (64).
+        camera: the camera distribution.
+        boxes: the box distribution.
+        bg_rotation_range: background rotation range in turns ((0, 0): none).
+        object_count_probs: when given, scenes hold ``object_count_min + i`` objects with these
+            probabilities (the official ``sample_object_existance``; None: all ``n_boxes`` objects).
+        object_count_min: fewest objects when ``object_count_probs`` is given.
+        neural_renderer_min_feat: fewest channels in the neural renderer (32).
+    """
+
+    def __init__(self, z_dim: int = 256, z_dim_bg: int = 128, img_size: int = 64, feature_dim: int = 128,
+                 hidden_size: int = 128, n_blocks: int = 8, skips: Sequence[int] = (4,),
+                 bg_hidden_size: int = 64, bg_n_blocks: int = 4, bg_skips: Sequence[int] = (),
+                 bg_downscale: float = 12.0, resolution_vol: int = 16, n_ray_samples: int = 64,
+                 camera: CameraRanges = CameraRanges(), boxes: BoxRanges = BoxRanges(),
+                 bg_rotation_range: tuple[float, float] = (0.0, 0.0),
+                 object_count_probs: Sequence[float] | None = None, object_count_min: int = 1,
+                 neural_renderer_min_feat: int = 32) -> None:
+        super().__init__()
+        self.z_dim, self.z_dim_bg, self.img_size = z_dim, z_dim_bg, img_size
+        self.resolution_vol, self.n_ray_samples = resolution_vol, n_ray_samples
+        self.camera, self.boxes, self.bg_rotation_range = camera, boxes, tuple(bg_rotation_range)
+        self.object_count_probs = None if object_count_probs is None else tuple(object_count_probs)
+        self.object_count_min = object_count_min
+        self.object_field = FeatureField(z_dim, hidden_size, n_blocks, skips, rgb_out_dim=feature_dim,
+                                         downscale_p_by=2.0)
+        self.background_field = FeatureField(z_dim_bg, bg_hidden_size, bg_n_blocks, bg_skips,
+                                             rgb_out_dim=feature_dim, downscale_p_by=bg_downscale)
+        up = int(math.log2(img_size // resolution_vol))
+        if resolution_vol * 2 ** up != img_size:
+            raise ValueError(f"img_size / resolution_vol must be a power of two, got {img_size} / {resolution_vol}")
+        self.neural_renderer = NeuralRenderer(feature_dim, feature_dim, 3, neural_renderer_min_feat, 16 * 2 ** up)
+
+    @property
+    def n_boxes(self) -> int:
+        """``K``."""
+        return self.boxes.n_boxes
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+                       n_boxes: int | None = None) -> Latents:
+        """Codes for ``n`` scenes (``n_boxes`` objects, default ``K``)."""
+        return sample_latents(n, self.n_boxes if n_boxes is None else n_boxes, self.z_dim, self.z_dim_bg,
+                              generator, self._device(), temperature)
+
+    def sample_cameras(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, 4, 4)`` random camera poses."""
+        return sample_camera_poses(n, self.camera, generator, self._device())
+
+    def sample_boxes(self, n: int, generator: torch.Generator | None = None) -> Boxes:
+        """Random boxes of ``n`` scenes."""
+        return sample_boxes(n, self.boxes, generator, self._device())
+
+    def sample_bg_rotation(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, 3, 3)`` background rotations (one value for the whole batch, as the official code)."""
+        u = torch.rand((), generator=generator, device=self._device())
+        return z_rotation(_lerp_range(self.bg_rotation_range, u).expand(n))
+
+    def sample_existence(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """``(n, K)`` bool object existence, or None when every object is always present."""
+        if self.object_count_probs is None:
+            return None
+        return sample_object_existence(n, self.n_boxes, self.object_count_probs, self.object_count_min,
+                                       generator, self._device())
+
+    def _device(self) -> torch.device:
+        return self.neural_renderer.conv_rgb[0].weight.device
+
+    def render_features(self, latents: Latents, cam2world: torch.Tensor, boxes: Boxes, bg_rotation: torch.Tensor,
+                        *, training: bool = False, existence: torch.Tensor | None = None,
+                        render_objects: bool = True, render_background: bool = True, return_alpha: bool = False,
+                        generator: torch.Generator | None = None) -> FeatureRender:
+        """:func:`render_feature_image` with this generator's fields and settings."""
+        return render_feature_image(
+            self.object_field, self.background_field, latents, cam2world, boxes, bg_rotation, fov=self.camera.fov,
+            resolution=self.resolution_vol, n_samples=self.n_ray_samples, depth_range=self.camera.depth_range,
+            training=training, existence=existence, render_objects=render_objects,
+            render_background=render_background, return_alpha=return_alpha, generator=generator)
+
+    def forward(self, latents: Latents, cam2world: torch.Tensor, boxes: Boxes, bg_rotation: torch.Tensor,
+                mode: Literal["training", "eval"] = "eval", existence: torch.Tensor | None = None,
+                render_objects: bool = True, render_background: bool = True,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images ``(N, 3, img_size, img_size)`` in [0, 1] of the given scenes ("training": jitter + noise)."""
+        feats = self.render_features(latents, cam2world, boxes, bg_rotation, training=(mode == "training"),
+                                     existence=existence, render_objects=render_objects,
+                                     render_background=render_background, generator=generator).features
+        return self.neural_renderer(feats)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, mode: Literal["training", "eval"] = "training",
+               temperature: float = 1.0) -> torch.Tensor:
+        """Random scenes rendered to ``(n, 3, img_size, img_size)`` images (the official ``generator()``)."""
+        latents = self.sample_latents(n, generator, temperature)
+        cams = self.sample_cameras(n, generator)
+        boxes = self.sample_boxes(n, generator)
+        bg = self.sample_bg_rotation(n, generator)
+        existence = self.sample_existence(n, generator)
+        return self(latents, cams, boxes, bg, mode=mode, existence=existence, generator=generator)

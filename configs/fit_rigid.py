@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs.common import RayConfig, RunConfig
+from lib3d.runtime import RayConfig, RunConfig
 
 
 @dataclasses.dataclass(frozen=True)

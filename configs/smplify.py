@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from configs.common import RayConfig, RunConfig
+from lib3d.runtime import RayConfig, RunConfig
 from lib3d.bodies.smplify import SMPLifyConfig
 
 

@@ -49,3 +49,22 @@ def golden_case(tensors: dict, case: str) -> dict:
     prefix = case + "."
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
+
+
+def final_parameters(run_dir: Path, module: str = "model") -> dict:
+    """The tensors of ``module`` in the newest checkpoint of a run directory, without the module prefix."""
+    from lib3d import runtime
+
+    ck = runtime.load_checkpoint(Path(run_dir) / "checkpoints")
+    prefix = f"{module}."
+    return {k[len(prefix):]: v for k, v in ck.tensors.items() if k.startswith(prefix)}
+
+
+def train_rigid(config):
+    """``runtime.train`` of the smoke system (jobs.fit_rigid) -> (FitResult, final parameters of rank 0)."""
+    from lib3d import runtime
+    from lib3d.systems.rigid import RigidSystem
+
+    res = runtime.train(RigidSystem(), config)
+    rc = res.config.run
+    return res, final_parameters(Path(rc.output_root) / "fit_rigid" / rc.name)

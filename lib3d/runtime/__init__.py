@@ -1,38 +1,31 @@
-"""The machinery shared by jobs: command line, run directories, checkpoints, Ray training and evaluation.
+"""The machinery shared by jobs: command line, run directories, checkpoints, the one training loop, Ray Train
+and Ray Data evaluation.
 
-A job is ``python -m jobs.<name> [PRESET] [--field value ...]``::
+A job is ``python -m jobs.<name> [PRESET] [--field value ...]`` and has one shape::
 
-    from configs.my_job import PRESETS
+    from configs.my_job import PRESETS                    # frozen dataclass configs with run/ray fields
     from lib3d import runtime
+    from lib3d.systems.my_system import MySystem
 
-    def main():
-        config = runtime.cli(PRESETS, description="...")
-        run = runtime.start_run("my_job", config)          # results/my_job/<run-name>/
-        ckpt = run.load_checkpoint()                       # resume if the run dir has one
-        for step in run.progress(range(start, steps)):
-            ...
-            run.log_scalars(step, {"loss": loss})
-            run.save_checkpoint(step, model.state_dict(), optimizer)
-        run.write_metrics({"final_loss": loss})
-        run.close()
+    def main(args=None):
+        config = runtime.cli(PRESETS, description=__doc__, args=args)
+        return runtime.train(MySystem(), config)           # in-process, or --ray.num-workers N Ray Train workers
 
-The same loop in-process or on N Ray Train workers (``TorchTrainer``, ``--ray.num-workers N``; see
-``jobs/fit_rigid.py``)::
+    if __name__ == "__main__":
+        runtime.run_main(main)                             # a user's mistake: one line, exit status 2
 
-    def train_loop(config):                                # runs in-process, or on each Ray worker
-        ctx = runtime.worker_context(config.ray.use_gpu)   # rank, world_size, device
-        run = runtime.start_run("my_job", config, rank=ctx.rank, world_size=ctx.world_size)
-        runtime.seed_everything(config.run.seed, ctx.rank)
-        model = runtime.prepare_model(Model(), ctx)        # DDP when world_size > 1
-        ...
-        shard = runtime.shard_indices(batch_size, ctx.rank, ctx.world_size)   # this rank's part
-        ...
-        run.save_checkpoint(step, runtime.unwrap_model(model).state_dict(), opt)  # EVERY rank calls it
-        # (rank 0 writes it; with Ray Train every rank reports it: ray.train.report)
+A system (``lib3d/systems/``) follows the contract of ``lib3d.runtime.system``: ``init(config, ctx) ->
+TrainState`` (named modules, optimizers, schedulers, generators, JSON extras, data), ``train_step(state, step,
+generator) -> scalars``, ``evaluate(state, step) -> Evaluation`` (metrics, images, GIFs) and
+``num_steps(config)``. ``train`` owns the worker context, run directory, seeding, resume, logging cadence,
+time limit, checkpoints, TensorBoard and ``metrics.json``.
 
-    runtime.fit(train_loop, config, job_name="my_job")     # Ray Train restarts from the last checkpoint
+Batch inference: ``runtime.evaluate(PredictorClass, inputs, batch_size, num_actors=K)`` (Ray Data
+``map_batches`` with K actors that load the model once; in this process with K = 0).
 
-Batch inference: ``runtime.evaluate(PredictorClass, inputs, batch_size, num_actors=K)``.
+Lower-level pieces stay public for code outside the contract: ``start_run`` / ``Run`` (run directory,
+TensorBoard, checkpoints), ``fit`` (any per-worker loop on Ray Train), ``worker_context``,
+``shard_indices``, ``all_reduce_gradients``, ``prepare_model``.
 
 Dimension names used in docstrings: N batch / samples, B batch of an evaluation call, T frames,
 H/W image height/width, C channels.
@@ -55,10 +48,11 @@ from lib3d.runtime.checkpoint import (
     save_safetensors,
     unflatten_optimizer_state,
 )
-from lib3d.runtime.config import cli, config_to_dict
+from lib3d.runtime.config import RayConfig, RunConfig, UserError, cli, config_to_dict, run_main
 from lib3d.runtime.distributed import (
     FitResult,
     WorkerContext,
+    all_reduce_gradients,
     all_reduce_mean,
     derive_seed,
     evaluate,
@@ -71,14 +65,31 @@ from lib3d.runtime.distributed import (
     unwrap_model,
     worker_context,
 )
-from lib3d.runtime.run import Run, resolve_run_config, start_run
+from lib3d.runtime.run import Run, resolve_run_config, run_directory, start_run
+from lib3d.runtime.system import (
+    Evaluation,
+    System,
+    TrainState,
+    load_train_state,
+    state_digest,
+    step_generator,
+    train,
+    train_state_tensors,
+)
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "Evaluation",
     "FitResult",
+    "RayConfig",
     "Run",
+    "RunConfig",
+    "System",
+    "TrainState",
+    "UserError",
     "WorkerContext",
+    "all_reduce_gradients",
     "all_reduce_mean",
     "capture_rng_state",
     "cli",
@@ -93,15 +104,22 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "load_safetensors",
+    "load_train_state",
     "prepare_model",
     "rank_generator",
     "resolve_run_config",
     "restore_rng_state",
+    "run_directory",
+    "run_main",
     "save_checkpoint",
     "save_safetensors",
     "seed_everything",
     "shard_indices",
     "start_run",
+    "state_digest",
+    "step_generator",
+    "train",
+    "train_state_tensors",
     "unflatten_optimizer_state",
     "unwrap_model",
     "worker_context",

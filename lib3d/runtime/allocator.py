@@ -8,14 +8,14 @@ and about 3 s of system time per step on our 2-core machine. ``keep_freed_memory
 all blocks from its heap and keep freed memory for reuse (what PyTorch's CUDA caching allocator does on
 the GPU); the process's resident memory then stays at its peak instead of shrinking between steps.
 
-Jobs call it through ``start_run`` (each Ray Train worker too); ``LIB3D_KEEP_FREED_MEMORY=0`` turns it off.
-It does nothing off glibc (macOS, Windows, musl).
+It is an opt-in: ``start_run`` calls it (in each Ray Train worker too) when the job's
+``RunConfig.keep_freed_memory`` is True (the chapter-5 and NeRF presets set it). It does nothing off glibc
+(macOS, Windows, musl).
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 
 __all__ = ["keep_freed_memory"]
@@ -31,9 +31,9 @@ def keep_freed_memory() -> bool:
     64 MiB. Safe to call more than once.
 
     Returns:
-        True when the setting was applied; False off glibc or when ``LIB3D_KEEP_FREED_MEMORY=0``.
+        True when the setting was applied; False off glibc.
     """
-    if os.environ.get("LIB3D_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -3,7 +3,8 @@
 A checkpoint is a directory ``<run>/checkpoints/step_<step:09d>/`` holding
 
 - ``model.safetensors``      the model tensors (a flat ``{name: tensor}``, e.g. ``model.state_dict()``);
-- ``optimizer.safetensors``  the optimizer's tensors (``flatten_optimizer_state``), when an optimizer is given;
+- ``optimizer.safetensors``  the optimizers' tensors (``flatten_optimizer_state``), when optimizers are given
+                             (one unnamed ``optimizer`` and/or any number of named ``optimizers``);
 - ``state.json``             step, config, RNG states, the optimizer's non-tensor state and ``extra``.
 
 It is written under a temporary name and renamed into place, so a crash never leaves a half-written
@@ -52,6 +53,7 @@ class Checkpoint:
         config: the run config saved with it (a JSON dict), or None.
         rng: the saved RNG states (see ``capture_rng_state``).
         path: the checkpoint directory.
+        optimizer_states: the named optimizers' state dicts ``{name: state_dict}`` (``{}`` if none).
     """
 
     step: int
@@ -61,6 +63,7 @@ class Checkpoint:
     config: dict[str, Any] | None
     rng: dict[str, Any]
     path: Path
+    optimizer_states: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- optimizer
@@ -332,6 +335,7 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     generators: Mapping[str, torch.Generator] | None = None,
     keep: int | None = None,
+    optimizers: Mapping[str, torch.optim.Optimizer | Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write checkpoint ``<directory>/step_<step>/`` atomically and keep only the newest ``keep``.
 
@@ -344,6 +348,9 @@ def save_checkpoint(
         config: the run config as a JSON dict.
         generators: named ``torch.Generator`` s whose states are saved with the global RNG states.
         keep: keep only this many newest checkpoints (None or <= 0: keep all).
+        optimizers: named optimizers (or their ``state_dict()`` s), e.g. ``{"generator": opt_g,
+            "discriminator": opt_d}``; their tensors go to ``optimizer.safetensors`` under
+            ``optimizers/<name>.``.
 
     Returns:
         The checkpoint directory.
@@ -365,11 +372,17 @@ def save_checkpoint(
             "format": FORMAT, "version": VERSION, "step": step, "config": config,
             "extra": dict(extra or {}), "rng": capture_rng_state(generators), "optimizer": None,
         }
+        opt_tensors: dict[str, torch.Tensor] = {}
         if optimizer is not None:
             sd = optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
-            opt_tensors, meta = flatten_optimizer_state(sd)
+            state["optimizer"] = _encode(sd, "opt", opt_tensors)
+        if optimizers:
+            state["optimizers"] = {}
+            for name, opt in optimizers.items():
+                sd = opt.state_dict() if isinstance(opt, torch.optim.Optimizer) else opt
+                state["optimizers"][str(name)] = _encode(sd, f"optimizers/{name}", opt_tensors)
+        if optimizer is not None or optimizers:
             save_safetensors(tmp / "optimizer.safetensors", opt_tensors)
-            state["optimizer"] = meta
         try:
             text = json.dumps(state, indent=1)
         except TypeError as e:
@@ -419,10 +432,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint version {state.get('version')!r} (expected {VERSION})")
     tensors = load_safetensors(path / "model.safetensors", map_location)
-    opt_state = None
-    if state.get("optimizer") is not None:
-        opt_state = unflatten_optimizer_state(load_safetensors(path / "optimizer.safetensors", map_location),
-                                              state["optimizer"])
+    opt_state, opt_states = None, {}
+    if state.get("optimizer") is not None or state.get("optimizers"):
+        opt_tensors = load_safetensors(path / "optimizer.safetensors", map_location)
+        if state.get("optimizer") is not None:
+            opt_state = unflatten_optimizer_state(opt_tensors, state["optimizer"])
+        opt_states = {k: unflatten_optimizer_state(opt_tensors, m) for k, m in (state.get("optimizers") or {}).items()}
     return Checkpoint(step=int(state["step"]), tensors=tensors, optimizer_state=opt_state,
                       extra=state.get("extra") or {}, config=state.get("config"), rng=state.get("rng") or {},
-                      path=path)
+                      path=path, optimizer_states=opt_states)

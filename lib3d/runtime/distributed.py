@@ -20,9 +20,9 @@ Training (``fit``) is Ray Train's ``TorchTrainer`` (Train V2) with lib3d's run d
 - Ray Train does not return the workers' return values: each rank sends its own to the driver through a
   small Ray actor, and ``FitResult.results`` holds them in rank order.
 
-Evaluation (``evaluate``) maps a predictor class over batches with a pool of Ray actors that each load the
-model once (one per GPU with ``use_gpu``), retries failed tasks on restarted actors, shows progress and
-returns results in input order.
+Evaluation (``evaluate``) maps a predictor class over batches with Ray Data (``map_batches`` with an actor
+class that loads the model once, ``concurrency`` actors, one GPU each with ``use_gpu``), retries failed
+batches on restarted actors, streams results in input order as they finish and shows progress.
 
 Dimension names: N inputs, B batch.
 """
@@ -33,12 +33,12 @@ import dataclasses
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import torch
 
-from lib3d.runtime.run import resolve_run_config
+from lib3d.runtime.run import _ray_train_context, resolve_run_config
 
 T = TypeVar("T")
 
@@ -71,21 +71,6 @@ class WorkerContext:
     def distributed(self) -> bool:
         """True when a process group with more than one worker is active."""
         return self.world_size > 1
-
-
-def _ray_train_context() -> Any:
-    """Ray Train's ``TrainContext`` when called inside a Ray Train worker, else None.
-
-    Never imports Ray: a process that has not imported ``ray.train`` cannot be a Ray Train worker.
-    """
-    if "ray.train" not in sys.modules:
-        return None
-    import ray.train
-
-    try:
-        return ray.train.get_context()
-    except RuntimeError:  # "Ray Train function utilities not initialized": not a Ray Train worker
-        return None
 
 
 def worker_context(use_gpu: bool = False) -> WorkerContext:
@@ -192,6 +177,35 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def all_reduce_gradients(params: torch.nn.Module | Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``params`` (a module's parameters, or an iterable of them) over the workers
+    (no-op without a ``torch.distributed`` group of 2+).
+
+    One flattened ``all_reduce`` per call on the parameters' device: the data-parallel step of DDP for code
+    that does not run its forward through a ``DistributedDataParallel`` wrapper (fields called through render
+    functions, GANs whose discriminator also runs inside the generator's step). Parameters without a
+    gradient on some rank count as zero there; parameters with ``requires_grad=False`` are skipped.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    if world <= 1:
+        return
+    params = params.parameters() if isinstance(params, torch.nn.Module) else params
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    off = 0
+    for p, g in zip(params, grads):
+        k = g.numel()
+        p.grad = flat[off:off + k].view_as(p).clone() if p.grad is None else p.grad.copy_(flat[off:off + k].view_as(p))
+        off += k
+
+
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     """The mean of ``value`` over all workers (``value`` itself when not distributed); for logging."""
     if torch.distributed.is_available() and torch.distributed.is_initialized() \
@@ -219,7 +233,7 @@ def init_ray(ray_config: Any = None, quiet: bool = False) -> Any:
     """
     import ray
 
-    from configs.common import RayConfig
+    from lib3d.runtime.config import RayConfig
 
     cfg = ray_config or RayConfig()
     if ray.is_initialized():
@@ -349,8 +363,7 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
         RuntimeError: when the group failed more than ``ray.max_failures`` times (chained to Ray Train's
             ``TrainingFailedError``), or could not be scheduled within ``ray.schedule_timeout_s``.
     """
-    from configs.common import RayConfig
-    from lib3d.runtime.config import find_field
+    from lib3d.runtime.config import RayConfig, find_field
 
     config = resolve_run_config(job_name, config)
     found = find_field(config, RayConfig)
@@ -403,16 +416,6 @@ def fit(train_loop_per_worker: Callable[[Any], T], config: Any, job_name: str,
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-class _EvalActor:
-    def __init__(self, factory: Callable[..., Callable[[Any], Any]], args: tuple, kwargs: dict):
-        self.predictor = factory(*args, **kwargs)
-
-    def predict(self, batch: Any) -> Any:
-        with torch.inference_mode():
-            out = self.predictor(batch)
-        return _to_cpu(out)
-
-
 def _to_cpu(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu")
@@ -423,20 +426,69 @@ def _to_cpu(x: Any) -> Any:
     return x
 
 
-def _batches(inputs: Any, batch_size: int) -> list[Any]:
-    n = len(inputs)
-    return [inputs[i: i + batch_size] for i in range(0, n, batch_size)]
+def _take(inputs: Any, index: Any) -> Any:
+    """The items ``index`` (an int array) of ``inputs``: a tensor slice, or a list of items."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[torch.as_tensor(index, dtype=torch.long)]
+    return [inputs[int(i)] for i in index]
 
 
-def _gather(outputs: list[Any]) -> Any:
-    if outputs and all(isinstance(o, torch.Tensor) for o in outputs):
-        return torch.cat(outputs, dim=0)
-    if outputs and all(isinstance(o, dict) for o in outputs):
-        return {k: _gather([o[k] for o in outputs]) for k in outputs[0]}
-    flat: list[Any] = []
-    for o in outputs:
-        flat.extend(o)
-    return flat
+def _columns(out: Any, n: int) -> dict[str, Any]:
+    """A predictor's output for a batch of ``n`` as named columns of ``n`` rows (numpy for Ray Data)."""
+    import numpy as np
+
+    def column(name: str, v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            if v.ndim == 0 or v.shape[0] != n:
+                raise ValueError(f"evaluate: output {name!r} must have the batch ({n}) as its first dimension, "
+                                 f"got shape {tuple(v.shape)}")
+            return v.detach().cpu().numpy()
+        if isinstance(v, (list, tuple)):
+            if len(v) != n:
+                raise ValueError(f"evaluate: output {name!r} must hold one item per input ({n}), got {len(v)}")
+            arr = np.empty(n, dtype=object)
+            arr[:] = [_to_cpu(x) for x in v]
+            return arr
+        raise TypeError(f"evaluate: output {name!r} must be a (B, ...) tensor or a list of B items, "
+                        f"got {type(v).__name__}")
+
+    if isinstance(out, dict):
+        if "__index__" in out:
+            raise ValueError("evaluate: '__index__' is reserved")
+        return {str(k): column(str(k), v) for k, v in out.items()}
+    return {"__out__": column("output", out)}
+
+
+class _BatchPredictor:
+    """The callable class Ray Data maps over batches of indices: builds the user's predictor once (loading
+    its model), looks the batch's items up in ``inputs`` and runs it under ``torch.inference_mode()``."""
+
+    def __init__(self, factory: Callable[..., Callable[[Any], Any]], args: tuple, kwargs: dict, inputs: Any):
+        self.predictor = factory(*args, **kwargs)
+        self.inputs = inputs
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        index = batch["__index__"]
+        with torch.inference_mode():
+            out = self.predictor(_take(self.inputs, index))
+        cols = _columns(out, len(index))
+        cols["__index__"] = index
+        return cols
+
+
+def _from_columns(chunks: list[dict[str, Any]]) -> Any:
+    """Concatenate per-batch columns into the predictor's output type (tensor, dict of tensors, list)."""
+    import numpy as np
+
+    def join(parts: list[Any]) -> Any:
+        if parts[0].dtype == object:
+            return [x for p in parts for x in p]
+        return torch.from_numpy(np.concatenate(parts, axis=0))
+
+    keys = [k for k in chunks[0] if k != "__index__"]
+    if keys == ["__out__"]:
+        return join([c["__out__"] for c in chunks])
+    return {k: join([c[k] for c in chunks]) for k in keys}
 
 
 def evaluate(
@@ -451,27 +503,36 @@ def evaluate(
     predictor_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    on_batch: Callable[[list[int], Any], None] | None = None,
 ) -> Any:
-    """Map a predictor over ``inputs`` in batches and gather the outputs in input order.
+    """Map a predictor over ``inputs`` in batches (Ray Data ``map_batches``) and gather outputs in input order.
 
     The predictor is a class (or factory) built once per actor as ``predictor(*predictor_args,
     **predictor_kwargs)`` (load the model there) and called on each batch under ``torch.inference_mode()``;
-    a batch is ``inputs[i : i + batch_size]`` (a tensor slice or a list). It returns a ``(B, ...)`` tensor,
-    a dict of them, or a list of B items.
+    a batch is ``inputs[i : i + batch_size]`` (a tensor slice, or a list of items, e.g. file paths that the
+    predictor reads itself). It returns a ``(B, ...)`` tensor, a dict of ``(B, ...)`` tensors / lists of B
+    items, or a list of B items.
+
+    With ``num_actors >= 1`` the inputs become a Ray Dataset of indices streamed through
+    ``map_batches(<predictor class>, concurrency=num_actors, num_gpus=1 if use_gpu, num_cpus=cpus_per_actor)``
+    with order preserved; an actor that dies or raises is restarted and its batch retried up to
+    ``max_retries`` times. Results arrive as batches finish: ``on_batch(indices, outputs)`` sees each one
+    (write results as they come), a progress bar counts them.
 
     Args:
         predictor: callable class / factory (picklable, module-level).
         inputs: N items (a tensor, indexed along dim 0, or a sequence).
         batch_size: B, items per call.
-        num_actors: 0: run in this process (no Ray); >= 1: that many Ray actors (call ``init_ray`` first to
-            pick a cluster; an embedded Ray is started otherwise); -1: one actor per GPU of the cluster with
-            ``use_gpu``, else one per ``cpus_per_actor`` CPUs. With ``use_gpu`` each actor holds one GPU.
+        num_actors: 0: run in this process (no Ray); >= 1: that many Ray Data actors (call ``init_ray`` first
+            to pick a cluster; an embedded Ray is started otherwise); -1: one actor per GPU of the cluster
+            with ``use_gpu``, else one per ``cpus_per_actor`` CPUs.
         use_gpu: one GPU per actor.
         cpus_per_actor: CPUs per actor.
-        max_retries: a batch whose actor died or raised is retried this many times (the actor restarted).
+        max_retries: restarts of a dead actor and retries of a failed batch.
         predictor_args, predictor_kwargs: constructor arguments of the predictor.
         progress: show a tqdm bar.
         desc: progress-bar label.
+        on_batch: called with (the batch's input indices, its outputs) as each batch arrives, in order.
 
     Returns:
         The per-batch outputs concatenated: a ``(N, ...)`` tensor, a dict of them, or a list of N items.
@@ -479,26 +540,35 @@ def evaluate(
     Raises:
         ValueError: for batch_size < 1, num_actors < -1 or empty inputs.
     """
+    import numpy as np
     from tqdm.auto import tqdm
 
     if batch_size < 1 or num_actors < -1:
         raise ValueError(f"evaluate: need batch_size >= 1 and num_actors >= -1, got {batch_size}, {num_actors}")
-    if len(inputs) == 0:
+    n = len(inputs)
+    if n == 0:
         raise ValueError("evaluate: inputs is empty (N = 0)")
-    batches = _batches(inputs, batch_size)
     kwargs = dict(predictor_kwargs or {})
-    bar = tqdm(total=len(inputs), desc=desc, disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    outputs: list[Any] = []
+    bar = tqdm(total=n, desc=desc, disable=not progress, dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)
+    chunks: list[dict[str, Any]] = []
+
+    def take(cols: dict[str, Any]) -> None:
+        index = [int(i) for i in cols["__index__"]]
+        chunks.append(cols)
+        if on_batch is not None:
+            on_batch(index, _from_columns([cols]))
+        bar.update(len(index))
+
     try:
         if num_actors == 0:
-            local = _EvalActor(predictor, tuple(predictor_args), kwargs)
-            for b in batches:
-                outputs.append(local.predict(b))
-                bar.update(len(b))
-            return _gather(outputs)
+            local = _BatchPredictor(predictor, tuple(predictor_args), kwargs, inputs)
+            for start in range(0, n, batch_size):
+                take(local({"__index__": np.arange(start, min(start + batch_size, n))}))
+            return _from_columns(chunks)
 
         import ray
-        from ray.util import ActorPool
+        import ray.data
 
         if not ray.is_initialized():
             init_ray()
@@ -507,19 +577,28 @@ def evaluate(
             num_actors = int(res.get("GPU", 0)) if use_gpu else int(res.get("CPU", 1) // cpus_per_actor)
             if num_actors < 1:
                 raise ValueError(f"evaluate: num_actors=-1 found no {'GPU' if use_gpu else 'CPU'} in the cluster")
-        remote = ray.remote(num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
-                            max_restarts=max_retries, max_task_retries=max_retries)(_EvalActor)
-        actors = [remote.remote(predictor, tuple(predictor_args), kwargs)
-                  for _ in range(min(num_actors, len(batches)))]
+        num_actors = min(num_actors, -(-n // batch_size))
+        context = ray.data.DataContext.get_current()
+        saved = (context.execution_options.preserve_order, context.actor_task_retry_on_errors,
+                 context.enable_progress_bars)
+        context.execution_options.preserve_order = True
+        context.actor_task_retry_on_errors = True
+        context.enable_progress_bars = False
         try:
-            pool = ActorPool(actors)
-            for out, b in zip(pool.map(lambda a, b: a.predict.options(retry_exceptions=True).remote(b),
-                                       batches), batches):
-                outputs.append(out)
-                bar.update(len(b))
+            ds = ray.data.from_items([{"__index__": i} for i in range(n)],
+                                     override_num_blocks=-(-n // batch_size))
+            ds = ds.map_batches(
+                _BatchPredictor, batch_size=batch_size, batch_format="numpy",
+                fn_constructor_args=(predictor, tuple(predictor_args), kwargs, inputs),
+                concurrency=num_actors, num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
+                max_restarts=max_retries, max_task_retries=max_retries)
+            for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                take(cols)
         finally:
-            for a in actors:
-                ray.kill(a, no_restart=True)
-        return _gather(outputs)
+            (context.execution_options.preserve_order, context.actor_task_retry_on_errors,
+             context.enable_progress_bars) = saved
+        order = np.argsort(np.concatenate([c["__index__"] for c in chunks]), kind="stable")
+        merged = {k: np.concatenate([c[k] for c in chunks])[order] for k in chunks[0]}
+        return _from_columns([merged])
     finally:
         bar.close()

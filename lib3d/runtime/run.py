@@ -27,14 +27,12 @@ import torch
 
 from lib3d.runtime import checkpoint as _ckpt
 from lib3d.runtime.allocator import keep_freed_memory
-from lib3d.runtime.config import config_to_dict, find_field
+from lib3d.runtime.config import RunConfig, config_to_dict, find_field
 
 T = TypeVar("T")
 
 
 def _run_config(config: Any):
-    from configs.common import RunConfig
-
     found = find_field(config, RunConfig)
     return found if found is not None else (None, RunConfig())
 
@@ -42,7 +40,7 @@ def _run_config(config: Any):
 def _worker_rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("LIB3D_RANK", "0")), int(os.environ.get("LIB3D_WORLD_SIZE", "1"))
+    return 0, 1
 
 
 def resolve_run_config(job_name: str, config: T) -> T:
@@ -76,6 +74,22 @@ def run_directory(job_name: str, config: Any) -> Path:
     """``<run.output_root>/<job_name>/<run.name>`` (absolute) of a config with resolved run settings."""
     rc = _run_config(config)[1]
     return Path(rc.output_root).expanduser().absolute() / job_name / (rc.name or "unnamed")
+
+
+def _ray_train_context() -> Any:
+    """Ray Train's ``TrainContext`` when called inside a Ray Train worker, else None.
+
+    Never imports Ray: a process that has not imported ``ray.train`` cannot be a Ray Train worker.
+    """
+    if "ray.train" not in sys.modules:
+        return None
+    import ray.train
+
+    try:
+        return ray.train.get_context()
+    except RuntimeError:  # "Ray Train function utilities not initialized": not a Ray Train worker
+        return None
+
 
 
 class Run:
@@ -172,7 +186,8 @@ class Run:
     def save_checkpoint(self, step: int, tensors: Mapping[str, torch.Tensor],
                         optimizer: torch.optim.Optimizer | None = None, extra: Mapping[str, Any] | None = None,
                         generators: Mapping[str, torch.Generator] | None = None,
-                        metrics: Mapping[str, float | torch.Tensor] | None = None) -> Path | None:
+                        metrics: Mapping[str, float | torch.Tensor] | None = None,
+                        optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> Path | None:
         """Write checkpoint ``step`` (main rank; keeps ``run.keep_checkpoints``); see ``checkpoint.save_checkpoint``.
 
         Every rank must call it (others return None). Inside a Ray Train worker every rank then calls
@@ -189,9 +204,7 @@ class Run:
         if self.is_main:
             path = _ckpt.save_checkpoint(self.checkpoint_dir, step, tensors, optimizer, extra,
                                          config_to_dict(self.config), generators,
-                                         keep=self.run_config.keep_checkpoints)
-        from lib3d.runtime.distributed import _ray_train_context
-
+                                         keep=self.run_config.keep_checkpoints, optimizers=optimizers)
         if _ray_train_context() is not None:
             import ray.train
 
@@ -238,8 +251,6 @@ class Run:
     def _ray_train_checkpoint(map_location: str | torch.device, newer_than: int = -1) -> _ckpt.Checkpoint | None:
         """The checkpoint ``ray.train.get_checkpoint()`` gives a Ray Train worker if its step is at least
         ``newer_than`` (None elsewhere, or when there is none)."""
-        from lib3d.runtime.distributed import _ray_train_context
-
         if _ray_train_context() is None:
             return None
         import ray.train
@@ -253,13 +264,18 @@ class Run:
 
     # ---------------------------------------------------------------------------------------- progress
     def progress(self, iterable: Iterable[T] | None = None, total: int | None = None, desc: str | None = None,
-                 initial: int = 0) -> Iterable[T]:
-        """A tqdm progress bar over ``iterable`` (main rank and ``run.progress``; plain iteration otherwise)."""
+                 initial: int = 0) -> Any:
+        """A tqdm progress bar over ``iterable`` (or a manual one: ``update(n)``), shown on the main rank when
+        ``run.progress``; disabled elsewhere. When stderr is not a terminal (a log file, ``ray job submit``)
+        it prints at most one line every ``run.progress_interval_s`` seconds."""
         from tqdm.auto import tqdm
 
         disable = not (self.is_main and self.run_config.progress)
+        interactive = sys.stderr.isatty()
+        interval = 0.1 if interactive else max(self.run_config.progress_interval_s, 0.1)
         return tqdm(iterable, total=total, desc=desc or self.job_name, initial=initial, disable=disable,
-                    dynamic_ncols=True, file=sys.stderr)
+                    dynamic_ncols=interactive, file=sys.stderr, mininterval=interval,
+                    maxinterval=max(interval, 10.0), ascii=None if interactive else True)
 
     # ------------------------------------------------------------------------------------------- close
     def close(self) -> None:
@@ -295,7 +311,8 @@ def start_run(job_name: str, config: Any, rank: int | None = None, world_size: i
     Returns:
         The ``Run``.
     """
-    keep_freed_memory()  # large CPU tensors: reuse freed memory instead of re-faulting pages every step
+    if _run_config(config)[1].keep_freed_memory:
+        keep_freed_memory()  # large CPU tensors: reuse freed memory instead of re-faulting pages every step
     if rank is None or world_size is None:
         r, w = _worker_rank()
         rank = r if rank is None else rank

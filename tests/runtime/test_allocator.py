@@ -1,4 +1,4 @@
-"""keep_freed_memory: applied on glibc, refused when switched off; large tensors stop faulting pages."""
+"""keep_freed_memory: an opt-in of RunConfig; applied on glibc; large tensors stop faulting pages."""
 
 import os
 import platform
@@ -13,9 +13,24 @@ from lib3d.runtime import keep_freed_memory
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def test_switched_off_by_environment(monkeypatch):
-    monkeypatch.setenv("LIB3D_KEEP_FREED_MEMORY", "0")
-    assert keep_freed_memory() is False
+def test_opt_in_by_config(tmp_path, monkeypatch):
+    """start_run applies the allocator setting only when RunConfig.keep_freed_memory is True."""
+    import dataclasses
+
+    from lib3d import runtime
+    from lib3d.runtime import run as run_module
+
+    calls = []
+    monkeypatch.setattr(run_module, "keep_freed_memory", lambda: calls.append(1) or True)
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        run: runtime.RunConfig = runtime.RunConfig()
+
+    for flag in (False, True):
+        cfg = Cfg(run=runtime.RunConfig(name=f"a{flag}", output_root=str(tmp_path), keep_freed_memory=flag))
+        runtime.start_run("alloc", cfg, quiet=True).close()
+    assert calls == [1]
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
@@ -29,7 +44,7 @@ def test_reused_memory_does_not_fault_again():
         "for _ in range(3):\n"
         "    x = torch.ones(64 << 20); del x\n"
         "print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
-    env = {**os.environ, "LIB3D_KEEP_FREED_MEMORY": "1"}
+    env = dict(os.environ)
     out = {m: subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True, env=env,
                              check=True, timeout=120).stdout.split() for m in ("0", "1")}
     assert out["1"][0] == "True"

@@ -211,11 +211,11 @@ def _smoke(tmp_path, name, **kw):
 
 
 def test_resume_in_process_equals_uninterrupted(tmp_path):
-    from jobs.fit_rigid import train_loop
+    from tests.helpers import train_rigid
 
-    full = runtime.fit(train_loop, _smoke(tmp_path, "full"), "fit_rigid").result
-    runtime.fit(train_loop, _smoke(tmp_path, "split", steps=20), "fit_rigid")  # stops at step 20
-    resumed = runtime.fit(train_loop, _smoke(tmp_path, "split"), "fit_rigid").result  # resumes 20 -> 30
+    _, full = train_rigid(_smoke(tmp_path, "full"))
+    train_rigid(_smoke(tmp_path, "split", steps=20))  # stops at step 20
+    _, resumed = train_rigid(_smoke(tmp_path, "split"))  # resumes 20 -> 30
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
     assert runtime.load_checkpoint(tmp_path / "fit_rigid" / "split" / "checkpoints").step == 30
@@ -235,12 +235,12 @@ def test_killed_process_resumes_to_same_parameters(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "resumed from" in p.stdout and "at step 10" in p.stdout
-    from jobs.fit_rigid import train_loop
+    from tests.helpers import train_rigid
 
-    runtime.fit(train_loop, _smoke(tmp_path, "u"), "fit_rigid")  # uninterrupted reference, in-process
+    train_rigid(_smoke(tmp_path, "u"))  # uninterrupted reference, in-process
     a = runtime.load_checkpoint(run_dir / "checkpoints")
     b = runtime.load_checkpoint(tmp_path / "fit_rigid" / "u" / "checkpoints")
     assert a.step == b.step == 30
     for k in b.tensors:
         assert torch.equal(a.tensors[k], b.tensors[k]), k
-    _assert_same_state(a.optimizer_state, b.optimizer_state)
+    _assert_same_state(a.optimizer_states["model"], b.optimizer_states["model"])

@@ -62,22 +62,22 @@ def test_worker_context_and_prepare_model():
 
 
 def test_fit_in_process(tmp_path):
-    from jobs.fit_rigid import train_loop
+    from tests.helpers import train_rigid
 
     cfg = PRESETS["smoke"][1]
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, output_root=str(tmp_path)))
-    res = runtime.fit(train_loop, cfg, "fit_rigid")
-    assert res.restarts == 0 and len(res.results) == 1 and set(res.result) == {"log_rot", "translation",
-                                                                                "log_scale"}
+    res, params = train_rigid(cfg)
+    assert res.restarts == 0 and len(res.results) == 1 and set(params) == {"log_rot", "translation", "log_scale"}
+    assert res.result["metrics"]["finished"] and res.result["metrics"]["rotation_error_deg"] < 10
     assert res.config.run.name and (tmp_path / "fit_rigid" / res.config.run.name / "metrics.json").is_file()
     assert res.checkpoint is None and res.metrics == {}  # nothing is reported to Ray Train in-process
 
 
 def test_fit_in_process_never_imports_ray(tmp_path):
-    code = ("import dataclasses, sys; from configs.fit_rigid import PRESETS; from jobs.fit_rigid import train_loop;"
+    code = ("import dataclasses, sys; from configs.fit_rigid import PRESETS; from lib3d.systems.rigid import RigidSystem;"
             "from lib3d import runtime; c = PRESETS['smoke'][1];"
             f"c = dataclasses.replace(c, run=dataclasses.replace(c.run, output_root={str(tmp_path)!r}));"
-            "runtime.fit(train_loop, c, 'fit_rigid'); print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
+            "runtime.train(RigidSystem(), c); print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "[]"

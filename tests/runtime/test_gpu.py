@@ -14,14 +14,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 def test_fit_on_gpu(tmp_path):
-    from jobs.fit_rigid import train_loop
+    from tests.helpers import train_rigid
 
     cfg = PRESETS["smoke"][1]
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, output_root=str(tmp_path), name="g"),
                               ray=RayConfig(use_gpu=True))
-    gpu = runtime.fit(train_loop, cfg, "fit_rigid").result
-    cpu = runtime.fit(train_loop, dataclasses.replace(cfg, ray=RayConfig(), run=dataclasses.replace(
-        cfg.run, name="c")), "fit_rigid").result
+    gpu = train_rigid(cfg)[1]
+    cpu = train_rigid(dataclasses.replace(cfg, ray=RayConfig(), run=dataclasses.replace(cfg.run, name="c")))[1]
     for k in cpu:
         torch.testing.assert_close(gpu[k], cpu[k], rtol=1e-4, atol=1e-5)
 
@@ -31,7 +30,7 @@ def test_fit_ray_train_on_gpu(tmp_path):
     Ray (the address makes a single worker run under Ray Train) matches the in-process CPU run."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.train")
-    from jobs.fit_rigid import train_loop
+    from tests.helpers import train_rigid
 
     ctx = ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
@@ -39,14 +38,13 @@ def test_fit_ray_train_on_gpu(tmp_path):
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, output_root=str(tmp_path), name="rt"),
                                   ray=RayConfig(num_workers=1, use_gpu=True,
                                                 address=ctx.address_info["gcs_address"]))
-        res = runtime.fit(train_loop, cfg, "fit_rigid")
+        res, gpu = train_rigid(cfg)
     finally:
         ray.shutdown()
-    cpu = runtime.fit(train_loop, dataclasses.replace(cfg, ray=RayConfig(), run=dataclasses.replace(
-        cfg.run, name="c")), "fit_rigid").result
+    cpu = train_rigid(dataclasses.replace(cfg, ray=RayConfig(), run=dataclasses.replace(cfg.run, name="c")))[1]
     assert res.checkpoint is not None and res.metrics["step"] == 30
     for k in cpu:
-        torch.testing.assert_close(res.result[k], cpu[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(gpu[k], cpu[k], rtol=1e-4, atol=1e-5)
 
 
 def test_cuda_checkpoint_round_trip(tmp_path):

@@ -137,50 +137,53 @@ def _resumed_from(head: dict, checkpoint: Path) -> bool:
 
 
 def test_ddp_two_workers_equal_one_worker(ray_driver, tmp_path):
-    from jobs.fit_rigid import train_loop
+    """2 Ray Train workers, interrupted at step 20 and resumed, end where one uninterrupted worker ends
+    (parameters to 1e-6), identical on both ranks."""
+    from tests.helpers import train_rigid
 
-    one = runtime.fit(train_loop, _smoke(tmp_path, "one"), "fit_rigid")
+    _, one = train_rigid(_smoke(tmp_path, "one"))
     # 20 steps, then the same run again to 30: the second TorchTrainer resumes from the checkpoint the
     # first one reported (ray.train.get_checkpoint(), restored from <run>/ray_train/)
-    runtime.fit(train_loop, _smoke(tmp_path, "two", steps=20, ray=RayConfig(num_workers=2)), "fit_rigid")
-    two = runtime.fit(train_loop, _smoke(tmp_path, "two", ray=RayConfig(num_workers=2)), "fit_rigid")
+    train_rigid(_smoke(tmp_path, "two", steps=20, ray=RayConfig(num_workers=2)))
+    two, params = train_rigid(_smoke(tmp_path, "two", ray=RayConfig(num_workers=2)))
     assert _resumed_from(ray_driver, tmp_path / "fit_rigid" / "two" / "ray_train" / "step_000000020")
     assert len(two.results) == 2 and two.restarts == 0
-    for k in one.result:
-        assert torch.equal(two.results[0][k], two.results[1][k]), k  # identical on both ranks
-        torch.testing.assert_close(two.results[0][k], one.result[k], rtol=1e-5, atol=1e-6)
+    assert two.results[0]["state_digest"] == two.results[1]["state_digest"]  # identical on both ranks
+    for k in one:
+        torch.testing.assert_close(params[k], one[k], rtol=1e-5, atol=1e-6)
     run_dir = tmp_path / "fit_rigid" / "two"
     assert '"world_size": 2' in (run_dir / "metrics.json").read_text()
     # rank 0's safetensors checkpoints were reported to Ray Train, which keeps its copies under ray_train/
     assert two.metrics["step"] == 30 and Path(two.checkpoint.path).is_relative_to(run_dir / "ray_train")
     reported = runtime.load_checkpoint(two.checkpoint.path)
-    assert reported.step == 30 and set(reported.tensors) == set(one.result)
-    for k in one.result:
-        assert torch.equal(reported.tensors[k], two.results[0][k]), k
+    assert reported.step == 30
+    for k in one:
+        assert torch.equal(reported.tensors[f"model.{k}"], params[k]), k
 
 
 def test_killed_worker_resumes_from_checkpoint(ray_driver, tmp_path):
-    from jobs.fit_rigid import train_loop
+    from lib3d.systems.rigid import RigidSystem
+    from tests.helpers import train_rigid
 
-    ref = runtime.fit(train_loop, _smoke(tmp_path, "ref"), "fit_rigid").result
+    _, ref = train_rigid(_smoke(tmp_path, "ref"))
     cfg = _smoke(tmp_path, "fault", kill_worker_at_step=15, ray=RayConfig(num_workers=2, max_failures=1))
-    res = runtime.fit(train_loop, cfg, "fit_rigid")
+    res, params = train_rigid(cfg)
     run_dir = tmp_path / "fit_rigid" / "fault"
     assert res.restarts == 1 and (run_dir / ".killed-at-15").exists()
     assert runtime.load_checkpoint(run_dir / "checkpoints").step == 30
+    assert res.results[0]["state_digest"] == res.results[1]["state_digest"]
     for k in ref:  # resumed from step 10 and finished where an uninterrupted run ends
-        torch.testing.assert_close(res.results[0][k], ref[k], rtol=1e-5, atol=1e-6)
-        assert torch.equal(res.results[0][k], res.results[1][k]), k
+        torch.testing.assert_close(params[k], ref[k], rtol=1e-5, atol=1e-6)
     # the restarted rank 0 resumed from step 10: Ray Train's copy (ray.train.get_checkpoint()) if its
     # controller registered the report before the kill, else rank 0's own (the steps run in milliseconds)
     assert _resumed_from(ray_driver, run_dir / "ray_train" / "step_000000010") or \
         _resumed_from(ray_driver, run_dir / "checkpoints" / "step_000000010")
     cfg = _smoke(tmp_path, "fatal", kill_worker_at_step=5, ray=RayConfig(num_workers=2, max_failures=0))
     with pytest.raises(RuntimeError, match="failed 1 times"):
-        runtime.fit(train_loop, cfg, "fit_rigid")
+        runtime.train(RigidSystem(), cfg)
 
 
-def test_evaluate_actor_pool_retries_in_order(ray_driver, tmp_path):
+def test_evaluate_ray_data_retries_in_order(ray_driver, tmp_path):
     from tests.runtime.helpers_eval import AffinePredictor
 
     x = torch.arange(30.0)
@@ -206,8 +209,8 @@ def test_one_worker_runs_remotely_on_a_cluster(ray_driver, tmp_path):
 
 
 def test_unschedulable_group_times_out(ray_driver, tmp_path):
-    from jobs.fit_rigid import train_loop
+    from lib3d.systems.rigid import RigidSystem
 
     cfg = _smoke(tmp_path, "big", ray=RayConfig(num_workers=2, cpus_per_worker=64, schedule_timeout_s=2))
     with pytest.raises(RuntimeError, match="could not be scheduled"):
-        runtime.fit(train_loop, cfg, "fit_rigid")
+        runtime.train(RigidSystem(), cfg)

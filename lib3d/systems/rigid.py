@@ -1,6 +1,7 @@
-"""The tiny but real problem behind the runtime's smoke job ``jobs.fit_rigid``: recover the similarity
-transform (rotation, translation, scale) that maps a procedural source point cloud onto its target by
-gradient descent on minibatches of corresponding points.
+"""The platform's smoke system (``jobs.fit_rigid``): recover the similarity transform (rotation, translation,
+scale) that maps a procedural source point cloud onto its target by gradient descent on minibatches of
+corresponding points. Small enough to run in a second, real enough to exercise everything ``runtime.train``
+owns (DDP over Ray Train, checkpoints, resume, restarts after a killed worker).
 
 Model (row vectors, PyTorch3D's convention)::
 
@@ -16,8 +17,9 @@ from typing import NamedTuple
 
 import torch
 
+from lib3d import runtime
 from lib3d._checks import check_shape
-from lib3d.runtime.distributed import derive_seed
+from lib3d.runtime import Evaluation, TrainState, WorkerContext, derive_seed
 
 
 class RigidProblem(NamedTuple):
@@ -108,3 +110,62 @@ def rotation_error_deg(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     """Geodesic angle between two (3, 3) rotations in degrees."""
     cos = ((r1.transpose(-1, -2) @ r2).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+
+
+class RigidSystem:
+    """``runtime.train``'s contract for the rigid fit (config: ``configs.fit_rigid.FitRigidConfig``).
+
+    Each step draws the global minibatch from (seed, step) (``batch_indices``), takes this rank's shard
+    and averages gradients over the workers (DDP), so 1 worker and N workers follow the same trajectory.
+    ``kill_worker_at_step`` makes the last rank SIGKILL itself once at that step (fault-injection tests).
+    """
+
+    name = "fit_rigid"
+
+    def num_steps(self, config) -> int:
+        return config.steps
+
+    def init(self, config, ctx: WorkerContext) -> TrainState:
+        problem = make_rigid_problem(config.num_points, config.run.seed, config.noise, device=ctx.device)
+        model = runtime.prepare_model(RigidTransform(), ctx)
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        shard = runtime.shard_indices(config.batch_size, ctx.rank, ctx.world_size)
+        data = {"problem": problem, "config": config, "ctx": ctx, "shard": shard,
+                "run_dir": runtime.run_directory(self.name, config)}
+        return TrainState(modules={"model": model}, optimizers={"model": opt}, data=data)
+
+    def train_step(self, state: TrainState, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        d = state.data
+        config, ctx = d["config"], d["ctx"]
+        if step == config.kill_worker_at_step and ctx.rank == ctx.world_size - 1:
+            import os
+            import signal
+
+            marker = d["run_dir"] / f".killed-at-{step}"
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+        idx = batch_indices(config.num_points, config.batch_size, config.run.seed, step, ctx.device)
+        idx = idx[d["shard"].start: d["shard"].stop]
+        model, opt = state.modules["model"], state.optimizers["model"]
+        loss = ((model(d["problem"].source[idx]) - d["problem"].target[idx]) ** 2).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach()}
+
+    def evaluate(self, state: TrainState, step: int) -> Evaluation:
+        from lib3d.geometry.rotations import so3_exp_map
+
+        m = runtime.unwrap_model(state.modules["model"])
+        problem = state.data["problem"]
+        with torch.no_grad():
+            rot = so3_exp_map(m.log_rot.reshape(1, 3))[0]
+            loss = ((m(problem.source) - problem.target) ** 2).sum(-1).mean()
+            return Evaluation(metrics={
+                "world_size": state.data["ctx"].world_size,
+                "loss": float(loss),
+                "rotation_error_deg": float(rotation_error_deg(rot, problem.rotation)),
+                "translation_error": float((m.translation - problem.translation).norm()),
+                "scale_error": float((m.log_scale.exp()[0] - problem.scale).abs()),
+            })

@@ -3,9 +3,11 @@
 Submodules fix their own dimension names in their docstrings:
 
 - ``lib3d.metrics.image``     PSNR, SSIM, MSE over ``(N, H, W, C)`` images.
+- ``lib3d.metrics.detection`` COCO box / mask AP (pycocotools' numbers), box and mask IoU.
 - ``lib3d.metrics.fid``       FID / KID over features of any extractor, streaming statistics, ``.npz`` files.
 """
 
+from lib3d.metrics.detection import COCOResult, Detections, GroundTruths, box_iou, coco_evaluate, mask_iou
 from lib3d.metrics.fid import (
     FeatureStatistics,
     fid_from_features,
@@ -18,6 +20,12 @@ from lib3d.metrics.fid import (
 from lib3d.metrics.image import mse, psnr, ssim
 
 __all__ = [
+    "COCOResult",
+    "Detections",
+    "GroundTruths",
+    "box_iou",
+    "coco_evaluate",
+    "mask_iou",
     "FeatureStatistics",
     "fid_from_features",
     "frechet_distance",

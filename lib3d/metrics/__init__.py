@@ -4,6 +4,7 @@ Submodules fix their own dimension names in their docstrings:
 
 - ``lib3d.metrics.image``     PSNR, SSIM, MSE over ``(N, H, W, C)`` images.
 - ``lib3d.metrics.detection`` COCO box / mask AP (pycocotools' numbers), box and mask IoU.
+- ``lib3d.metrics.meshes``    Mesh R-CNN's Chamfer / normal consistency / F1@t and the Pix3D mesh AP.
 - ``lib3d.metrics.fid``       FID / KID over features of any extractor, streaming statistics, ``.npz`` files.
 """
 
@@ -18,9 +19,25 @@ from lib3d.metrics.fid import (
     trace_sqrt_product,
 )
 from lib3d.metrics.image import mse, psnr, ssim
+from lib3d.metrics.meshes import (
+    MeshMetrics,
+    Pix3DAPResult,
+    compare_meshes,
+    compare_point_clouds,
+    mesh_ap,
+    pix3d_ap,
+    voc_ap,
+)
 
 __all__ = [
     "COCOResult",
+    "MeshMetrics",
+    "Pix3DAPResult",
+    "compare_meshes",
+    "compare_point_clouds",
+    "mesh_ap",
+    "pix3d_ap",
+    "voc_ap",
     "Detections",
     "GroundTruths",
     "box_iou",

@@ -82,14 +82,14 @@ def read_weight_file(path: str | os.PathLike, *, allowed_globals: Sequence[Any] 
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         full = " ".join(str(e).split())
-        msg = _one_line(e)
-        if "weights only load failed" in full.lower() or "unsupported global" in full.lower():
-            found = re.search(r"GLOBAL\s+([\w.]+)", full)
+        found = re.search(r"GLOBAL\s+([\w.]+)", full)
+        if found or "unsupported global" in full.lower():
             what = f" ({found.group(1)})" if found else ""
             raise WeightFileError(
                 f"{p}: refused: the pickle references code{what} that weights_only loading does not run; "
                 "if the file is trusted and needs that class, pass it in allowed_globals") from e
-        raise WeightFileError(f"{p}: not a weights file ({msg})") from e
+        reason = re.search(r"WeightsUnpickler error:\s*(.*?)\s*Check the documentation", full)
+        raise WeightFileError(f"{p}: not a weights file ({reason.group(1) if reason else _one_line(e)})") from e
     except Exception as e:  # noqa: BLE001 - torch raises many types (KeyError, RuntimeError, ...) on junk
         raise WeightFileError(f"{p}: not a weights file ({type(e).__name__}: {_one_line(e)})") from e
     if not isinstance(obj, Mapping):

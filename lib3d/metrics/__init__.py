@@ -1,10 +1,12 @@
-"""Evaluation metrics: image quality (PSNR, SSIM), distribution distances (FID, KID).
+"""Evaluation metrics: image quality (PSNR, SSIM, Perc Sim, LPIPS), distribution distances (FID, KID),
+detection AP (COCO), mesh reconstruction (Chamfer, normal consistency, F1@t, Pix3D mesh AP).
 
 Submodules fix their own dimension names in their docstrings:
 
 - ``lib3d.metrics.image``     PSNR, SSIM, MSE over ``(N, H, W, C)`` images.
 - ``lib3d.metrics.detection`` COCO box / mask AP (pycocotools' numbers), box and mask IoU.
 - ``lib3d.metrics.meshes``    Mesh R-CNN's Chamfer / normal consistency / F1@t and the Pix3D mesh AP.
+- ``lib3d.metrics.perceptual`` SynSin's Perc Sim and LPIPS (vgg / alex) over ``(N, 3, H, W)`` images.
 - ``lib3d.metrics.fid``       FID / KID over features of any extractor, streaming statistics, ``.npz`` files.
 """
 
@@ -19,6 +21,14 @@ from lib3d.metrics.fid import (
     trace_sqrt_product,
 )
 from lib3d.metrics.image import mse, psnr, ssim
+from lib3d.metrics.perceptual import (
+    LPIPS,
+    PerceptualSimilarity,
+    load_lpips_weights,
+    lpips_distance,
+    lpips_official_shapes,
+    perceptual_similarity,
+)
 from lib3d.metrics.meshes import (
     MeshMetrics,
     Pix3DAPResult,
@@ -31,6 +41,12 @@ from lib3d.metrics.meshes import (
 
 __all__ = [
     "COCOResult",
+    "LPIPS",
+    "PerceptualSimilarity",
+    "load_lpips_weights",
+    "lpips_distance",
+    "lpips_official_shapes",
+    "perceptual_similarity",
     "MeshMetrics",
     "Pix3DAPResult",
     "compare_meshes",

@@ -21,48 +21,54 @@ def packed_to_padded(inputs: torch.Tensor, first_idxs: torch.Tensor, max_size: i
     """Scatter packed rows into a zero-padded batch (PyTorch3D's ``packed_to_padded``).
 
     Args:
-        inputs: ``(F,)`` or ``(F, D)`` float packed values (e.g. F packed faces).
+        inputs: ``(F, *D)`` packed values (e.g. F packed faces) with any number of trailing dimensions.
         first_idxs: ``(N,) int64`` first packed row of each batch element (ascending).
-        max_size: padded size M (``max_n F_n``).
+        max_size: padded size M (``max_n F_n``); rows of an element past M are dropped.
 
     Returns:
-        ``(N, M)`` or ``(N, M, D)``, zero where ``row >= F_n``; differentiable w.r.t. ``inputs``.
+        ``(N, M, *D)``, zero where ``row >= F_n``; differentiable w.r.t. ``inputs``.
     """
     check_tensor("inputs", inputs)
     check_shape("first_idxs", first_idxs, (None,), dtype="int")
-    if inputs.dim() not in (1, 2):
-        raise ValueError(f"inputs must have shape (F,) or (F, D), got {tuple(inputs.shape)}")
-    flat = inputs.dim() == 1
-    x = inputs[:, None] if flat else inputs
+    if inputs.dim() < 1:
+        raise ValueError(f"inputs must have shape (F, *D), got a 0-d tensor")
+    trailing = tuple(inputs.shape[1:])
+    x = inputs.reshape(inputs.shape[0], -1)
     n = first_idxs.shape[0]
     elem, local = _element_rows(first_idxs, x.shape[0])
     keep = (elem >= 0) & (local < max_size)
     out = x.new_zeros((n * max_size, x.shape[1]))
     out = out.index_copy(0, (elem * max_size + local)[keep], x[keep])
-    out = out.view(n, max_size, x.shape[1])
-    return out[..., 0] if flat else out
+    return out.view((n, max_size) + trailing)
 
 
-def padded_to_packed(inputs: torch.Tensor, first_idxs: torch.Tensor, num_inputs: int) -> torch.Tensor:
+def padded_to_packed(inputs: torch.Tensor, first_idxs: torch.Tensor, num_inputs: int,
+                     max_size_dim: int = 1) -> torch.Tensor:
     """Gather the valid rows of a padded batch into packed form (PyTorch3D's ``padded_to_packed``).
 
     Args:
-        inputs: ``(N, M)`` or ``(N, M, D)`` padded values.
+        inputs: ``(N, ..., M, ...)`` padded values, with the padded dimension M at ``max_size_dim`` and any
+            number of other dimensions ``*D`` (``(N, M)``, ``(N, M, C)``, ``(N, C, M)`` with max_size_dim=2 ...).
         first_idxs: ``(N,) int64`` first packed row of each batch element.
         num_inputs: total packed rows F.
+        max_size_dim: the dimension of ``inputs`` that holds M (>= 1; negative counts from the end).
 
     Returns:
-        ``(F,)`` or ``(F, D)``; differentiable w.r.t. ``inputs``.
+        ``(F, *D)`` with ``*D`` the other dimensions in their order; differentiable w.r.t. ``inputs``.
     """
     check_tensor("inputs", inputs)
-    if inputs.dim() not in (2, 3):
-        raise ValueError(f"inputs must have shape (N, M) or (N, M, D), got {tuple(inputs.shape)}")
+    if inputs.dim() < 2:
+        raise ValueError(f"inputs must have shape (N, M, *D), got {tuple(inputs.shape)}")
+    dim = max_size_dim % inputs.dim() if max_size_dim < 0 else max_size_dim
+    if not 1 <= dim < inputs.dim():
+        raise ValueError(f"max_size_dim must be in [1, {inputs.dim() - 1}] for inputs of shape "
+                         f"{tuple(inputs.shape)}, got {max_size_dim}")
     check_shape("first_idxs", first_idxs, (inputs.shape[0],), dtype="int")
-    flat = inputs.dim() == 2
-    x = inputs[..., None] if flat else inputs
-    n, m, d = x.shape
+    x = inputs.movedim(dim, 1)
+    n, m = x.shape[:2]
+    trailing = tuple(x.shape[2:])
     elem, local = _element_rows(first_idxs, num_inputs)
     if num_inputs and (int(elem.min()) < 0 or int(local.max()) >= m):
         raise ValueError(f"first_idxs and num_inputs={num_inputs} do not fit inputs of shape {tuple(inputs.shape)}")
-    out = x.reshape(n * m, d).index_select(0, elem * m + local)
-    return out[:, 0] if flat else out
+    out = x.reshape(n * m, -1).index_select(0, elem * m + local)
+    return out.reshape((num_inputs,) + trailing)

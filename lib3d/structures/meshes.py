@@ -46,6 +46,12 @@ class Meshes:
         faces: list of ``(F_i, 3)`` integer tensors indexing each mesh's own vertices, or a padded
             ``(N, F, 3)`` tensor whose padding rows are -1 and come last.
         textures: optional ``TexturesVertex``, ``TexturesUV`` or ``TexturesAtlas`` of batch size N.
+        verts_normals: optional vertex normals in the layout of ``verts`` (list of ``(V_i, 3)`` or padded
+            ``(N, V, 3)``); used as given (not renormalised) instead of the area-weighted face normals.
+
+    Empty meshes (``(0, 3)`` members) and empty batches (``Meshes(verts=[], faces=[])``) are supported as in
+    PyTorch3D; ``valid`` tells which meshes have vertices and faces. A mesh built from lists returns the very
+    tensors it was given from ``verts_list()``.
 
     Raises:
         ValueError: mismatched batch sizes, wrong shapes, NaN vertices or face indices out of range.
@@ -56,9 +62,10 @@ class Meshes:
         >>> m.verts_packed().shape, m.faces_packed().max() < m.verts_packed().shape[0]
     """
 
-    __slots__ = ("_verts_packed", "_faces_packed", "_num_verts", "_num_faces", "textures", "_topo", "_geo")
+    __slots__ = ("_verts_packed", "_faces_packed", "_num_verts", "_num_faces", "textures", "_topo", "_geo",
+                 "_verts_given")
 
-    def __init__(self, verts, faces, textures=None):
+    def __init__(self, verts, faces, textures=None, verts_normals=None):
         v_list, v_pad = _as_list_input("verts", verts, 3, integer=False)
         f_list, f_pad = _as_list_input("faces", faces, 3, integer=True)
         n_v = len(v_list) if v_list is not None else v_pad.shape[0]
@@ -95,10 +102,25 @@ class Meshes:
         else:
             faces_packed = torch.zeros(0, 3, dtype=torch.int64, device=device)
         self._init(verts_packed, faces_packed, num_verts, num_faces, textures, {}, {})
+        if v_list is not None:
+            self._verts_given = list(v_list)
         if textures is not None and hasattr(textures, "_N") and textures._N != n_v:
             raise ValueError(f"textures must have batch size {n_v}, got {textures._N}")
+        if verts_normals is not None:
+            n_list, n_pad = _as_list_input("verts_normals", verts_normals, 3, integer=False)
+            if n_list is not None:
+                sizes = [int(x.shape[0]) for x in n_list]
+                normals = torch.cat(n_list, 0) if n_list else verts_packed.new_zeros(0, 3)
+            else:
+                sizes = [int(n_pad.shape[1])] * n_pad.shape[0]
+                normals = n_pad.reshape(-1, 3) if sizes == num_verts else None
+            if sizes != num_verts or normals is None:
+                raise ValueError(f"verts_normals must have as many rows per mesh as verts ({num_verts}), got {sizes}")
+            check_finite("verts_normals", normals)
+            self._geo["v_normals"] = normals.to(device=device, dtype=verts_packed.dtype)
 
     def _init(self, verts_packed, faces_packed, num_verts, num_faces, textures, topo, geo):
+        self._verts_given: list[torch.Tensor] | None = None
         self._verts_packed = verts_packed
         self._faces_packed = faces_packed
         self._num_verts = list(num_verts)
@@ -152,11 +174,22 @@ class Meshes:
     # --------------------------------------------------------------------------------- counts / idx
     def num_verts_per_mesh(self) -> torch.Tensor:
         """``(N,) int64`` number of vertices of each mesh."""
-        return self._cached(self._topo, "nv", lambda: torch.tensor(self._num_verts, device=self.device))
+        return self._cached(self._topo, "nv", lambda: torch.tensor(self._num_verts, device=self.device,
+                                                                   dtype=torch.int64))
 
     def num_faces_per_mesh(self) -> torch.Tensor:
         """``(N,) int64`` number of faces of each mesh."""
-        return self._cached(self._topo, "nf", lambda: torch.tensor(self._num_faces, device=self.device))
+        return self._cached(self._topo, "nf", lambda: torch.tensor(self._num_faces, device=self.device,
+                                                                   dtype=torch.int64))
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """``(N,) bool``: meshes with at least one vertex and one face (PyTorch3D's ``valid``)."""
+        return (self.num_verts_per_mesh() > 0) & (self.num_faces_per_mesh() > 0)
+
+    def has_verts_normals(self) -> bool:
+        """True when vertex normals were given to the constructor or have been computed (and cached)."""
+        return "v_normals" in self._geo
 
     def mesh_to_verts_packed_first_idx(self) -> torch.Tensor:
         """``(N,) int64`` first packed vertex of each mesh."""
@@ -192,7 +225,10 @@ class Meshes:
         return self._verts_packed
 
     def verts_list(self) -> list[torch.Tensor]:
-        """``[(V_i, 3) float]`` vertices of each mesh (views of the packed tensor)."""
+        """``[(V_i, 3) float]`` vertices of each mesh: the tensors given to the constructor when it was given a
+        list (as PyTorch3D, so ``.grad`` reaches them), else views of the packed tensor."""
+        if self._verts_given is not None:
+            return list(self._verts_given)
         return list(torch.split(self._verts_packed, self._num_verts, 0))
 
     def verts_padded(self) -> torch.Tensor:
@@ -327,6 +363,26 @@ class Meshes:
         mins = v.new_full((len(self), 3), float("inf")).scatter_reduce(0, idx, v, reduce="amin")
         maxs = v.new_full((len(self), 3), float("-inf")).scatter_reduce(0, idx, v, reduce="amax")
         return torch.stack([mins, maxs], 2)
+
+    def laplacian_packed(self) -> torch.Tensor:
+        """``(sum V, sum V)`` sparse float uniform Laplacian of the packed vertices (PyTorch3D's
+        ``laplacian_packed``): ``L[i, j] = 1 / deg(i)`` for each neighbour j of i, ``L[i, i] = -1`` (so an isolated
+        vertex's row is ``-1`` on the diagonal only); see ``lib3d.ops.laplacian``. Cached with the topology."""
+        from lib3d.ops.laplacian import laplacian
+
+        return self._cached(self._topo, "laplacian", lambda: laplacian(self._verts_packed, self.edges_packed()))
+
+    def split(self, split_sizes: Sequence[int]) -> list["Meshes"]:
+        """Consecutive groups of ``split_sizes[k]`` meshes (``sum(split_sizes)`` must be N), PyTorch3D's ``split``.
+
+        Raises:
+            ValueError: if the sizes are not non-negative ints summing to N.
+        """
+        sizes = list(split_sizes)
+        if not all(isinstance(k, int) and k >= 0 for k in sizes) or sum(sizes) != len(self):
+            raise ValueError(f"split: split_sizes must be non-negative ints summing to {len(self)}, got {sizes}")
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [self[list(range(a, a + k))] for a, k in zip(starts, sizes)]
 
     def get_mesh_verts_faces(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(verts (V_i, 3), faces (F_i, 3))`` of mesh ``index``."""

@@ -2,6 +2,9 @@
 
 Dimension names: N clouds; P_i points of cloud i; P = max P_i (padded size); C feature channels.
 List, padded (zeros past P_i) and packed views as for ``Meshes``; operations return new objects.
+Empty clouds (``(0, 3)`` members) and empty batches (``Pointclouds(points=[])``) are supported as in
+PyTorch3D. ``points_list()`` / ``normals_list()`` / ``features_list()`` return the very tensors a cloud
+built from lists was given (so gradients reach the caller's leaf tensors exactly as in PyTorch3D).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class Pointclouds:
         ValueError: sizes that disagree with ``points`` or non-finite points.
     """
 
-    __slots__ = ("_points", "_normals", "_features", "_num", "_cache")
+    __slots__ = ("_points", "_normals", "_features", "_num", "_cache", "_lists")
 
     def __init__(self, points, normals=None, features=None):
         pts, num = self._pack("points", points, 3, None)
@@ -34,10 +37,14 @@ class Pointclouds:
         nrm = self._pack("normals", normals, 3, num)[0] if normals is not None else None
         feat = self._pack("features", features, None, num)[0] if features is not None else None
         self._init(pts, nrm, feat, num)
+        for key, x in (("points", points), ("normals", normals), ("features", features)):
+            if isinstance(x, (list, tuple)):
+                self._lists[key] = list(x)
 
     def _init(self, points, normals, features, num):
         self._points, self._normals, self._features, self._num = points, normals, features, list(num)
         self._cache = {}
+        self._lists: dict[str, list[torch.Tensor]] = {}
 
     @staticmethod
     def _pack(name, x, width, num):
@@ -49,7 +56,13 @@ class Pointclouds:
             for i, t in enumerate(x):
                 check_shape(f"{name}[{i}]", t, (None, width), dtype="float")
             sizes = [int(t.shape[0]) for t in x]
-            packed = torch.cat(list(x), 0) if x else torch.zeros(0, 3 if width is None else width)
+            if x:
+                widths = {int(t.shape[1]) for t in x}
+                if len(widths) > 1:
+                    raise ValueError(f"{name}: every cloud needs the same number of channels, got {sorted(widths)}")
+                packed = torch.cat(list(x), 0)
+            else:
+                packed = torch.zeros(0, 3 if width is None else width)
         else:
             raise TypeError(f"{name} must be a list of tensors or a padded tensor, got {type(x).__name__}")
         if num is not None and sizes != num:
@@ -109,7 +122,9 @@ class Pointclouds:
         return self._points
 
     def points_list(self) -> list[torch.Tensor]:
-        """``[(P_i, 3) float]``."""
+        """``[(P_i, 3) float]`` (the tensors given to the constructor, when it was given a list)."""
+        if "points" in self._lists:
+            return list(self._lists["points"])
         return list(torch.split(self._points, self._num, 0))
 
     def points_padded(self) -> torch.Tensor:
@@ -122,7 +137,12 @@ class Pointclouds:
         return self._normals
 
     def normals_list(self) -> list[torch.Tensor] | None:
-        return None if self._normals is None else list(torch.split(self._normals, self._num, 0))
+        """``[(P_i, 3) float]``, or None for clouds without normals."""
+        if self._normals is None:
+            return None
+        if "normals" in self._lists:
+            return list(self._lists["normals"])
+        return list(torch.split(self._normals, self._num, 0))
 
     def normals_padded(self) -> torch.Tensor | None:
         """``(N, P, 3) float`` or None."""
@@ -135,7 +155,12 @@ class Pointclouds:
         return self._features
 
     def features_list(self) -> list[torch.Tensor] | None:
-        return None if self._features is None else list(torch.split(self._features, self._num, 0))
+        """``[(P_i, C) float]``, or None for clouds without features."""
+        if self._features is None:
+            return None
+        if "features" in self._lists:
+            return list(self._lists["features"])
+        return list(torch.split(self._features, self._num, 0))
 
     def features_padded(self) -> torch.Tensor | None:
         """``(N, P, C) float`` or None."""
@@ -169,11 +194,125 @@ class Pointclouds:
         check_shape("scale", scale, (len(self),), dtype="float")
         return self._with_points(self._points * scale[self.packed_to_cloud_idx()][:, None])
 
-    def update_padded(self, new_points_padded: torch.Tensor) -> "Pointclouds":
-        """Same clouds with points ``new_points_padded (N, P, 3)`` float."""
-        check_shape("new_points_padded", new_points_padded, (len(self), max(self._num + [0]), 3), dtype="float")
-        return self._with_points(packing.padded_to_packed(new_points_padded, self.num_points_per_cloud(),
-                                                          self._points.shape[0]))
+    def update_padded(self, new_points_padded: torch.Tensor, new_normals_padded: torch.Tensor | None = None,
+                      new_features_padded: torch.Tensor | None = None) -> "Pointclouds":
+        """Same clouds with new padded points (and optionally normals / features), as PyTorch3D.
+
+        Args:
+            new_points_padded: ``(N, P, 3)`` float.
+            new_normals_padded: ``(N, P, 3)`` float or None (keep the current normals).
+            new_features_padded: ``(N, P, C')`` float or None (keep the current features; C' may differ).
+        """
+        n, p = len(self), max(self._num + [0])
+        counts, total = self.num_points_per_cloud(), self._points.shape[0]
+        check_shape("new_points_padded", new_points_padded, (n, p, 3), dtype="float")
+        normals, features = self._normals, self._features
+        if new_normals_padded is not None:
+            check_shape("new_normals_padded", new_normals_padded, (n, p, 3), dtype="float")
+            normals = packing.padded_to_packed(new_normals_padded, counts, total)
+        if new_features_padded is not None:
+            check_shape("new_features_padded", new_features_padded, (n, p, None), dtype="float")
+            features = packing.padded_to_packed(new_features_padded, counts, total)
+        return Pointclouds._from_packed(packing.padded_to_packed(new_points_padded, counts, total), normals,
+                                        features, self._num)
+
+    # ------------------------------------------------------------------------ PyTorch3D's other helpers
+    @property
+    def valid(self) -> torch.Tensor:
+        """``(N,) bool``: clouds with at least one point."""
+        return self.num_points_per_cloud() > 0
+
+    def get_cloud(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(points (P_i, 3), normals (P_i, 3) or None, features (P_i, C) or None)`` of cloud ``index``.
+
+        Raises:
+            IndexError: for an index outside ``[0, N)``.
+        """
+        if not isinstance(index, int):
+            raise TypeError(f"get_cloud: index must be an int, got {type(index).__name__}")
+        if not 0 <= index < len(self):
+            raise IndexError(f"get_cloud: cloud index {index} out of range for {len(self)} clouds")
+        nl, fl = self.normals_list(), self.features_list()
+        return (self.points_list()[index], None if nl is None else nl[index], None if fl is None else fl[index])
+
+    def split(self, split_sizes: Sequence[int]) -> list["Pointclouds"]:
+        """Consecutive groups of ``split_sizes[k]`` clouds (``sum(split_sizes)`` must be N).
+
+        Raises:
+            ValueError: if the sizes are not non-negative ints summing to N.
+        """
+        sizes = list(split_sizes)
+        if not all(isinstance(k, int) and k >= 0 for k in sizes) or sum(sizes) != len(self):
+            raise ValueError(f"split: split_sizes must be non-negative ints summing to {len(self)}, got {sizes}")
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [self[list(range(a, a + k))] for a, k in zip(starts, sizes)]
+
+    def subsample(self, max_points: int | Sequence[int], generator: torch.Generator | None = None
+                  ) -> "Pointclouds":
+        """At most ``max_points`` points per cloud, drawn uniformly without replacement (PyTorch3D's
+        ``subsample``); clouds already small enough are kept whole (same order).
+
+        Args:
+            max_points: one int for all clouds or one per cloud (each >= 1).
+            generator: random source of the draw.
+        """
+        limits = [int(max_points)] * len(self) if isinstance(max_points, int) else [int(k) for k in max_points]
+        if len(limits) != len(self) or any(k < 1 for k in limits):
+            raise ValueError(f"subsample: max_points must be an int >= 1 or one per cloud ({len(self)}), "
+                             f"got {max_points!r}")
+        if all(n <= k for n, k in zip(self._num, limits)):
+            return self
+        counts = self.num_points_per_cloud()
+        elem = self.packed_to_cloud_idx()
+        keys = torch.rand(self._points.shape[0], generator=generator, device=self._points.device)
+        # rank of each point's key within its cloud: sort by (cloud, key), then position minus cloud start
+        order = torch.argsort(elem.to(torch.float64) * 2.0 + keys.to(torch.float64))
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.shape[0], device=order.device)
+        rank = rank - self.cloud_to_packed_first_idx()[elem]
+        keep = rank < torch.tensor(limits, device=counts.device)[elem]
+        num = [min(n, k) for n, k in zip(self._num, limits)]
+        sel = lambda t: None if t is None else t[keep]  # noqa: E731
+        return Pointclouds._from_packed(self._points[keep], sel(self._normals), sel(self._features), num)
+
+    def inside_box(self, box: torch.Tensor) -> torch.Tensor:
+        """``(sum P_i,) bool``: packed points inside (or on) an axis-aligned box.
+
+        Args:
+            box: ``(2, 3)`` float (min corner, max corner) for every cloud, or ``(N, 2, 3)`` one per cloud.
+
+        Raises:
+            ValueError: for another shape, or a box whose min exceeds its max.
+        """
+        check_tensor("box", box, dtype="float")
+        if box.shape == (2, 3):
+            lo, hi = box[0], box[1]
+        elif box.shape == (len(self), 2, 3):
+            elem = self.packed_to_cloud_idx()
+            lo, hi = box[elem, 0], box[elem, 1]
+        else:
+            raise ValueError(f"inside_box: box must have shape (2, 3) or ({len(self)}, 2, 3), got {tuple(box.shape)}")
+        if bool((box[..., 0, :] > box[..., 1, :]).any()):
+            raise ValueError("inside_box: a box's min corner exceeds its max corner")
+        return ((self._points >= lo) & (self._points <= hi)).all(-1)
+
+    def estimate_normals(self, neighborhood_size: int = 50, disambiguate_directions: bool = True,
+                         assign_to_self: bool = False, use_symeig_workaround: bool = True) -> torch.Tensor:
+        """Normals from the local covariance of each point's neighbourhood (PyTorch3D's
+        ``Pointclouds.estimate_normals``; see ``lib3d.ops.estimate_pointcloud_normals``).
+
+        Returns:
+            ``(N, P, 3)`` float padded normals. lib3d's clouds are immutable, so ``assign_to_self=True`` raises
+            (rather than being silently ignored): ``update_padded(points_padded(), normals)`` makes a cloud
+            that carries them.
+        """
+        from lib3d.ops.points_normals import estimate_pointcloud_normals
+
+        if assign_to_self:
+            raise ValueError("estimate_normals(assign_to_self=True): lib3d's Pointclouds are immutable; use "
+                             "clouds.update_padded(clouds.points_padded(), clouds.estimate_normals())")
+        return estimate_pointcloud_normals(self, neighborhood_size, disambiguate_directions,
+                                           use_symeig_workaround=use_symeig_workaround)
 
     def __getitem__(self, index) -> "Pointclouds":
         n = len(self)

@@ -249,7 +249,24 @@ def test_packed_padded_roundtrip():
     flat = packed_to_padded(x[:, 0], first, 5)
     assert flat.shape == (4, 5)
     with pytest.raises(ValueError, match="inputs"):
-        packed_to_padded(torch.zeros(2, 2, 2), first, 3)
+        packed_to_padded(torch.zeros(()), first, 3)
+
+
+def test_packed_padded_any_trailing_dims_and_max_size_dim():
+    """As PyTorch3D: any trailing feature shape; padded_to_packed packs along ``max_size_dim``."""
+    x = torch.randn(9, 2, 3, dtype=torch.float64)
+    first = torch.tensor([0, 2, 2, 7])
+    pad = packed_to_padded(x, first, 5)
+    assert pad.shape == (4, 5, 2, 3)
+    for n, (a, b) in enumerate([(0, 2), (2, 2), (2, 7), (7, 9)]):
+        torch.testing.assert_close(pad[n, : b - a], x[a:b])
+    torch.testing.assert_close(padded_to_packed(pad, first, 9), x)
+    channels_first = pad.permute(0, 2, 3, 1)  # (N, 2, 3, M)
+    torch.testing.assert_close(padded_to_packed(channels_first, first, 9, max_size_dim=3), x)
+    torch.testing.assert_close(padded_to_packed(pad.movedim(1, 2), first, 9, max_size_dim=2),
+                               x.movedim(1, 1))  # (N, 2, M, 3) -> (F, 2, 3)
+    with pytest.raises(ValueError, match="max_size_dim"):
+        padded_to_packed(pad, first, 9, max_size_dim=0)
 
 
 # ------------------------------------------------------------------------- construction ops

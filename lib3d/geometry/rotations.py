@@ -357,29 +357,55 @@ def quaternion_to_axis_angle(quaternions: torch.Tensor) -> torch.Tensor:
     return quaternions[..., 1:] / sin_half_angles_over_angles
 
 
-def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices of axis-angle vectors (Rodrigues' formula, see :func:`so3_exp_map`).
+def axis_angle_to_matrix(axis_angle: torch.Tensor, fast: bool = False) -> torch.Tensor:
+    """Rotation matrices of axis-angle vectors.
 
     Args:
         axis_angle: ``(..., 3)`` float.
+        fast: as PyTorch3D: True uses Rodrigues' formula directly (see :func:`so3_exp_map`); False goes through
+            unit quaternions (``quaternion_to_matrix(axis_angle_to_quaternion(.))``). Both agree to float
+            rounding; the quaternion path is PyTorch3D's default.
 
     Returns:
         ``(..., 3, 3)`` float (column-vector convention).
     """
     _float_check("axis_angle", axis_angle, (..., 3))
-    return _rodrigues(axis_angle, 1e-4)
+    if fast:
+        return _rodrigues(axis_angle, 1e-4)
+    return quaternion_to_matrix(axis_angle_to_quaternion(axis_angle))
 
 
-def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
-    """Axis-angle vectors of rotation matrices, angle in ``[0, pi]`` (via quaternions: stable everywhere).
+def matrix_to_axis_angle(matrix: torch.Tensor, fast: bool = False) -> torch.Tensor:
+    """Axis-angle vectors of rotation matrices, angle in ``[0, pi]``.
 
     Args:
         matrix: ``(..., 3, 3)`` float rotation matrices.
+        fast: as PyTorch3D: False goes through quaternions (stable everywhere); True reads the angle from the
+            trace and the axis from the skew part, ``angle = atan2(|w|, tr(R) - 1)``, ``axis_angle = w / (2
+            sinc(angle))`` with ``w = (R21 - R12, R02 - R20, R10 - R01)``, and near ``angle = pi`` (where
+            ``w`` vanishes) the axis from the largest column of ``(R + I) / 2 = n n^T``.
 
     Returns:
         ``(..., 3)`` float.
     """
-    return quaternion_to_axis_angle(matrix_to_quaternion(matrix))
+    if not fast:
+        return quaternion_to_axis_angle(matrix_to_quaternion(matrix))
+    _float_check("matrix", matrix, (..., 3, 3))
+    w = torch.stack([matrix[..., 2, 1] - matrix[..., 1, 2], matrix[..., 0, 2] - matrix[..., 2, 0],
+                     matrix[..., 1, 0] - matrix[..., 0, 1]], -1)
+    norm = w.norm(dim=-1, keepdim=True)
+    trace = matrix.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)
+    angle = torch.atan2(norm, trace - 1)
+    generic = 0.5 * w / torch.sinc(angle / math.pi)
+    # near pi: (R + I) / 2 = n n^T; its largest column is |n_k| n, normalise and sign it by w
+    nnt = 0.5 * (matrix + torch.eye(3, dtype=matrix.dtype, device=matrix.device))
+    cols = nnt.norm(dim=-2)  # (..., 3) column norms
+    k = cols.argmax(-1, keepdim=True)
+    n = torch.nn.functional.normalize(torch.gather(nnt, -1, k[..., None, :].expand(*nnt.shape[:-1], 1))[..., 0],
+                                      dim=-1)
+    sign = torch.where((n * w).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(matrix.dtype)
+    near_pi = (math.pi - angle) < 1e-3
+    return torch.where(near_pi, sign * angle * n, generic)
 
 
 # ----------------------------------------------------------------------------------------------------

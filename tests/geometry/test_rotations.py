@@ -309,3 +309,23 @@ def test_bad_input():
             euler_angles_to_matrix(torch.zeros(3), bad)
     with pytest.raises(ValueError, match="n must"):
         random_rotations(-1)
+
+
+def test_axis_angle_fast_and_quaternion_paths_agree():
+    """PyTorch3D's ``fast=`` switch of axis_angle_to_matrix / matrix_to_axis_angle: both paths, same result,
+    including angles near 0 and near pi (where the fast inverse reads the axis from (R + I) / 2)."""
+    import math
+
+    from lib3d.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+
+    g = torch.Generator().manual_seed(3)
+    axis = torch.nn.functional.normalize(torch.randn(500, 3, generator=g, dtype=torch.float64), dim=1)
+    angle = torch.cat([torch.rand(490, generator=g, dtype=torch.float64) * 3.1,
+                       torch.full((5,), 1e-9, dtype=torch.float64), torch.full((5,), math.pi - 1e-7, dtype=torch.float64)])
+    aa = axis * angle[:, None]
+    R = axis_angle_to_matrix(aa)
+    torch.testing.assert_close(axis_angle_to_matrix(aa, fast=True), R, rtol=0, atol=1e-12)
+    for fast in (False, True):
+        back = matrix_to_axis_angle(R, fast=fast)
+        torch.testing.assert_close(axis_angle_to_matrix(back), R, rtol=0, atol=1e-6)
+        torch.testing.assert_close(back[:490], aa[:490], rtol=0, atol=1e-9)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib3d._checks import check_shape, check_tensor
+from lib3d._checks import check_shape, check_tensor, is_tracing
 from lib3d.geometry.transforms import Transform3d
 
 __all__ = [
@@ -352,8 +352,16 @@ def look_at_rotation(camera_position, at=((0, 0, 0),), up=((0, 1, 0),), device: 
     """World-to-view rotations ``R`` of cameras at ``camera_position`` looking at ``at``.
 
     The view axes (columns of ``R``) are ``z = normalise(at - C)``, ``x = normalise(up x z)``,
-    ``y = normalise(z x x)``; when ``up`` is parallel to the viewing direction, ``x`` falls back to
-    ``normalise(y x z)`` as PyTorch3D.
+    ``y = normalise(z x x)``; when ``up`` is nearly parallel to the viewing direction, ``x`` falls back to
+    ``normalise(y x z)`` as PyTorch3D (this rescues e.g. ``elev=90`` in float32, where ``up x z`` is tiny
+    but not zero).
+
+    Degenerate views raise instead of returning a non-rotation. PyTorch3D silently returns an all-zero
+    matrix when ``C == at``, zero ``x`` and ``y`` axes when ``up`` is exactly parallel to ``at - C`` (its
+    fallback derives ``y`` from the zero ``x``), and axes shorter than 1 when ``|at - C|`` or ``|up x z|``
+    is below its normalisation epsilon (1e-5). Here every camera's three axes must come out of unit length
+    (within 1e-3); otherwise a ``ValueError`` names the camera and the cause. The check is skipped while
+    ``torch.compile`` traces.
 
     Args:
         camera_position: ``(N, 3)`` / ``(3,)``-like.
@@ -363,6 +371,10 @@ def look_at_rotation(camera_position, at=((0, 0, 0),), up=((0, 1, 0),), device: 
 
     Returns:
         ``(N, 3, 3)`` float, for use as ``X_view = X_world @ R + T``.
+
+    Raises:
+        ValueError: when a camera sits at (within 1e-5 of) the point it looks at, or ``up`` is parallel (or
+            zero) relative to its viewing direction ``at - camera_position``.
     """
     vals = (_as_rows("camera_position", camera_position, 3), _as_rows("at", at, 3), _as_rows("up", up, 3))
     camera_position, at, up = _broadcast(("camera_position", "at", "up"), vals, *_pick_dtype_device(vals, device))
@@ -375,7 +387,23 @@ def look_at_rotation(camera_position, at=((0, 0, 0),), up=((0, 1, 0),), device: 
     replacement = F.normalize(torch.cross(y_axis, z_axis, dim=1), eps=1e-5)
     x_axis = torch.where(is_close, replacement, x_axis)
     R = torch.cat((x_axis[:, None, :], y_axis[:, None, :], z_axis[:, None, :]), dim=1)
+    if not is_tracing():
+        _check_look_at(R, camera_position, at, up)
     return R.transpose(1, 2)
+
+
+def _check_look_at(axes: torch.Tensor, camera_position: torch.Tensor, at: torch.Tensor, up: torch.Tensor) -> None:
+    """Raise when a look-at frame is not a rotation: ``axes`` (N, 3, 3) holds the x, y, z axes as rows."""
+    bad = ((axes.norm(dim=2) - 1.0).abs() > 1e-3).any(dim=1)  # NaN inputs compare False: they pass through
+    if not bool(bad.any()):
+        return
+    i = int(bad.nonzero()[0, 0])
+    c, a, u = (t[i].tolist() for t in (camera_position, at, up))
+    if float((at[i] - camera_position[i]).norm()) < 1e-5:
+        raise ValueError(f"look_at: camera {i} sits at the point it looks at (camera_position/eye {c}, at {a}): "
+                         "the viewing direction at - eye is undefined")
+    raise ValueError(f"look_at: up {u} of camera {i} is zero or parallel to its viewing direction at - eye "
+                     f"(eye {c}, at {a}): the view's x axis up x (at - eye) is undefined; pick another up")
 
 
 def look_at_view_transform(dist=1.0, elev=0.0, azim=0.0, degrees: bool = True, eye=None,
@@ -393,6 +421,10 @@ def look_at_view_transform(dist=1.0, elev=0.0, azim=0.0, degrees: bool = True, e
 
     Returns:
         ``R``: ``(N, 3, 3)`` float; ``T``: ``(N, 3)`` float, ``T = -C @ R``, for ``X_view = X @ R + T``.
+
+    Raises:
+        ValueError: for a degenerate view (``eye == at``, ``dist == 0``, or ``up`` parallel to the viewing
+            direction; see ``look_at_rotation``) instead of PyTorch3D's silent all-zero "rotation".
     """
     if eye is not None:
         vals = (_as_rows("eye", eye, 3), _as_rows("at", at, 3), _as_rows("up", up, 3))

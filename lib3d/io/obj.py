@@ -21,6 +21,14 @@ only), and ``map_Kd -options file`` takes the last token; ``material_colors`` al
 (``d``) and ``illum`` when present; ``save_obj`` writes 9 significant digits (PyTorch3D: ``%f``) and rounds
 texture maps to uint8 (PyTorch3D truncates).
 
+Not an OBJ file: a file holding control bytes (NUL and the other C0 codes except tab, line feed, vertical
+tab, form feed, carriage return, and DOS's end-of-file ^Z at the very end) is binary, and one whose content
+lines all start with words that are no OBJ statement is some other text; both raise :class:`FormatError`
+naming the file and the first offending line. PyTorch3D fails on most binary files with a ``UnicodeDecodeError`` (it reads the
+file as UTF-8 text) and returns an empty mesh for other text; lib3d returned an empty mesh for both. A file
+that is empty or holds only blank lines, comments or statements without geometry (``o``, ``g``, ...) is a
+legitimately empty OBJ and loads as an empty mesh, as in PyTorch3D.
+
 Speed: lines are tokenised once; face corners are parsed in bulk with numpy when every corner has the
 same form (the usual case), line by line otherwise (which also produces the exact error messages).
 """
@@ -28,6 +36,7 @@ same form (the usual case), line by line otherwise (which also produces the exac
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from itertools import chain
@@ -239,7 +248,29 @@ def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: in
     )
 
 
+# Control bytes no text file holds (tab, LF, VT, FF and CR are allowed; so is ^Z at the very end, DOS's
+# end-of-file mark, which ``_parse_obj`` strips first).
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f]")
+
+# Every statement keyword of the OBJ specification (Wavefront, version 3.0) and of common extensions.
+_OBJ_KEYWORDS = frozenset(
+    "v vt vn vp f l p o g s mg usemtl mtllib cstype deg bmat step curv curv2 surf parm trim hole scrv sp end "
+    "con bevel c_interp d_interp lod shadow_obj trace_obj ctech stech maplib usemap call csh".split()
+)
+
+
+def _check_text(data: bytes, name: str) -> None:
+    """Raise ``FormatError`` for binary data (a control byte), naming its line."""
+    m = _BINARY.search(data)
+    if m is not None:
+        line = data.count(b"\n", 0, m.start()) + 1
+        raise FormatError(name, f"line {line}", f"control byte 0x{data[m.start()]:02x}: binary data, "
+                          "not an OBJ text file")
+
+
 def _parse_obj(data: bytes, name: str) -> _Parsed:
+    data = data.rstrip(b"\x1a")
+    _check_text(data, name)
     text = data.decode("utf-8", errors="surrogateescape")  # bytes survive into file names
     v_toks: list[str] = []
     v_lines: list[int] = []
@@ -257,6 +288,8 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     mat = -1
     nv = nn = nt = 0
     max_ref = text.count("\n") + 1
+    known = False  # any OBJ statement seen
+    first_unknown: tuple[int, str] | None = None  # (line, word) of the first line that is no OBJ statement
 
     for lineno, raw in enumerate(text.split("\n"), 1):
         if "#" in raw and not raw.lstrip().startswith("mtllib"):  # inline comment (file names may hold '#')
@@ -303,7 +336,16 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
             if not rest:
                 raise FormatError(name, f"line {lineno}", "mtllib without a file name")
             mtl_paths.append(rest)
-        # o, g, s, l, p, vp, comments and unknown keys: ignored.
+        # o, g, s, l, p, vp, ... and unknown keys: ignored (a file of unknown keys only is not an OBJ file).
+        if not known:
+            if key in _OBJ_KEYWORDS:
+                known = True
+            elif first_unknown is None:
+                first_unknown = (lineno, key)
+
+    if first_unknown is not None and not known:
+        raise FormatError(name, f"line {first_unknown[0]}", f"{first_unknown[1][:30]!r} is no OBJ statement and "
+                          "the file holds none (v, vt, vn, f, ...): not an OBJ file")
 
     verts = _to_float_array(v_toks, v_lines, 3, name, "vertex")
     normals = _to_float_array(n_toks, n_lines, 3, name, "normal")
@@ -564,7 +606,9 @@ def load_obj(
         aux: :class:`Aux` (normals, verts_uvs, material_colors, texture_images, texture_atlas).
 
     Raises:
-        FormatError: a malformed line (the file and the line are named) or an index out of range.
+        FormatError: a malformed line (the file and the line are named), an index out of range, binary data
+            (a control byte) or text without any OBJ statement. An empty file, or one of blank lines,
+            comments and geometry-free statements only, loads as an empty mesh (as in PyTorch3D).
 
     Example:
         >>> verts, faces, aux = load_obj("cow_mesh/cow.obj")

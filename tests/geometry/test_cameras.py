@@ -218,6 +218,48 @@ def test_camera_center_and_look_at():
     torch.testing.assert_close(R1 @ R1.transpose(1, 2), torch.eye(3)[None], atol=1e-5, rtol=0)
 
 
+
+def _reference_look_at(C, at, up):
+    """PyTorch3D's look_at_rotation written out in float64 (its normalisation eps 1e-5 and fallback)."""
+    def nrm(v):
+        return v / v.norm(dim=1, keepdim=True).clamp_min(1e-5)
+
+    z = nrm(at - C)
+    x = nrm(torch.cross(up, z, dim=1))
+    y = nrm(torch.cross(z, x, dim=1))
+    close = (x.abs() <= 5e-3).all(dim=1, keepdim=True)
+    x = torch.where(close, nrm(torch.cross(y, z, dim=1)), x)
+    return torch.stack([x, y, z], dim=1).transpose(1, 2)
+
+
+@pytest.mark.parametrize(("eye", "at", "up", "cause"), [
+    ([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0]], [[0.0, 1.0, 0.0]], "sits at the point it looks at"),
+    ([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0 + 5e-6]], [[0.0, 1.0, 0.0]], "sits at the point it looks at"),
+    ([[0.0, 3.0, 0.0]], [[0.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], "parallel"),      # exactly overhead
+    ([[0.0, 3.0, 1e-5]], [[0.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], "parallel"),     # x axis of length 1/3
+    ([[1.0, 2.0, 3.0]], [[0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]], "zero or parallel"),
+])
+def test_look_at_degenerate_views_raise(eye, at, up, cause):
+    """issue 12: PyTorch3D's formula returns an all-zero or non-unit "rotation" silently for these views."""
+    ref = _reference_look_at(*(torch.tensor(v, dtype=torch.float64) for v in (eye, at, up)))
+    assert not torch.allclose(ref @ ref.transpose(1, 2), torch.eye(3, dtype=torch.float64), atol=1e-3)
+    with pytest.raises(ValueError, match=cause):
+        look_at_view_transform(eye=eye, at=at, up=up)
+    with pytest.raises(ValueError, match="camera 0"):
+        look_at_rotation(eye, at=at, up=up)
+
+
+def test_look_at_second_camera_named_and_near_degenerate_views_kept():
+    with pytest.raises(ValueError, match="camera 1 sits at the point"):
+        look_at_view_transform(dist=[2.0, 0.0], elev=10.0, azim=20.0)
+    # nearly overhead views where PyTorch3D's fallback yields a rotation stay accepted, with its numbers
+    for eye in ([[0.0, 3.0, 1e-3]], [[0.0, 3.0, 1e-8]], [[2e-4, -3.0, 0.0]]):
+        R = look_at_rotation(torch.tensor(eye, dtype=torch.float64))
+        torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3, dtype=torch.float64)[None], atol=1e-6, rtol=0)
+        torch.testing.assert_close(R, _reference_look_at(torch.tensor(eye, dtype=torch.float64),
+                                                         torch.zeros(1, 3, dtype=torch.float64),
+                                                         torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)))
+
 def test_kwargs_overrides_and_container():
     cam = _cameras("fov_perspective", 1)
     other = _cameras("fov_perspective", 2)

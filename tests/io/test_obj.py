@@ -408,3 +408,42 @@ def test_non_utf8_names_survive_to_the_files(tmp_path):
     _, faces, aux = load_obj(tmp_path / "a.obj")
     (img,) = aux.texture_images.values()
     assert faces.materials_idx.tolist() == [0] and torch.allclose(img, torch.full((2, 2, 3), 0.2))
+
+
+# --- not an OBJ file (issue 12) ------------------------------------------------------------------
+
+
+def test_random_bytes_raise_format_error_naming_file_and_line(tmp_path):
+    """Random bytes used to load as an empty mesh; PyTorch3D fails on them (UnicodeDecodeError)."""
+    rng = np.random.default_rng(0)
+    for k in range(20):
+        p = tmp_path / f"noise{k}.obj"
+        p.write_bytes(rng.integers(0, 256, size=int(rng.integers(8, 4000)), dtype=np.uint8).tobytes())
+        with pytest.raises(FormatError, match=rf"noise{k}\.obj, line \d+: control byte 0x[0-9a-f]{{2}}: binary data"):
+            load_obj(p)
+    # the line of the first control byte is named
+    with pytest.raises(FormatError, match=r"line 3: control byte 0x00"):
+        load_obj(io.BytesIO(b"v 0 0 0\nv 1 0 0\nv 0\x00 1 0\n"))
+
+
+@pytest.mark.parametrize("text", ["hello world\n", "ply\nformat ascii 1.0\nend_header\n", "!!@@##\n  # c\n"])
+def test_text_without_obj_statements_raises(text):
+    with pytest.raises(FormatError, match=r"line 1: .* is no OBJ statement and the file holds none"):
+        _obj(text)
+    with pytest.raises(FormatError, match=r"line 2: 'hello'"):
+        _obj("# a comment\n   hello\n")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \r\n", "# comment only\n", "o thing\ng group\ns off\n",
+                                  "mtllib missing.mtl\n", "\x1a"])
+def test_legitimately_empty_obj_files_load_empty(text):
+    """As PyTorch3D: nothing to read is an empty mesh (its parser accepts these files too)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the missing mtl warns
+        verts, faces, aux = _obj(text)
+    assert verts.shape == (0, 3) and faces.verts_idx.shape == (0, 3) and aux.normals is None
+
+
+def test_unknown_statements_beside_obj_ones_are_still_ignored():
+    verts, faces, _ = _obj("vendor_ext 1 2\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n\tfoo bar\x0c\n")
+    assert verts.shape == (3, 3) and faces.verts_idx.tolist() == [[0, 1, 2]]

@@ -83,26 +83,35 @@ class Transform3d:
     def __repr__(self) -> str:
         return f"Transform3d(N={len(self)}, dtype={self.dtype}, device={self.device})"
 
+    def _same_kind(self, matrix: torch.Tensor) -> Transform3d:
+        """A transform of this one's class (``Translate``, ``Rotate``, ...) holding ``matrix (N, 4, 4)``."""
+        out = object.__new__(type(self))
+        object.__setattr__(out, "_matrix", matrix)
+        return out
+
     def __getitem__(self, index) -> Transform3d:
-        """Select batch elements (int, slice, list, bool or long tensor); always keeps the batch dim."""
+        """Select batch elements (int, slice, list, bool or long tensor); always keeps the batch dim and the
+        class (indexing a ``Translate`` gives a ``Translate``, as in PyTorch3D)."""
         if isinstance(index, int):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"transform index {index} out of range for {len(self)} transforms")
             index = [index]
-        return Transform3d(matrix=self._matrix[index])
+        return self._same_kind(self._matrix[index])
 
     def get_matrix(self) -> torch.Tensor:
         """The ``(N, 4, 4)`` matrix (row-vector convention, translation in the last row)."""
         return self._matrix
 
     def clone(self) -> Transform3d:
-        return Transform3d(matrix=self._matrix.clone())
+        return self._same_kind(self._matrix.clone())
 
     def detach(self) -> Transform3d:
-        return Transform3d(matrix=self._matrix.detach())
+        return self._same_kind(self._matrix.detach())
 
     def to(self, device: Any = None, copy: bool = False, dtype: torch.dtype | None = None) -> Transform3d:
         """A transform on ``device`` / with ``dtype`` (returns ``self`` when nothing changes and not ``copy``)."""
         m = self._matrix.to(device=device, dtype=dtype, copy=copy)
-        return self if m is self._matrix else Transform3d(matrix=m)
+        return self if m is self._matrix else self._same_kind(m)
 
     def cpu(self) -> Transform3d:
         return self.to("cpu")

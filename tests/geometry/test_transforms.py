@@ -201,3 +201,20 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(tc.compose(tc.inverse()).transform_points(x.cuda()).cpu(), x, atol=1e-4, rtol=0)
     torch.testing.assert_close(tc.transform_points(x.cuda()).cpu(), t.transform_points(x), atol=1e-5, rtol=1e-5)
     assert Translate(torch.zeros(2, 3, device="cuda")).device.type == "cuda"
+
+
+def test_indexing_keeps_the_transform_class():
+    """As PyTorch3D: indexing / cloning a Translate, Scale or Rotate gives the same class and matrices."""
+    from lib3d.geometry import Rotate, RotateAxisAngle, Scale, Transform3d, Translate, random_rotations
+
+    g = torch.Generator().manual_seed(0)
+    for t in (Translate(torch.rand(4, 3, generator=g)), Scale(torch.rand(4, 3, generator=g) + 0.5),
+              Rotate(random_rotations(4, generator=g)), RotateAxisAngle(torch.rand(4, generator=g) * 90, "Y")):
+        for index in (1, -1, slice(1, 3), [0, 2], torch.tensor([True, False, True, False])):
+            sub = t[index]
+            assert type(sub) is type(t)
+            torch.testing.assert_close(sub.get_matrix(), t.get_matrix()[[index] if isinstance(index, int) else index])
+        assert type(t.clone()) is type(t) and type(t.detach()) is type(t)
+        assert type(t.compose(Transform3d())) is Transform3d
+    with pytest.raises(IndexError):
+        Translate(torch.rand(2, 3))[2]

@@ -36,6 +36,7 @@ element (and row).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -137,6 +138,8 @@ class PlyData(NamedTuple):
         elements: element name -> property name -> numpy array (scalar property, shape (count,)) or
             :class:`PlyList`. All elements of the file, including unknown ones.
         header: the parsed :class:`PlyHeader`.
+        verts_uvs: (V, 2) float32 texture coordinates from ``u, v``, ``s, t`` or ``texture_u, texture_v``
+            (the names PyTorch3D and common exporters use), or None.
     """
 
     verts: torch.Tensor
@@ -145,6 +148,7 @@ class PlyData(NamedTuple):
     verts_colors: torch.Tensor | None
     elements: dict
     header: PlyHeader
+    verts_uvs: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -746,6 +750,13 @@ def _mesh_from_elements(elements: dict, name: str, row_lines: dict | None = None
             cols.append(c.astype(np.float32))
         colors = torch.from_numpy(np.stack(cols, 1))
 
+    uvs = None
+    for ukey, vkey in (("u", "v"), ("s", "t"), ("texture_u", "texture_v")):
+        if ukey in vertex and vkey in vertex and not isinstance(vertex[ukey], PlyList) \
+                and not isinstance(vertex[vkey], PlyList):
+            uvs = torch.from_numpy(np.stack([vertex[ukey], vertex[vkey]], 1).astype(np.float32))
+            break
+
     faces = np.zeros((0, 3), np.int64)
     face = elements.get("face")
     if face is not None:
@@ -770,18 +781,19 @@ def _mesh_from_elements(elements: dict, name: str, row_lines: dict | None = None
                 row_where(_tri_to_row(lst, t)),
                 f"vertex index {int(bad)} out of range [0, {V}) in element 'face'",
             )
-    return torch.from_numpy(verts), torch.from_numpy(np.ascontiguousarray(faces)), normals, colors
+    return torch.from_numpy(verts), torch.from_numpy(np.ascontiguousarray(faces)), normals, colors, uvs
 
 
 def load_ply_data(f: PathOrFile) -> PlyData:
     """Read a PLY file with everything in it.
 
     Args:
-        f: a path or a binary file object.
+        f: a path or a file object: binary (``open(p, "rb")``, ``io.BytesIO``) or, for ascii PLY, text
+            (``io.StringIO``).
 
     Returns:
         :class:`PlyData` (verts (V, 3) float32, faces (F, 3) int64, verts_normals, verts_colors, all
-        elements, header).
+        elements, header, verts_uvs).
 
     Raises:
         FormatError: the file is malformed, truncated, inconsistent or a face index is out of range.
@@ -796,12 +808,12 @@ def load_ply_data(f: PathOrFile) -> PlyData:
         else:
             row_lines = None
             elements = _read_binary(data, header, name)
-        verts, faces, normals, colors = _mesh_from_elements(elements, name, row_lines)
+        verts, faces, normals, colors, uvs = _mesh_from_elements(elements, name, row_lines)
     except FormatError:
         raise
     except (ValueError, IndexError, OverflowError, struct.error, TypeError, KeyError) as e:  # safety net
         raise FormatError(name, None, f"malformed PLY ({type(e).__name__}: {e})") from e
-    return PlyData(verts, faces, normals, colors, elements, header)
+    return PlyData(verts, faces, normals, colors, elements, header, uvs)
 
 
 def load_ply(f: PathOrFile) -> tuple[torch.Tensor, torch.Tensor]:
@@ -844,6 +856,7 @@ def save_ply(
     verts_colors: torch.Tensor | None = None,
     ascii: bool = False,
     decimal_places: int | None = None,
+    comments: Sequence[str] = (),
 ) -> None:
     """Write a mesh or point cloud to a PLY file (as ``pytorch3d.io.save_ply``, plus colours).
 
@@ -860,6 +873,7 @@ def save_ply(
         ascii: write the ascii format instead of binary_little_endian.
         decimal_places: ascii only; digits after the point (default: 9 significant digits, which
             round-trips float32 exactly).
+        comments: ``comment`` lines for the header (none by default, so the header is PyTorch3D's).
 
     Raises:
         ValueError/TypeError: bad shapes or dtypes, or face indices out of range.
@@ -888,7 +902,11 @@ def save_ply(
     vdata = torch.cat(cols, dim=1).numpy()
 
     fmt = "ascii" if ascii else "binary_little_endian"
-    head = [b"ply", f"format {fmt} 1.0".encode(), b"comment written by lib3d", f"element vertex {V}".encode()]
+    for c in comments:
+        if "\n" in c or "\r" in c:
+            raise ValueError(f"comments must be single lines, got {c!r}")
+    head = [b"ply", f"format {fmt} 1.0".encode()] + [f"comment {c}".encode() for c in comments]
+    head += [f"element vertex {V}".encode()]
     head += [f"property float {n}".encode() for n in names]
     if faces is not None:
         head += [f"element face {faces.shape[0]}".encode(), b"property list uchar int vertex_index"]

@@ -396,3 +396,35 @@ def test_variable_length_scan_matches_row_by_row_reference(runs, isz, cut):
         return
     starts, lens, end = _scan_u1_list(data, u8, 0, len(lengths), isz, "f", "element 'face'")
     assert starts.tolist() == ref[0] and lens.tolist() == ref[1] and end == ref[2]
+
+
+def test_file_like_objects_uvs_and_pytorch3d_header(tmp_path):
+    """PyTorch3D reads PLY from file objects (text for ascii), reads vertex texture coordinates and writes
+    a header with no comment lines."""
+    import io
+
+    from lib3d.io import load_ply, load_ply_data, save_ply
+
+    text = ("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+            "property float s\nproperty float t\nelement face 1\nproperty list uchar int vertex_indices\n"
+            "end_header\n0 0 0 0.1 0.2\n1 0 0 0.3 0.4\n0 1 0 0.5 0.6\n3 0 1 2\n")
+    for stream in (io.StringIO(text), io.BytesIO(text.encode())):
+        d = load_ply_data(stream)
+        assert d.faces.tolist() == [[0, 1, 2]]
+        torch.testing.assert_close(d.verts_uvs, torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]))
+    assert load_ply_data(io.StringIO(text.replace(" s\n", " u\n").replace(" t\n", " v\n"))).verts_uvs.shape == (3, 2)
+    assert load_ply_data(io.StringIO(text.replace("property float s\nproperty float t\n", "")
+                                     .replace(" 0.1 0.2", "").replace(" 0.3 0.4", "").replace(" 0.5 0.6", ""))
+                         ).verts_uvs is None
+    buf = io.BytesIO()
+    save_ply(buf, torch.rand(3, 3), torch.tensor([[0, 1, 2]]), ascii=True)
+    header = buf.getvalue().split(b"end_header")[0]
+    assert b"comment" not in header
+    assert header.startswith(b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n")
+    buf = io.BytesIO()
+    save_ply(buf, torch.rand(3, 3), comments=["made by me"])
+    assert b"\ncomment made by me\n" in buf.getvalue()
+    buf.seek(0)
+    assert load_ply(buf)[0].shape == (3, 3)
+    with pytest.raises(ValueError, match="single lines"):
+        save_ply(io.BytesIO(), torch.rand(3, 3), comments=["a\nb"])

@@ -39,7 +39,10 @@ def cubify(voxels: torch.Tensor, thresh: float, *, feats: torch.Tensor | None = 
     Args:
         voxels: ``(N, D, H, W) float`` occupancy probabilities.
         thresh: a voxel is occupied when ``voxels >= thresh``.
-        feats: unsupported (kept for signature compatibility; must be None).
+        feats: optional ``(N, C, D, H, W) float`` per-voxel features (colours); as PyTorch3D, only with
+            ``align="center"``: every face takes its voxel's feature and the meshes get a
+            ``TexturesAtlas`` of ``(F_i, 1, 1, C)`` (one colour per face). Another ``align`` raises (PyTorch3D
+            silently drops ``feats`` there).
         device: device of the output (default: the voxels' device).
         align: ``"topleft"``, ``"corner"`` or ``"center"`` (see the module docstring).
 
@@ -47,7 +50,7 @@ def cubify(voxels: torch.Tensor, thresh: float, *, feats: torch.Tensor | None = 
         ``Meshes`` of N meshes (empty meshes for empty grids).
 
     Raises:
-        ValueError: wrong shape or ``align``.
+        ValueError: wrong shape or ``align``, or ``feats`` of the wrong shape or with ``align != "center"``.
     """
     from lib3d.structures import Meshes
 
@@ -55,11 +58,15 @@ def cubify(voxels: torch.Tensor, thresh: float, *, feats: torch.Tensor | None = 
     if voxels.dim() != 4:
         raise ValueError(f"voxels must have shape (N, D, H, W), got {tuple(voxels.shape)}")
     check_choice("align", align, ("topleft", "corner", "center"))
+    n, d, h, w = voxels.shape
     if feats is not None:
-        raise ValueError("feats is not supported by lib3d's cubify; pass None")
+        check_tensor("feats", feats, dtype="float")
+        if feats.dim() != 5 or feats.shape[0] != n or tuple(feats.shape[2:]) != (d, h, w):
+            raise ValueError(f"feats must have shape ({n}, C, {d}, {h}, {w}), got {tuple(feats.shape)}")
+        if align != "center":
+            raise ValueError(f"feats needs align='center' (each face takes its voxel's feature), got {align!r}")
     device = voxels.device if device is None else torch.device(device)
     voxels = voxels.to(device)
-    n, d, h, w = voxels.shape
     occ = (voxels >= thresh).to(torch.float32).view(n, 1, d, h, w)
     # Neighbour occupancy along each axis: both voxels of a pair occupied -> the face between is interior.
     pair_x = (F.conv3d(occ, occ.new_full((1, 1, 1, 1, 2), 0.5)) > 0.5).float()
@@ -110,4 +117,11 @@ def cubify(voxels: torch.Tensor, thresh: float, *, feats: torch.Tensor | None = 
     counts_f = torch.bincount(ni, minlength=n).tolist()
     verts_list = list(torch.split(verts_packed, counts_v))
     faces_list = list(torch.split(faces_local, counts_f))
-    return Meshes(verts=verts_list, faces=faces_list)
+    textures = None
+    if feats is not None:
+        from lib3d.structures import TexturesAtlas
+
+        per_voxel = feats.to(device).permute(0, 3, 4, 2, 1).reshape(-1, feats.shape[1])  # (N*H*W*D, C)
+        face_feats = per_voxel[vox].reshape(-1, 1, 1, feats.shape[1])  # (NF, 1, 1, C), faces grouped by mesh
+        textures = TexturesAtlas(list(torch.split(face_feats, counts_f)))
+    return Meshes(verts=verts_list, faces=faces_list, textures=textures)

@@ -30,6 +30,22 @@ def gather_scatter(x: torch.Tensor, edges: torch.Tensor, directed: bool = False)
     return out
 
 
+def gather_scatter_python(x: torch.Tensor, edges: torch.Tensor, directed: bool = False) -> torch.Tensor:
+    """Slow reference for :func:`gather_scatter` (PyTorch3D's ``gather_scatter_python``): the same sums as a
+    product with the dense ``(V, V)`` adjacency matrix counting each edge (so repeated edges count twice).
+
+    Args / Returns: as :func:`gather_scatter`.
+    """
+    check_shapes(x=(x, ("V", "D")), edges=(edges, ("E", 2)))
+    v = x.shape[0]
+    adj = torch.zeros(v, v, dtype=x.dtype, device=x.device)
+    ones = torch.ones(edges.shape[0], dtype=x.dtype, device=x.device)
+    adj = adj.index_put((edges[:, 0], edges[:, 1]), ones, accumulate=True)
+    if not directed:
+        adj = adj.index_put((edges[:, 1], edges[:, 0]), ones, accumulate=True)
+    return adj @ x
+
+
 def graph_conv(verts: torch.Tensor, edges: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor | None,
                w1: torch.Tensor, b1: torch.Tensor | None, directed: bool = False) -> torch.Tensor:
     """Functional graph convolution ``x W0^T + b0 + gather_scatter(x W1^T + b1)``.

@@ -384,3 +384,37 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(knn_points(x.cuda(), y.cuda(), K=5).dists.cpu(), knn_points(x, y, K=5).dists)
     torch.testing.assert_close(chamfer_distance(x.cuda(), y.cuda())[0].cpu(), chamfer_distance(x, y)[0])
     assert cubify(torch.ones(1, 2, 2, 2, device="cuda"), 0.5).device.type == "cuda"
+
+
+def test_gather_scatter_matches_python_reference():
+    from lib3d.ops.graph_conv import gather_scatter, gather_scatter_python
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    edges = torch.randint(0, 7, (15, 2), generator=g)
+    for directed in (False, True):
+        torch.testing.assert_close(gather_scatter(x, edges, directed), gather_scatter_python(x, edges, directed))
+        assert torch.autograd.gradcheck(lambda t: gather_scatter(t, edges, directed), (x,))
+
+
+def test_cubify_feats_colour_each_face_with_its_voxel():
+    """PyTorch3D's cubify(feats=) with align='center': a TexturesAtlas with one colour per face, that of the
+    voxel the face belongs to; other aligns raise instead of silently dropping feats."""
+    vox = torch.zeros(1, 2, 2, 2)
+    vox[0, 0, 0, 0] = vox[0, 1, 1, 1] = 1.0
+    feats = torch.zeros(1, 3, 2, 2, 2)
+    feats[0, :, 0, 0, 0] = torch.tensor([1.0, 0.0, 0.0])
+    feats[0, :, 1, 1, 1] = torch.tensor([0.0, 0.0, 1.0])
+    m = cubify(vox, 0.5, feats=feats, align="center")
+    atlas = m.textures.atlas_packed() if hasattr(m.textures, "atlas_packed") else m.textures._list[0]
+    atlas = atlas.reshape(-1, 3)
+    assert atlas.shape == (24, 3)  # two separate cubes, 12 triangles each
+    verts, faces = m.verts_packed(), m.faces_packed()
+    centroid = verts[faces].mean(1)
+    first_voxel = centroid.sum(1) < 0  # voxel (0, 0, 0) spans [-2, 0]^3 with align center
+    torch.testing.assert_close(atlas[first_voxel], torch.tensor([[1.0, 0.0, 0.0]]).expand(12, 3))
+    torch.testing.assert_close(atlas[~first_voxel], torch.tensor([[0.0, 0.0, 1.0]]).expand(12, 3))
+    with pytest.raises(ValueError, match="align='center'"):
+        cubify(vox, 0.5, feats=feats, align="topleft")
+    with pytest.raises(ValueError, match="feats must have shape"):
+        cubify(vox, 0.5, feats=feats[:, :, :1], align="center")

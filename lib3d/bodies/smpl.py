@@ -27,6 +27,7 @@ from torch import nn
 
 from lib3d._checks import check_shape, check_tensor
 from lib3d.geometry import axis_angle_to_matrix
+from lib3d.geometry.rotations import _rodrigues_factors, hat
 
 __all__ = [
     "SMPL",
@@ -37,6 +38,7 @@ __all__ = [
     "batch_rodrigues",
     "kinematic_levels",
     "smpl_forward",
+    "smpl_joint_jacobian",
 ]
 
 SMPL_JOINT_NAMES: tuple[str, ...] = (
@@ -56,7 +58,7 @@ def batch_rodrigues(rotvec: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from axis-angle vectors (Rodrigues' formula), smooth at zero.
 
     ``R = I + sin(t)/t [r]_x + (1 - cos t)/t^2 [r]_x^2`` with ``t = |r|`` (delegates to
-    :func:`lib3d.geometry.axis_angle_to_matrix`, which uses Taylor series near zero).
+    :func:`lib3d.geometry.axis_angle_to_matrix` with ``fast=True``, which uses Taylor series near zero).
 
     Args:
         rotvec: (..., 3) float axis-angle vectors (radians).
@@ -64,7 +66,7 @@ def batch_rodrigues(rotvec: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 3, 3) rotation matrices (column-vector convention, ``R @ x``).
     """
-    return axis_angle_to_matrix(rotvec)
+    return axis_angle_to_matrix(rotvec, fast=True)
 
 
 def kinematic_levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -130,6 +132,7 @@ class SMPLModel:
     extra_support: torch.Tensor | None = dataclasses.field(init=False, repr=False)
     levels: tuple = dataclasses.field(init=False, repr=False)
     chain: tuple = dataclasses.field(init=False, repr=False)
+    ancestors: torch.Tensor = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self):
         V = self.v_template.shape[0] if isinstance(self.v_template, torch.Tensor) else None
@@ -187,6 +190,13 @@ class SMPLModel:
             inv[j] = i
         chain.append(torch.tensor(inv, dtype=torch.long, device=dev))
         setf(self, "chain", tuple(chain))
+        # ancestors[j, k]: k is j or one of its ancestors (the joints whose rotation moves joint j)
+        anc = torch.zeros(J, J, dtype=torch.bool)
+        for j, p in enumerate(par):
+            if p >= 0:
+                anc[j] = anc[p]
+            anc[j, j] = True
+        setf(self, "ancestors", anc.to(dev))
 
     # ---------------------------------------------------------------- sizes
     @property
@@ -483,6 +493,131 @@ def _skin(weights_t: torch.Tensor, A12: torch.Tensor, v_posed_t: torch.Tensor, c
         out = torch.addcmul(out, T[:, 3:6], vp[:, 1:2])
         outs.append(torch.addcmul(out, T[:, 6:9], vp[:, 2:3]))
     return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+
+def _rotations_and_left_jacobians(rotvec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``R = exp([w]_x)`` and the left Jacobian ``J_l(w)`` of SO(3), both (..., 3, 3), from one set of
+    Rodrigues factors ``a = sin t / t``, ``b = (1 - cos t) / t^2``, ``c = (t - sin t) / t^3``:
+
+    ``R = I + a [w]_x + b [w]_x^2`` and ``J_l = I + b [w]_x + c [w]_x^2``, with
+    ``exp(w + d) = exp(J_l(w) d) exp(w)`` to first order, i.e. ``dR/dw_l R^T = [J_l e_l]_x``.
+    """
+    theta2 = (rotvec * rotvec).sum(-1)
+    a, b, c = _rodrigues_factors(theta2, 1e-4)
+    K = hat(rotvec)
+    # [w]_x^2 = w w^T - t^2 I
+    outer = rotvec[..., :, None] * rotvec[..., None, :]
+    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
+    R = (1.0 - b * theta2)[..., None, None] * eye + a[..., None, None] * K + b[..., None, None] * outer
+    Jl = (1.0 - c * theta2)[..., None, None] * eye + b[..., None, None] * K + c[..., None, None] * outer
+    return R, Jl
+
+
+def smpl_joint_jacobian(
+    model: SMPLModel,
+    betas: torch.Tensor,
+    body_pose: torch.Tensor,
+    global_orient: torch.Tensor,
+    transl: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posed joints and their Jacobian w.r.t. all parameters, in closed form (no autograd).
+
+    The parameters are packed per person as ``q = [betas (S'), body_pose (3(J-1)), global_orient (3),
+    transl (3)]`` (the layout SMPLify's optimiser works in). With ``x_j`` the posed joints, ``W_j`` the
+    world rotations and ``omega_(k, l) = W_parent(k) J_l(theta_k) e_l`` the world-frame rotation axis of
+    pose coordinate ``(k, l)`` (``J_l`` the left Jacobian of SO(3)):
+
+    - pose: ``dx_j / dtheta_(k, l) = [k is j or an ancestor of j] omega_(k, l) x (x_j - x_k)``;
+    - shape: ``dx_j / dbetas = sum over the path root..j of W_parent(m) d(J_m - J_parent(m)) / dbetas``
+      (the rest joints are linear in the betas);
+    - translation: the identity;
+    - extra joints (regressed from the skinned vertices ``v' = sum_j w_vj (W_j (v_posed - J_j) + x_j)``):
+      the same rules per vertex plus the pose blend shapes, ``sum_j w_vj W_j dv_posed / dq``.
+
+    Args:
+        model: the body model (J joints, E extra joints, S shape directions).
+        betas: (N, S') float, S' <= S.
+        body_pose: (N, 3(J-1)) float axis-angle.
+        global_orient: (N, 3) float axis-angle.
+        transl: (N, 3) float.
+
+    Returns:
+        ``(joints (N, J + E, 3), jacobian (N, J + E, 3, S' + 3J + 3))``, joints as :func:`smpl_forward`'s.
+
+    Raises:
+        ValueError / TypeError: on wrong shapes, dtypes or devices.
+    """
+    dtype, device = model.dtype, model.device
+    J, S = model.num_joints, model.num_betas
+    sizes = check_shape("betas", betas, ("N", None), dtype="float")
+    check_shape("body_pose", body_pose, ("N", 3 * (J - 1)), sizes, dtype="float")
+    check_shape("global_orient", global_orient, ("N", 3), sizes, dtype="float")
+    check_shape("transl", transl, ("N", 3), sizes, dtype="float")
+    for name, t in (("betas", betas), ("body_pose", body_pose), ("global_orient", global_orient), ("transl", transl)):
+        if t.dtype != dtype or t.device != device:
+            raise TypeError(f"{name} must have the model's dtype {dtype} and device {device}, got {t.dtype} "
+                            f"on {t.device}")
+    N, Sb = betas.shape
+    if Sb > S:
+        raise ValueError(f"betas must have at most S={S} columns, got {tuple(betas.shape)}")
+    theta = torch.cat([global_orient[:, None], body_pose.reshape(N, J - 1, 3)], 1)  # (N, J, 3), root first
+    rot, Jl = _rotations_and_left_jacobians(theta)
+    dirs = model.J_shapedirs[:Sb].reshape(Sb, J, 3)  # d J_rest / d betas
+    joints_rest = model.J_template + torch.einsum("ns,sjk->njk", betas, dirs)
+    G = _kinematic_chain(model, rot, joints_rest)  # (N, J, 3, 4)
+    Wr, x = G[..., :3], G[..., 3]  # world rotations, posed joints
+    par = model.parents.clamp(min=0)
+    eye = torch.eye(3, dtype=dtype, device=device)
+    W_par = torch.cat([eye.expand(N, 1, 3, 3), Wr.index_select(1, par[1:])], 1)  # (N, J, 3, 3)
+    anc = model.ancestors.to(dtype)  # (J, J): anc[j, k] = 1 if k is j or an ancestor of j
+    # pose: Omega[n, k] = W_parent(k) J_l(theta_k) (columns: the axes omega_(k, l))
+    Omega = W_par @ Jl
+    # dx_j/dtheta_k = anc[j, k] ([x_k]_x - [x_j]_x) Omega_k
+    Bk = hat(x) @ Omega  # (N, J, 3, 3)
+    d_pose = anc[None, :, :, None, None] * (Bk[:, None] - torch.einsum("njab,nkbl->njkal", hat(x), Omega))
+    # shape: dx_j/dbetas = sum_m anc[j, m] W_parent(m) d rel_m, rel_m = J_m - J_parent(m) (rel_0 = J_0)
+    drel = dirs - dirs[:, par]
+    drel = torch.cat([dirs[:, :1], drel[:, 1:]], 1)  # (Sb, J, 3)
+    Vm = torch.einsum("nmab,smb->nmas", W_par, drel)  # (N, J, 3, Sb)
+    d_beta = torch.einsum("jm,nmas->njas", anc, Vm)
+    jac = _pack_joint_jacobian(d_beta, d_pose.permute(0, 1, 3, 2, 4).reshape(N, J, 3, 3 * J), eye, N, J)
+    joints = x
+    if model.extra_regressor is not None:
+        sup = model.extra_support
+        ns = sup.numel()
+        w = model.lbs_weights[sup]  # (ns, J)
+        feats_pose = (rot[:, 1:] - eye).reshape(N, (J - 1) * 9)
+        shp = model.shapedirs[sup][..., :Sb]  # (ns, 3, Sb)
+        pdirs = model.posedirs[sup]  # (ns, 3, 9 (J - 1))
+        v_posed = model.v_template[sup] + torch.einsum("ns,vks->nvk", betas, shp) \
+            + torch.einsum("np,vkp->nvk", feats_pose, pdirs)  # (N, ns, 3)
+        # y[n, v, j] = W_j (v_posed - J_j) + x_j: the vertex moved by joint j alone
+        y = torch.einsum("njab,nvjb->nvja", Wr, v_posed[:, :, None] - joints_rest[:, None]) + x[:, None]
+        verts = torch.einsum("vj,nvja->nva", w, y)
+        wa = w @ anc  # (ns, J): wa[v, k] = sum_j w_vj anc[j, k]
+        Yk = torch.einsum("vj,jk,nvja->nvka", w, anc, y) - wa[None, :, :, None] * x[:, None]  # (N, ns, J, 3)
+        dv_pose = -hat(Yk) @ Omega[:, None]  # (N, ns, J, 3, 3): omega x (Y - a x_k)
+        M = torch.einsum("vj,njab->nvab", w, Wr)  # (N, ns, 3, 3) blended rotations
+        # pose blend shapes: d(R_k - I)/dtheta_(k, l) = [J_l(theta_k) e_l]_x R_k, for k >= 1
+        dR = hat(Jl[:, 1:].transpose(-1, -2)) @ rot[:, 1:, None]  # (N, J-1, 3 (l), 3, 3)
+        # dv_posed[n, v, c, k, l] = sum_(a, b) posedirs[v, c, (k, a, b)] dR[n, k, l, a, b]
+        dvp = torch.einsum("vckp,nklp->nvckl", pdirs.reshape(ns, 3, J - 1, 9), dR.reshape(N, J - 1, 3, 9))
+        dv_pose = torch.cat([dv_pose[:, :, :1], dv_pose[:, :, 1:] + torch.einsum("nvac,nvckl->nvkal", M, dvp)], 2)
+        # shape: M dv_posed/dbetas - sum_j w_vj W_j dJ_j/dbetas + sum_j w_vj dx_j/dbetas
+        dv_beta = torch.einsum("nvab,vbs->nvas", M, shp) \
+            - torch.einsum("vj,njab,sjb->nvas", w, Wr, dirs) + torch.einsum("vj,njas->nvas", w, d_beta)
+        jac_v = _pack_joint_jacobian(dv_beta, dv_pose.permute(0, 1, 3, 2, 4).reshape(N, ns, 3, 3 * J), eye, N, ns)
+        reg = model.extra_regressor[:, sup]  # (E, ns)
+        joints = torch.cat([joints, torch.einsum("ev,nva->nea", reg, verts)], 1)
+        jac = torch.cat([jac, torch.einsum("ev,nvaq->neaq", reg, jac_v)], 1)
+    return joints + transl[:, None], jac
+
+
+def _pack_joint_jacobian(d_beta: torch.Tensor, d_theta: torch.Tensor, eye: torch.Tensor, N: int, P: int
+                         ) -> torch.Tensor:
+    """Columns in the packed order [betas, body pose, global orient, transl]: (N, P, 3, S' + 3J + 3) from
+    ``d_beta (N, P, 3, S')`` and ``d_theta (N, P, 3, 3J)`` (root first)."""
+    return torch.cat([d_beta, d_theta[..., 3:], d_theta[..., :3], eye.expand(N, P, 3, 3)], -1)
 
 
 class SMPL(nn.Module):

@@ -50,7 +50,7 @@ from lib3d.bodies.priors import (
     shape_prior,
 )
 from lib3d.bodies.skeletons import Skeleton, get_skeleton, skeleton_model_indices
-from lib3d.bodies.smpl import SMPLModel, batch_rodrigues, smpl_forward
+from lib3d.bodies.smpl import SMPLModel, batch_rodrigues, smpl_forward, smpl_joint_jacobian
 
 __all__ = [
     "SMPLifyConfig",
@@ -313,27 +313,65 @@ def _prior_residuals(p, S, prior: GMMPrior, cfg: SMPLifyConfig, w_pose: float, w
     return r, Jp, const
 
 
-def _jacobian(res_fn, p: torch.Tensor, free: torch.Tensor):
-    """Residuals (N, R) and their Jacobian (N, R, F) w.r.t. the ``free`` columns of ``p`` (forward-mode AD;
-    people are independent, so one tangent per free parameter serves the whole batch)."""
-    F = free.numel()
-    tangents = torch.zeros(F, *p.shape, dtype=p.dtype, device=p.device)
-    tangents[torch.arange(F, device=p.device), :, free] = 1.0
+def _geometric_jacobian(model: SMPLModel, p: torch.Tensor, S: int, free: torch.Tensor, keypoints: torch.Tensor,
+                        kp_idx: torch.Tensor, jt_idx: torch.Tensor, center: torch.Tensor, cfg: SMPLifyConfig,
+                        spheres=None, torso_only=None, depth_init=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model-dependent residuals of :func:`smplify_residuals` (data, camera depth, interpenetration)
+    and their Jacobian w.r.t. the ``free`` columns of ``p``: ``(r (N, R), J (N, R, F))``.
 
-    def jvp(t):
-        return torch.func.jvp(lambda q: res_fn(q)[0], (p,), (t,))
-
-    try:
-        r, jac = torch.func.vmap(jvp, out_dims=(None, 0))(tangents)
-    except Exception:  # pragma: no cover - an op without a batching rule: loop over the tangents
-        cols = [jvp(t) for t in tangents]
-        r, jac = cols[0][0], torch.stack([c[1] for c in cols])
-    return r, jac.permute(1, 2, 0)
+    The joints' Jacobian in closed form (:func:`lib3d.bodies.smpl.smpl_joint_jacobian`), then the chain rule in closed form through the
+    projection ``u = f X / Z + c`` (``du/dX = f/Z [1, 0, -X/Z]``), the Geman-McClure square root
+    ``s(d) = sigma d / sqrt(sigma^2 + d^2)`` (``ds/dd = sigma^3 / (sigma^2 + d^2)^(3/2)``) and the sphere
+    overlaps ``o = r_i + r_k - |c_i - c_k|`` (``do = -u^T (dc_i - dc_k)``, u the unit centre difference).
+    Only overlapping sphere pairs have a non-zero residual, so the interpenetration rows are those pairs
+    alone (padded to the largest count in the batch with zero rows): the normal equations are unchanged.
+    """
+    N = p.shape[0]
+    X, dX = smpl_joint_jacobian(model, p[:, :S], p[:, S:S + 69], p[:, S + 69:S + 72], p[:, S + 72:S + 75])
+    dX = dX[..., free] if free.numel() < dX.shape[-1] else dX
+    kp, jt = torso_only if torso_only is not None else (kp_idx, jt_idx)
+    P, dP = X[:, jt], dX[:, jt]  # (N, K', 3), (N, K', 3, F)
+    z = P[..., 2:3]
+    f = cfg.focal_length
+    uv = f * P[..., :2] / z + center[:, None]
+    duv = (f / z)[..., None] * (dP[..., :2, :] - (P[..., :2] / z)[..., None] * dP[..., 2:3, :])  # (N, K', 2, F)
+    d = uv - keypoints[:, kp, :2]
+    conf = keypoints[:, kp, 2:3]
+    if torso_only is not None:
+        r_depth = cfg.depth_weight * (p[:, S + 74:S + 75] - depth_init[:, None])
+        J_depth = (cfg.depth_weight * (free == S + 74).to(p.dtype)).expand(N, 1, -1)
+        return (torch.cat([(conf * d).reshape(N, -1), r_depth], 1),
+                torch.cat([(conf[..., None] * duv).reshape(N, -1, free.numel()), J_depth], 1))
+    s2 = cfg.sigma**2
+    den = torch.sqrt(s2 + d * d)
+    r = [(conf * cfg.sigma * d / den).reshape(N, -1)]
+    J = [((conf * cfg.sigma * s2 / den**3)[..., None] * duv).reshape(N, -1, free.numel())]
+    if spheres is not None:
+        t = spheres.t[:, None]
+        c = X[:, spheres.parent] + t * (X[:, spheres.child] - X[:, spheres.parent])  # (N, P, 3)
+        dc = dX[:, spheres.parent] + t[..., None] * (dX[:, spheres.child] - dX[:, spheres.parent])  # (N, P, 3, F)
+        i, k = spheres.pairs[:, 0], spheres.pairs[:, 1]
+        diff = c[:, i] - c[:, k]
+        dist = diff.norm(dim=-1)
+        over = spheres.radius[:, i] + spheres.radius[:, k] - dist  # (N, Q)
+        active = over > 0
+        A = int(active.sum(1).max())
+        if A > 0:
+            sel = torch.topk(active.to(p.dtype), A, dim=1).indices  # (N, A): the overlapping pairs first
+            on = torch.gather(active, 1, sel).to(p.dtype)
+            w = math.sqrt(cfg.interpenetration_weight)
+            rows = torch.arange(N, device=p.device)[:, None]
+            u = torch.gather(diff, 1, sel[..., None].expand(-1, -1, 3)) \
+                / torch.gather(dist, 1, sel).clamp_min(1e-12)[..., None]
+            dd = dc[rows, i[sel]] - dc[rows, k[sel]]  # (N, A, 3, F)
+            r.append(w * on * torch.gather(over, 1, sel))
+            J.append(-w * on[..., None] * (u[..., None] * dd).sum(2))
+    return torch.cat(r, 1), torch.cat(J, 1)
 
 
 @torch.no_grad()
-def _levenberg_marquardt(res_fn, p: torch.Tensor, free: torch.Tensor, iters: int, lam0: float = 1e-3,
-                         ftol: float = 1e-5, jac_fn=None):
+def _levenberg_marquardt(res_fn, jac_fn, p: torch.Tensor, free: torch.Tensor, iters: int, lam0: float = 1e-3,
+                         ftol: float = 1e-5):
     """Batched Levenberg-Marquardt (Marquardt's diagonal scaling); each person accepts/rejects its own step.
 
     Minimises ``E_n(p_n) = |r_n(p_n)|^2 + c_n`` for every row n; stops early once every person has
@@ -346,7 +384,7 @@ def _levenberg_marquardt(res_fn, p: torch.Tensor, free: torch.Tensor, iters: int
     eye = torch.eye(free.numel(), dtype=p.dtype, device=p.device)
     done = torch.zeros(N, dtype=torch.bool, device=p.device)
     for _ in range(iters):
-        r, Jm = _jacobian(res_fn, p, free) if jac_fn is None else jac_fn(p)
+        r, Jm = jac_fn(p)
         JtJ = Jm.transpose(1, 2) @ Jm
         g = (Jm.transpose(1, 2) @ r[..., None])[..., 0]
         diag = torch.diagonal(JtJ, dim1=-2, dim2=-1).clamp_min(1e-9)
@@ -471,7 +509,13 @@ def smplify(
             return smplify_residuals(model, q, S, kps, kp_idx, jt_idx, ctr, config, prior, 0, 0,
                                      torso_only=(torso_kp_t, torso_jt_t), depth_init=depth0.detach())
 
-        P = _levenberg_marquardt(cam_res, P, torch.arange(S + 69, S + 75, device=dev), config.camera_iters)
+        cam_free = torch.arange(S + 69, S + 75, device=dev)
+
+        def cam_jac(q):
+            return _geometric_jacobian(model, q, S, cam_free, kps, kp_idx, jt_idx, ctr, config,
+                                       torso_only=(torso_kp_t, torso_jt_t), depth_init=depth0.detach())
+
+        P = _levenberg_marquardt(cam_res, cam_jac, P, cam_free, config.camera_iters)
         with torch.no_grad():
             for t_, v_ in zip(params, (P[:, :S], P[:, S:S + 69], P[:, S + 69:S + 72], P[:, S + 72:])):
                 t_.copy_(v_)
@@ -486,6 +530,7 @@ def smplify(
 
     # ---- stages 1..: everything, annealed prior weights
     spheres = None
+    all_free = torch.arange(S + 75, device=dev)
     for s, (w_pose, w_betas) in enumerate(config.stage_weights):
         if config.interpenetration_weight > 0 and s in config.interpenetration_stages:
             spheres = body_spheres(model, betas.detach(), per_bone=config.spheres_per_bone)
@@ -505,15 +550,12 @@ def smplify(
                                          spheres)
 
             def jac(q, w_pose=w_pose, w_betas=w_betas, spheres=spheres):
-                # model terms by forward-mode AD, prior terms analytically (same residual order as res)
-                free = torch.arange(S + 75, device=dev)
-                r_g, J_g = _jacobian(lambda x: smplify_residuals(
-                    model, x, S, kps, kp_idx, jt_idx, ctr, config, prior, w_pose, w_betas, spheres,
-                    geometric_only=True), q, free)
+                # model terms through the joint Jacobian, prior terms analytically (same normal equations as res)
+                r_g, J_g = _geometric_jacobian(model, q, S, all_free, kps, kp_idx, jt_idx, ctr, config, spheres)
                 r_p, J_p, _ = _prior_residuals(q, S, prior, config, w_pose, w_betas, jacobian=True)
                 return torch.cat([r_g, r_p], 1), torch.cat([J_g, J_p], 1)
 
-            P = _levenberg_marquardt(res, P, torch.arange(S + 75, device=dev), config.stage_iters, jac_fn=jac)
+            P = _levenberg_marquardt(res, jac, P, all_free, config.stage_iters)
             with torch.no_grad():
                 for t_, v_ in zip(params, (P[:, :S], P[:, S:S + 69], P[:, S + 69:S + 72], P[:, S + 72:])):
                     t_.copy_(v_)

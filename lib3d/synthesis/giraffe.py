@@ -445,17 +445,20 @@ class FeatureField(torch.nn.Module):
         d = directions / torch.linalg.norm(directions, dim=-1, keepdim=True)
         return self.fc_view(positional_encoding(d, self.n_freq_posenc_views))
 
-    def evaluate(self, points: torch.Tensor, terms: Sequence[torch.Tensor], view: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(self, points: torch.Tensor, terms: Sequence[torch.Tensor], view: torch.Tensor,
+                 project: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The field at points, given precomputed latent and view terms broadcastable to ``(..., hidden)``.
 
         Args:
             points: ``(..., 3)`` float in the field's frame (before ``downscale_p_by``).
             terms: ``latent_terms(...)``, each broadcastable to ``(..., hidden)``.
             view: ``view_term(...)`` broadcastable to ``(..., hidden)``.
+            project: apply the last linear layer ``feat_out``; when False the features are the ``(..., hidden)``
+                activations before it (weighted sums of them can be projected later with :meth:`project`,
+                since ``feat_out`` is affine; not with ``final_sigmoid_activation``).
 
         Returns:
-            ``(features (..., C), sigma (...))``, sigma before any activation.
+            ``(features (..., C) or (..., hidden), sigma (...))``, sigma before any activation.
         """
         enc = positional_encoding(points / self.downscale_p_by, self.n_freq_posenc)
         net = F.relu(self.fc_in(enc) + terms[0])
@@ -467,8 +470,16 @@ class FeatureField(torch.nn.Module):
                 skip += 1
         sigma = self.sigma_out(net)[..., 0]
         net = F.relu(self.feat_view(net) + terms[-1] + view)
+        if not project:
+            return net, sigma
         feat = self.feat_out(net)
         return (torch.sigmoid(feat) if self.final_sigmoid_activation else feat), sigma
+
+    def project(self, hidden_sum: torch.Tensor, weight_sum: torch.Tensor) -> torch.Tensor:
+        """``sum_s c_s feat_out(h_s) = W (sum_s c_s h_s) + b sum_s c_s``: ``(..., hidden)``, ``(..., 1)`` -> ``(..., C)``."""
+        if self.final_sigmoid_activation:
+            raise ValueError("project needs an affine last layer (final_sigmoid_activation=False)")
+        return F.linear(hidden_sum, self.feat_out.weight) + weight_sum * self.feat_out.bias
 
     def forward(self, points: torch.Tensor, directions: torch.Tensor, z_shape: torch.Tensor,
                 z_app: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -588,7 +599,8 @@ def render_feature_image(object_field: FeatureField, background_field: FeatureFi
         bg_d = dirs @ bg_rotation.transpose(1, 2)
         pts = bg_o[:, :, None] + t[..., None] * bg_d[:, :, None]  # (N, R, S, 3)
         terms = [x[:, None, None] for x in background_field.latent_terms(latents.shape_bg, latents.app_bg)]
-        feat_bg, sig_bg = background_field.evaluate(pts, terms, background_field.view_term(bg_d)[:, :, None])
+        feat_bg, sig_bg = background_field.evaluate(pts, terms, background_field.view_term(bg_d)[:, :, None],
+                                                    project=not sparse)
         sig_list.append(F.relu(noise(sig_bg)))
         feat_list.append(feat_bg)
 
@@ -610,7 +622,8 @@ def render_feature_image(object_field: FeatureField, background_field: FeatureFi
                 idx = inside.reshape(-1).nonzero()[:, 0]  # (M,)
                 batch_idx, ray_idx = idx // (r * s), idx // s
                 terms = [x[:, k][batch_idx] for x in terms_all]
-                feat_k, sig_k = object_field.evaluate(pts.reshape(-1, 3)[idx], terms, view.reshape(n * r, -1)[ray_idx])
+                feat_k, sig_k = object_field.evaluate(pts.reshape(-1, 3)[idx], terms, view.reshape(n * r, -1)[ray_idx],
+                                                      project=False)
                 sig_k = F.relu(noise(sig_k))
                 sig_dense = torch.zeros(n * r * s, device=dev, dtype=sig_k.dtype).index_put((idx,), sig_k)
                 sig_list.append(sig_dense.reshape(n, r, s))
@@ -628,16 +641,22 @@ def render_feature_image(object_field: FeatureField, background_field: FeatureFi
         total, feat = composite(sigmas, torch.stack(feat_list))
     weights, _, _ = render_weight_from_density(t * ray_len, t_ends * ray_len, total)
     if sparse:
+        # sum_s w_s sum_k (sigma_k,s / sigma_s) feat_out_k(h_k,s): accumulate each field's last hidden layer
+        # along the rays with the weights c_k,s = w_s sigma_k,s / sigma_s, then project once per ray
         denom = torch.where(total == 0, torch.full_like(total, 1e-4), total)
         coef = weights / denom  # w_s / sigma_s
-        c = packed[0][2].shape[-1] if packed else feat_list[0].shape[-1]
-        out = torch.zeros(n * r, c, device=dev, dtype=dt)
+        feat_rays = 0.0
         if render_background:
-            out = out + accumulate_along_rays(coef * sigmas[0], feat_list[0]).reshape(n * r, c)
-        for j, (idx, ray_idx, feat_k) in enumerate(packed):
-            sig_k = sigmas[j + int(render_background)].reshape(-1)[idx]
-            out = out.index_add(0, ray_idx, (coef.reshape(-1)[idx] * sig_k)[:, None] * feat_k)
-        feat_rays = out.reshape(n, r, c)
+            c_bg = coef * sigmas[0]
+            feat_rays = background_field.project(accumulate_along_rays(c_bg, feat_list[0]), accumulate_along_rays(c_bg))
+        if packed:
+            h_sum = torch.zeros(n * r, packed[0][2].shape[-1], device=dev, dtype=dt)
+            c_sum = torch.zeros(n * r, device=dev, dtype=dt)
+            for j, (idx, ray_idx, hid_k) in enumerate(packed):
+                c_k = coef.reshape(-1)[idx] * sigmas[j + int(render_background)].reshape(-1)[idx]
+                h_sum = h_sum.index_add(0, ray_idx, c_k[:, None] * hid_k)
+                c_sum = c_sum.index_add(0, ray_idx, c_k)
+            feat_rays = feat_rays + object_field.project(h_sum, c_sum[:, None]).reshape(n, r, -1)
     else:
         feat_rays = accumulate_along_rays(weights, feat)
     features = feat_rays.transpose(1, 2).reshape(n, -1, resolution, resolution)

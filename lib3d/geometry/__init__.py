@@ -33,12 +33,14 @@ from lib3d.geometry.cameras import (
     get_ndc_to_screen_transform,
     get_screen_to_ndc_transform,
     get_world_to_view_transform,
+    join_cameras_as_batch,
     look_at_rotation,
     look_at_view_transform,
     ndc_to_screen_matrix,
     sfm_projection_matrix,
     world_to_view_matrix,
 )
+from lib3d.geometry.fisheye import FishEyeCameras, fisheye_project, fisheye_unproject
 from lib3d.geometry.rotations import (
     acos_linear_extrapolation,
     axis_angle_to_matrix,
@@ -73,6 +75,7 @@ from lib3d.geometry.transforms import Rotate, RotateAxisAngle, Scale, Transform3
 __all__ = [
     "CamerasBase",
     "FoVOrthographicCameras",
+    "FishEyeCameras",
     "FoVPerspectiveCameras",
     "OpenGLOrthographicCameras",
     "OpenGLPerspectiveCameras",
@@ -99,6 +102,9 @@ __all__ = [
     "hat_inv",
     "look_at_rotation",
     "look_at_view_transform",
+    "join_cameras_as_batch",
+    "fisheye_project",
+    "fisheye_unproject",
     "matrix_to_axis_angle",
     "matrix_to_euler_angles",
     "matrix_to_quaternion",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -813,6 +814,10 @@ class _SfMCameras(CamerasBase):
                     principal_point=principal_point, R=R, T=T, K=K, image_size=image_size)
 
     def _setup(self, device, flags: dict, **values) -> None:
+        for name in ("principal_point", "focal_length"):  # PyTorch3D also takes column vectors (N, 2, 1)
+            v = values[name]
+            if isinstance(v, torch.Tensor) and v.dim() == 3 and v.shape[2] == 1 and v.shape[1] in (1, 2):
+                values[name] = v[..., 0]
         values["principal_point"] = _as_rows("principal_point", values["principal_point"], 2)
         if values.get("image_size") is not None:
             values["image_size"] = _as_rows("image_size", values["image_size"], 2)
@@ -821,7 +826,7 @@ class _SfMCameras(CamerasBase):
         if fl.dim() == 1:
             fl = fl[:, None]
         if fl.dim() != 2 or fl.shape[1] not in (1, 2):
-            raise ValueError(f"focal_length must be a scalar, (N,), (N, 1) or (N, 2), got {tuple(fl.shape)}")
+            raise ValueError(f"focal_length must be a scalar, (N,), (N, 1), (N, 2) or (N, 2, 1), got {tuple(fl.shape)}")
         object.__setattr__(self, "focal_length", fl.expand(-1, 2))
         check_shape("principal_point", self.principal_point, (len(self), 2))
         if self.image_size is not None:
@@ -951,3 +956,42 @@ def SfMOrthographicCameras(focal_length=1.0, principal_point=((0.0, 0.0),), R=_R
     warnings.warn("SfMOrthographicCameras is deprecated, use OrthographicCameras", DeprecationWarning,
                   stacklevel=2)
     return OrthographicCameras(focal_length=focal_length, principal_point=principal_point, R=R, T=T, device=device)
+
+
+def join_cameras_as_batch(cameras_list: Sequence[CamerasBase]) -> CamerasBase:
+    """One batch of the cameras of ``cameras_list`` concatenated in order (PyTorch3D's
+    ``join_cameras_as_batch``).
+
+    Args:
+        cameras_list: cameras of one class, with the same flags (``degrees``, ``in_ndc`` ...), on one
+            device; optional fields (``K``, ``image_size``) set on all of them or on none.
+
+    Returns:
+        A camera of that class with ``sum(len(c))`` cameras.
+
+    Raises:
+        ValueError: for an empty list, mixed classes, flags or devices, or an optional field set on only
+            some cameras.
+    """
+    cams = list(cameras_list)
+    if not cams:
+        raise ValueError("join_cameras_as_batch: cameras_list is empty")
+    kind = type(cams[0])
+    if not all(isinstance(c, CamerasBase) for c in cams) or any(type(c) is not kind for c in cams):
+        raise ValueError(f"join_cameras_as_batch: all cameras must be of one class, got "
+                         f"{sorted({type(c).__name__ for c in cams})}")
+    if len({c.device for c in cams}) > 1:
+        raise ValueError(f"join_cameras_as_batch: cameras are on different devices {sorted({str(c.device) for c in cams})}")
+    fields = [c._fields() for c in cams]
+    for flag in kind._flag_fields:
+        if len({f[flag] for f in fields}) > 1:
+            raise ValueError(f"join_cameras_as_batch: cameras disagree on {flag!r}: {[f[flag] for f in fields]}")
+    joined = dict(fields[0])
+    for name in kind._tensor_fields:
+        values = [f[name] for f in fields]
+        if all(v is None for v in values):
+            continue
+        if any(v is None for v in values):
+            raise ValueError(f"join_cameras_as_batch: {name!r} is set on some cameras and not on others")
+        joined[name] = torch.cat([v.to(cams[0].dtype) if v.is_floating_point() else v for v in values], 0)
+    return cams[0]._rebuild(**joined)

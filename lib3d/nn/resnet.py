@@ -96,7 +96,7 @@ class FrozenBatchNorm2d(nn.Module):
                                       unexpected_keys, error_msgs)
 
     @classmethod
-    def from_batch_norm(cls, bn: nn.BatchNorm2d) -> "FrozenBatchNorm2d":
+    def from_batch_norm(cls, bn: nn.BatchNorm2d | nn.SyncBatchNorm) -> "FrozenBatchNorm2d":
         """A frozen copy of ``bn``'s current affine parameters and running statistics."""
         out = cls(bn.num_features, bn.eps)
         with torch.no_grad():
@@ -113,13 +113,14 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` in ``module`` (or ``module`` itself) by a ``FrozenBatchNorm2d``.
+    """Replace every ``BatchNorm2d`` / ``SyncBatchNorm`` in ``module`` (or ``module`` itself) by a
+    ``FrozenBatchNorm2d``.
 
     Returns:
         ``module`` with its batch norms replaced in place, or a new ``FrozenBatchNorm2d`` if ``module``
         itself is a batch norm.
     """
-    if isinstance(module, nn.BatchNorm2d):
+    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
         return FrozenBatchNorm2d.from_batch_norm(module)
     for name, child in module.named_children():
         new = convert_frozen_batchnorm(child)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lib3d._checks import check_shape
@@ -378,7 +379,9 @@ class MeshRCNN(nn.Module):
         if c.voxel_on:
             if r:
                 voxel_logits = self.voxel_head(self.voxel_pooler(feats, fg_rois))
-                pts = torch.cat([targets[i].voxel_points[m] for i, _, _, m in fg])
+                parts = [targets[i].voxel_points[m] for i, _, _, m in fg]
+                q = max(x.shape[1] for x in parts)
+                pts = torch.cat([F.pad(x, (0, 0, 0, q - x.shape[1])) for x in parts])
                 lens = torch.cat([targets[i].voxel_lengths[m] for i, _, _, m in fg])
                 ks = torch.cat([targets[i].Ks[m] for i, _, _, m in fg])
                 vt = voxelize_in_boxes(pts.to(voxel_logits.dtype), lens, fg_rois[:, 1:], ks.to(voxel_logits.dtype),

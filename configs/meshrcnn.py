@@ -1,0 +1,130 @@
+"""Config of ``jobs.meshrcnn`` (train Mesh R-CNN, the book's chapter 10) and ``jobs.meshrcnn_eval``.
+
+Presets:
+
+- ``default``: the quick CPU model (ResNet-18-FPN, 64 channels, trainable batch norm, 128x128 images of the
+  embedded furniture data, AdamW) trained from random initialisation;
+- ``sphere`` / ``voxel``: the same with the paper's ablations (Sphere-init: no voxel branch, the refinement
+  starts from an icosphere; voxel-only: cubified voxels, no refinement);
+- ``paper``: the Pix3D R50-FPN Mesh R-CNN (``meshrcnn_R50_FPN.yaml``: SGD lr 0.02, batch 16, 11k steps,
+  warm-up 1000, steps at 8k/10k) on 256 px embedded images (a GPU job); ``paper_sphere`` / ``paper_voxel``
+  its ablations;
+- ``smoke``: a few tiny steps (tests, CI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from lib3d.detect.meshrcnn import MeshRCNNConfig
+from lib3d.runtime import RayConfig, RunConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class FurnitureConfig:
+    """The embedded procedural furniture dataset (``lib3d.data.furniture``)."""
+
+    num_train: int = 800
+    """Training images."""
+    num_test: int = 100
+    """Held-out images (instances never seen in training)."""
+    image_size: int = 128
+    """Square image side in pixels."""
+    max_objects: int = 3
+    """Objects per image: 1 .. max_objects."""
+    instances_per_category: int = 16
+    """Training instances per category."""
+    test_instances_per_category: int = 4
+    """Held-out instances per category."""
+    seed: int = 0
+    """Seed of the generator (the data is cached per argument set under ~/.cache/lib3d/furniture)."""
+
+
+QUICK_MODEL = MeshRCNNConfig(
+    num_classes=5, depth=18, norm="bn", freeze_at=0, stride_in_1x1=False, fpn_channels=64, input_format="RGB1",
+    pixel_mean=(0.485, 0.456, 0.406), pixel_std=(0.229, 0.224, 0.225),
+    anchor_sizes=((16,), (32,), (64,), (128,), (256,)),
+    rpn_pre_nms_topk_train=600, rpn_post_nms_topk_train=300, rpn_pre_nms_topk_test=600, rpn_post_nms_topk_test=150,
+    roi_batch_size_per_image=64, box_fc_dim=256, head_conv_dim=64, mesh_hidden_dim=64, mesh_num_samples=1000,
+    detections_per_image=20)
+"""The quick CPU model: ResNet-18-FPN (64 channels), slim heads, paper-sized voxel grid and refinement."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshRCNNJobConfig:
+    """Train Mesh R-CNN and evaluate box / mask / mesh AP on held-out images."""
+
+    model: MeshRCNNConfig = QUICK_MODEL
+    """Architecture and loss recipe (``lib3d.detect.MeshRCNNConfig``)."""
+    data: FurnitureConfig = FurnitureConfig()
+    """The embedded dataset."""
+    steps: int = 3000
+    """Training steps."""
+    batch_size: int = 4
+    """Global images per step (split evenly over the workers)."""
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    """SGD with momentum (detectron2's) or AdamW (faster from random initialisation)."""
+    lr: float = 1e-3
+    """Base learning rate."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 1e-4
+    """Weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up from ``warmup_factor * lr``."""
+    warmup_factor: float = 0.1
+    """Learning-rate factor at step 0."""
+    lr_decay_steps: tuple[int, ...] = (2400, 2800)
+    """Steps at which the learning rate is divided by 10."""
+    grad_clip: float = 10.0
+    """Clip the global gradient norm to this (0: off)."""
+    backbone_weights: str | None = None
+    """torchvision ``resnet*.pth`` to initialise the backbone (None: random initialisation)."""
+    weights: str | None = None
+    """An official Mesh R-CNN checkpoint (detectron2 layout, e.g. meshrcnn_R50.pth) to start from."""
+    eval_images: int = 100
+    """Held-out images evaluated at the end (at most ``data.num_test``)."""
+    eval_mesh_samples: int = 2000
+    """Points per mesh for the mesh metrics (Mesh R-CNN: 10,000)."""
+    vis_images: int = 4
+    """Held-out images drawn with their detections and meshes."""
+    threads: int = 0
+    """torch CPU threads per worker (0: torch's default)."""
+    run: RunConfig = RunConfig(checkpoint_every=250, log_every=20)
+    """Run directory, seed, checkpoints, time limit."""
+    ray: RayConfig = RayConfig()
+    """Ray cluster and training workers (``--ray.num-workers 2``: data-parallel)."""
+
+
+_PAPER_MODEL = MeshRCNNConfig(num_classes=5)
+_PAPER = MeshRCNNJobConfig(
+    model=_PAPER_MODEL, data=FurnitureConfig(num_train=4000, num_test=400, image_size=256), steps=11000, batch_size=16,
+    optimizer="sgd", lr=0.02, warmup_steps=1000, warmup_factor=0.1, lr_decay_steps=(8000, 10000), grad_clip=0.0,
+    eval_images=400, eval_mesh_samples=10000, run=RunConfig(checkpoint_every=1000, log_every=50),
+    ray=RayConfig(use_gpu=True))
+
+PRESETS: dict[str, tuple[str, MeshRCNNJobConfig]] = {
+    "default": ("quick CPU Mesh R-CNN: ResNet-18-FPN, 128 px embedded furniture, AdamW, from scratch",
+                MeshRCNNJobConfig()),
+    "sphere": ("quick CPU Sphere-init ablation (no voxel branch, icosphere level 4)",
+               MeshRCNNJobConfig(model=dataclasses.replace(QUICK_MODEL, voxel_on=False))),
+    "voxel": ("quick CPU voxel-only ablation (cubify, no refinement)",
+              MeshRCNNJobConfig(model=dataclasses.replace(QUICK_MODEL, mesh_on=False))),
+    "paper": ("the Pix3D R50-FPN Mesh R-CNN recipe (meshrcnn_R50_FPN.yaml) on 256 px embedded data (GPU)", _PAPER),
+    "paper_sphere": ("the paper's Sphere-init ablation (GPU)",
+                     dataclasses.replace(_PAPER, model=dataclasses.replace(_PAPER_MODEL, voxel_on=False))),
+    "paper_voxel": ("the paper's voxel-only ablation (GPU)",
+                    dataclasses.replace(_PAPER, model=dataclasses.replace(_PAPER_MODEL, mesh_on=False))),
+    "smoke": ("a few tiny steps (tests, CI)",
+              MeshRCNNJobConfig(
+                  model=dataclasses.replace(QUICK_MODEL, fpn_channels=16, box_fc_dim=32, head_conv_dim=16,
+                                            head_num_conv=2, mesh_hidden_dim=16, mesh_num_stages=2, voxel_size=8,
+                                            mesh_num_samples=200, rpn_pre_nms_topk_train=100,
+                                            rpn_post_nms_topk_train=50, rpn_pre_nms_topk_test=100,
+                                            rpn_post_nms_topk_test=50, detections_per_image=5, ico_sphere_level=1),
+                  data=FurnitureConfig(num_train=6, num_test=2, image_size=64, instances_per_category=2,
+                                       test_instances_per_category=1),
+                  steps=4, batch_size=2, warmup_steps=2, lr_decay_steps=(3,), eval_images=2, eval_mesh_samples=200,
+                  vis_images=1, run=RunConfig(checkpoint_every=2, log_every=1, progress=False))),
+}

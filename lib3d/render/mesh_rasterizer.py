@@ -47,10 +47,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from lib3d._checks import check_finite, check_shape
+from lib3d._checks import check_finite, check_shape, check_tensor
 
 __all__ = [
     "ClippedFaces",
+    "barycentric_coordinates",
     "Fragments",
     "MeshRasterizer",
     "RasterizationSettings",
@@ -173,6 +174,31 @@ def pixel_centers_ndc(image_size, device=None, dtype=torch.float32) -> tuple[tor
 def _edge(px, py, ax, ay, bx, by):
     """PyTorch3D's EdgeFunctionForward(p, a, b) = (p - a) x (b - a)."""
     return (px - ax) * (by - ay) - (py - ay) * (bx - ax)
+
+
+def barycentric_coordinates(p: torch.Tensor, v0: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Barycentric coordinates of 2D points in 2D triangles (PyTorch3D's ``barycentric_coordinates``).
+
+    ``w0 = e(p, v1, v2) / A``, ``w1 = e(p, v2, v0) / A``, ``w2 = e(p, v0, v1) / A`` with the edge function
+    ``e(p, a, b) = (p - a) x (b - a)`` and ``A = e(v2, v0, v1) + 1e-8`` (PyTorch3D's epsilon), so
+    ``w0 + w1 + w2 = 1`` up to that epsilon and ``p = w0 v0 + w1 v1 + w2 v2`` inside or outside.
+
+    Args:
+        p, v0, v1, v2: ``(..., 2)`` float tensors that broadcast together (x, y in any 2D frame).
+
+    Returns:
+        ``(w0, w1, w2)``, each ``(...)`` float (negative outside the triangle).
+    """
+    for name, t in (("p", p), ("v0", v0), ("v1", v1), ("v2", v2)):
+        check_tensor(name, t, dtype="float")
+        if t.shape[-1:] != (2,):
+            raise ValueError(f"{name} must have shape (..., 2), got {tuple(t.shape)}")
+    area = _edge(v2[..., 0], v2[..., 1], v0[..., 0], v0[..., 1], v1[..., 0], v1[..., 1]) + _EPS
+    w0 = _edge(p[..., 0], p[..., 1], v1[..., 0], v1[..., 1], v2[..., 0], v2[..., 1]) / area
+    w1 = _edge(p[..., 0], p[..., 1], v2[..., 0], v2[..., 1], v0[..., 0], v0[..., 1]) / area
+    w2 = _edge(p[..., 0], p[..., 1], v0[..., 0], v0[..., 1], v1[..., 0], v1[..., 1]) / area
+    return w0, w1, w2
 
 
 # Rows of the per-face table (structure of arrays, (19, F)) gathered once per chunk of pairs.

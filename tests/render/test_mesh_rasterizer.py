@@ -452,3 +452,22 @@ def test_clipped_perspective_barycentrics_have_float32_gradients():
     g32, g64 = grads[torch.float32], grads[torch.float64]
     assert g64.abs().max() > 0
     assert (g32 - g64).norm() <= 1e-3 * g64.norm(), ((g32 - g64).abs().max(), g64.abs().max())
+
+
+def test_barycentric_coordinates_reconstruct_points():
+    """PyTorch3D's barycentric_coordinates, vectorised: w sums to 1 and w0 v0 + w1 v1 + w2 v2 = p."""
+    from lib3d.render.mesh_rasterizer import barycentric_coordinates
+
+    g = torch.Generator().manual_seed(0)
+    tri = torch.rand(50, 3, 2, generator=g, dtype=torch.float64) * 2 - 1
+    p = torch.rand(50, 2, generator=g, dtype=torch.float64) * 2 - 1
+    w0, w1, w2 = barycentric_coordinates(p, tri[:, 0], tri[:, 1], tri[:, 2])
+    torch.testing.assert_close(w0 + w1 + w2, torch.ones(50, dtype=torch.float64), rtol=0, atol=1e-6)
+    recon = w0[:, None] * tri[:, 0] + w1[:, None] * tri[:, 1] + w2[:, None] * tri[:, 2]
+    torch.testing.assert_close(recon, p, rtol=0, atol=1e-5)
+    # a hand-computed case: the centroid of a counter-clockwise-in-NDC unit triangle
+    v0, v1, v2 = torch.tensor([0.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
+    w = barycentric_coordinates(torch.tensor([1 / 3, 1 / 3]), v0, v1, v2)
+    torch.testing.assert_close(torch.stack(w), torch.full((3,), 1 / 3), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="p must have shape"):
+        barycentric_coordinates(torch.zeros(3), v0, v1, v2)

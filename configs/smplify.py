@@ -1,13 +1,13 @@
 """Config of ``jobs.smplify`` (the book's chapter 8): fit SMPL to 2D keypoints of many images with SMPLify,
-sharded over Ray actors that each load the body model once."""
+in batches on Ray Data actors that each load the body model once (``lib3d.systems.smplify``)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-from lib3d.runtime import RayConfig, RunConfig
 from lib3d.bodies.smplify import SMPLifyConfig
+from lib3d.runtime import RayConfig, RunConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,19 +36,22 @@ class SMPLifyJobConfig:
     drop_prob: float = 0.1
     """Synthetic probability of a dropped keypoint (confidence 0)."""
     batch_size: int = 32
-    """People fitted together in one batched SMPLify call."""
+    """People fitted together in one batched SMPLify call (a Ray Data batch; results are written per batch)."""
     num_workers: int = 0
-    """Ray actors (each loads the model once). 0: fit in this process."""
+    """Ray Data actors (each loads the model once, ``ray.use_gpu``: one GPU each). 0: fit in this process."""
     threads_per_worker: int = 1
     """torch threads per actor/process (small tensors: 1 is usually fastest)."""
     write_meshes: bool = True
     """Write the posed mesh (OBJ) and the overlay PNG per image."""
+    min_confidence: float = 0.5
+    """Keypoints with at least this confidence count in the reported 2D reprojection error (the fit quality
+    a user can judge without ground truth)."""
     fit: SMPLifyConfig = SMPLifyConfig()
     """SMPLify weights, stages, iterations."""
     run: RunConfig = RunConfig(checkpoint_every=0, log_every=1)
     """Run directory and seed."""
     ray: RayConfig = RayConfig()
-    """Ray cluster (``num_workers`` above sets the actors)."""
+    """Ray cluster and ``use_gpu`` (``num_workers`` above sets the actors; ``ray.num_workers`` is unused)."""
 
 
 PRESETS: dict[str, tuple[str, SMPLifyJobConfig]] = {

@@ -19,14 +19,16 @@ gives the equivalent lib3d/PyTorch3D camera (R = diag(-1, -1, 1)).
 
 Modules:
 
-- :mod:`~lib3d.bodies.smpl`       ``SMPLModel``, ``smpl_forward`` (pure function), ``SMPLOutput``, ``SMPL``
+- :mod:`~lib3d.bodies.smpl`       ``SMPLModel``, ``smpl_forward`` and ``smpl_joint_jacobian`` (pure functions),
+  ``SMPLOutput``
+- :mod:`~lib3d.bodies.layer`      ``SMPL``, the ``nn.Module`` (model from a file, or the synthetic body)
 - :mod:`~lib3d.bodies.model_io`   official ``.pkl`` (restricted unpickler), ``.npz``, safetensors
 - :mod:`~lib3d.bodies.synthetic`  the embedded SYNTHETIC body in the SMPL layout
 - :mod:`~lib3d.bodies.skeletons`  LSP-14, COCO-17, BODY_25 keypoint sets mapped to SMPL joints
 - :mod:`~lib3d.bodies.priors`     GMM pose prior (``gmm_08.pkl``), angle and shape priors, interpenetration
 - :mod:`~lib3d.bodies.smplify`    SMPLify (Bogo et al. 2016), batched
 - :mod:`~lib3d.bodies.metrics`    MPJPE, PA-MPJPE, 2D error
-- :mod:`~lib3d.bodies.pipeline`   keypoint files (LSP ``est_joints.npz``, JSON) and the per-actor predictor
+- :mod:`~lib3d.bodies.pipeline`   keypoint files (LSP ``est_joints.npz``, JSON), model and prior loading
 - :mod:`~lib3d.bodies.visualize`  the fitted body over the image with the keypoints
 
 Example:
@@ -46,8 +48,8 @@ from lib3d.bodies.model_io import (
 )
 from lib3d.bodies.priors import GMMPrior, default_gmm_prior, gmm_pose_prior, load_gmm_prior
 from lib3d.bodies.skeletons import BODY25, COCO17, LSP14, Skeleton, get_skeleton
+from lib3d.bodies.layer import SMPL
 from lib3d.bodies.smpl import (
-    SMPL,
     SMPL_JOINT_NAMES,
     SMPL_PARENTS,
     SMPLModel,
@@ -55,6 +57,7 @@ from lib3d.bodies.smpl import (
     batch_rodrigues,
     kinematic_levels,
     smpl_forward,
+    smpl_joint_jacobian,
 )
 from lib3d.bodies.smplify import SMPLifyConfig, SMPLifyResult, smplify, synthetic_people
 from lib3d.bodies.synthetic import SYNTHETIC_DESCRIPTION, synthetic_smpl_model
@@ -87,6 +90,7 @@ __all__ = [
     "safe_load_pickle",
     "save_smpl_model",
     "smpl_forward",
+    "smpl_joint_jacobian",
     "smplify",
     "synthetic_people",
     "synthetic_smpl_model",

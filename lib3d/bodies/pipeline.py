@@ -1,25 +1,27 @@
-"""Batch SMPLify over many images: keypoint files and a predictor that loads the body model once.
+"""Inputs of batch SMPLify: keypoint files (SMPLify's LSP ``est_joints.npz``, a JSON list), one image to
+fit (:class:`FitItem`), and the body model and pose prior by path (None: the embedded ones).
 
-:class:`SMPLifyPredictor` is the callable class that ``lib3d.runtime.evaluate`` builds once per Ray actor
-(model and prior loaded in ``__init__``) and calls on batches of :class:`FitItem`; it re-enables autograd
-inside (the evaluation helper runs predictors under ``torch.inference_mode``).
+The batch-fitting recipe built on these (the predictor ``lib3d.runtime.evaluate`` maps over Ray actors,
+the writer of the results) is :mod:`lib3d.systems.smplify`. Dimension names: N images, K keypoints.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from lib3d.bodies.skeletons import get_skeleton
-from lib3d.bodies.smplify import SMPLifyConfig, smplify
+from lib3d.bodies.model_io import load_smpl_model
+from lib3d.bodies.priors import GMMPrior, default_gmm_prior, load_gmm_prior
+from lib3d.bodies.smpl import SMPLModel
+from lib3d.bodies.synthetic import synthetic_smpl_model
 
 __all__ = [
     "FitItem",
-    "SMPLifyPredictor",
     "load_body_model",
     "load_keypoints_json",
     "load_lsp_est_joints",
@@ -37,89 +39,60 @@ class FitItem(NamedTuple):
 
 
 def load_lsp_est_joints(path: str | Path) -> torch.Tensor:
-    """SMPLify's LSP ``est_joints.npz`` -> (N, 14, 3) float (u, v, confidence).
+    """SMPLify's LSP ``est_joints.npz`` -> (N, 14, 3) float32 (u, v, confidence).
 
     The file holds ``est_joints`` of shape (>=3, 14, N): rows 0-1 pixel x, y, row 2 confidence.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not an npz archive, no ``est_joints`` array, a wrong shape, or non-finite values
+            (the message names the file).
     """
-    with np.load(path, allow_pickle=False) as z:
-        if "est_joints" not in z.files:
-            raise ValueError(f"{path}: expected an array 'est_joints', found {z.files}")
-        a = np.asarray(z["est_joints"], dtype=np.float64)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such keypoint file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = list(getattr(z, "files", []))
+            if "est_joints" not in files:
+                raise ValueError(f"{path}: expected an npz archive with an array 'est_joints', found {files}")
+            a = np.asarray(z["est_joints"], dtype=np.float64)
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable npz archive ({e})") from None
     if a.ndim != 3 or a.shape[0] < 3 or a.shape[1] != 14:
         raise ValueError(f"{path}: est_joints must have shape (>=3, 14, N), got {a.shape}")
+    if a.shape[2] == 0 or not np.isfinite(a[:3]).all():
+        raise ValueError(f"{path}: est_joints must hold N >= 1 people with finite values")
     return torch.from_numpy(a[:3].transpose(2, 1, 0).copy()).float()
 
 
 def load_keypoints_json(path: str | Path) -> list[dict[str, Any]]:
-    """A JSON list of ``{"image": path|null, "keypoints": [[u, v, c], ...], "image_size": [H, W]}``."""
-    data = json.loads(Path(path).read_text())
+    """A JSON list of ``{"image": path|null, "keypoints": [[u, v, c], ...], "image_size": [H, W]}`` (or an
+    object whose ``"items"`` is that list).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not JSON, or not a non-empty list of objects with ``keypoints`` (naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such keypoint file")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
     if isinstance(data, dict) and "items" in data:
         data = data["items"]
-    if not isinstance(data, list) or not all(isinstance(d, dict) and "keypoints" in d for d in data):
-        raise ValueError(f"{path}: expected a list of objects with 'keypoints'")
+    if not isinstance(data, list) or not data or not all(isinstance(d, dict) and "keypoints" in d for d in data):
+        raise ValueError(f"{path}: expected a non-empty list of objects with 'keypoints'")
     return data
 
 
-def load_body_model(path: str | None, dtype=torch.float32):
+def load_body_model(path: str | None, dtype: torch.dtype = torch.float32) -> SMPLModel:
     """The SMPL-layout model at ``path``, or the embedded synthetic body when None."""
-    if path is None:
-        from lib3d.bodies.synthetic import synthetic_smpl_model
-
-        return synthetic_smpl_model(dtype=dtype)
-    from lib3d.bodies.model_io import load_smpl_model
-
-    return load_smpl_model(path, dtype=dtype)
+    return synthetic_smpl_model(dtype=dtype) if path is None else load_smpl_model(path, dtype=dtype)
 
 
-def load_pose_prior(path: str | None):
+def load_pose_prior(path: str | None, dtype: torch.dtype = torch.float32) -> GMMPrior:
     """SMPLify's GMM prior from ``path`` (gmm_08.pkl), or the embedded default when None."""
-    from lib3d.bodies.priors import default_gmm_prior, load_gmm_prior
-
-    return default_gmm_prior() if path is None else load_gmm_prior(path)
-
-
-class SMPLifyPredictor:
-    """Fits batches of :class:`FitItem` with :func:`lib3d.bodies.smplify.smplify`.
-
-    Args:
-        model_path: body model file (None: synthetic body).
-        gmm_path: pose prior file (None: embedded prior).
-        skeleton: keypoint order.
-        config: SMPLify settings.
-        threads: torch threads of this process (None: leave as is).
-
-    Calling it on a list of items returns a list of dicts (per item): ``betas``, ``body_pose``,
-    ``global_orient``, ``camera_translation``, ``energy``, ``keypoints_2d``, ``flipped``, ``stage_energies``,
-    ``stage_terms`` (the batch-mean energy terms after each stage) and ``seconds`` (this batch's fit time
-    divided by its size).
-    """
-
-    def __init__(self, model_path: str | None = None, gmm_path: str | None = None, skeleton: str = "lsp",
-                 config: SMPLifyConfig = SMPLifyConfig(), threads: int | None = 1):
-        if threads:
-            torch.set_num_threads(int(threads))  # this process (a Ray actor) only
-        self.model = load_body_model(model_path)
-        self.prior = load_pose_prior(gmm_path)
-        self.skeleton = get_skeleton(skeleton)
-        self.config = config
-
-    def __call__(self, items: list[FitItem]) -> list[dict[str, Any]]:
-        import time
-
-        with torch.inference_mode(False), torch.enable_grad():
-            kps = torch.stack([it.keypoints.clone() for it in items]).to(self.model.dtype)
-            center = torch.tensor([[it.image_size[1] / 2, it.image_size[0] / 2] for it in items],
-                                  dtype=self.model.dtype)
-            stage_terms: list[tuple[str, dict]] = []
-            t0 = time.perf_counter()
-            res = smplify(self.model, kps, self.skeleton, center=center, prior=self.prior, config=self.config,
-                          callback=lambda s, name, terms: stage_terms.append((name, terms)))
-            seconds = (time.perf_counter() - t0) / len(items)
-        out = []
-        for i in range(len(items)):
-            out.append({"betas": res.betas[i], "body_pose": res.body_pose[i], "global_orient": res.global_orient[i],
-                        "camera_translation": res.camera_translation[i], "energy": float(res.energy[i]),
-                        "keypoints_2d": res.keypoints_2d[i], "flipped": bool(res.flipped[i]),
-                        "stage_energies": res.stage_energies[:, i], "stage_terms": stage_terms,
-                        "seconds": seconds})
-        return out
+    return default_gmm_prior(dtype=dtype) if path is None else load_gmm_prior(path, dtype=dtype)

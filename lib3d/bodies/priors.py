@@ -23,7 +23,7 @@ import torch
 
 from lib3d._checks import check_shape
 from lib3d.bodies.model_io import safe_load_pickle
-from lib3d.bodies.smpl import SMPLModel, smpl_forward
+from lib3d.bodies.smpl import SMPL_JOINT_NAMES, SMPLModel, smpl_forward
 
 __all__ = [
     "CAPSULE_BONES",
@@ -93,8 +93,6 @@ def load_gmm_prior(path: str | Path, *, dtype=torch.float32, device=None) -> GMM
 
 
 def _pose(**joint_aa) -> np.ndarray:
-    from lib3d.bodies.smpl import SMPL_JOINT_NAMES
-
     p = np.zeros((23, 3))
     for name, aa in joint_aa.items():
         p[SMPL_JOINT_NAMES.index(name) - 1] = aa
@@ -126,8 +124,6 @@ def default_gmm_prior(*, dtype=torch.float32, device=None) -> GMMPrior:
     ])
     std = {"spine": 0.1, "neck": 0.15, "head": 0.15, "hip": 0.22, "knee": 0.25, "ankle": 0.12, "foot": 0.06,
            "collar": 0.08, "shoulder": 0.25, "elbow": 0.25, "wrist": 0.2, "hand": 0.08}
-    from lib3d.bodies.smpl import SMPL_JOINT_NAMES
-
     sd = np.array([[next(v for k, v in std.items() if k in n)] * 3 for n in SMPL_JOINT_NAMES[1:]]).reshape(-1)
     covars = np.stack([np.diag(sd**2)] * 8)
     weights = np.array([0.25, 0.12, 0.12, 0.1, 0.1, 0.08, 0.08, 0.15])

@@ -39,6 +39,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from lib3d._checks import check_finite, check_shape
+from lib3d.geometry import matrix_to_axis_angle
 from lib3d.bodies.priors import (
     GMMPrior,
     angle_prior,
@@ -207,8 +208,6 @@ def _rot_x_pi(dtype, device):
 
 def _flip_orient(orient: torch.Tensor) -> torch.Tensor:
     """``R' = R R_y(pi)``: the body turned by pi about its own vertical axis (SMPLify's flipped init)."""
-    from lib3d.geometry import matrix_to_axis_angle
-
     Ry = batch_rodrigues(torch.tensor([0.0, math.pi, 0.0], dtype=orient.dtype, device=orient.device))
     return matrix_to_axis_angle(batch_rodrigues(orient) @ Ry)
 
@@ -634,8 +633,6 @@ def synthetic_people(model: SMPLModel, n: int, skeleton: str | Skeleton = "lsp",
     body_pose = sample_gmm_poses(prior, n, generator=generator).to(dtype=dt)
     yaw = (2 * rnd(n) - 1) * yaw_range
     tilt = 0.15 * rndn(n, 2)
-    from lib3d.geometry import matrix_to_axis_angle
-
     Rx = batch_rodrigues(torch.stack([math.pi + tilt[:, 0], torch.zeros_like(yaw), tilt[:, 1]], 1))
     Ry = batch_rodrigues(torch.stack([torch.zeros_like(yaw), yaw, torch.zeros_like(yaw)], 1))
     orient = matrix_to_axis_angle(Rx @ Ry)

@@ -11,6 +11,11 @@ import numpy as np
 import torch
 
 from lib3d.bodies.smplify import perspective_project
+from lib3d.geometry import PerspectiveCameras
+from lib3d.render.lighting import PointLights
+from lib3d.render.mesh_rasterizer import RasterizationSettings
+from lib3d.render.shading import render_mesh
+from lib3d.structures import Meshes, TexturesVertex
 
 __all__ = ["draw_keypoints", "overlay", "render_body"]
 
@@ -31,12 +36,6 @@ def render_body(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int,
     """
     H, W = image_size
     try:
-        from lib3d.geometry import PerspectiveCameras
-        from lib3d.render.lighting import PointLights
-        from lib3d.render.mesh_rasterizer import RasterizationSettings
-        from lib3d.render.shading import render_mesh
-        from lib3d.structures import Meshes, TexturesVertex
-
         v = verts.detach().float().cpu()[None]
         tex = TexturesVertex(torch.tensor(color, dtype=torch.float32).expand_as(v).contiguous())
         mesh = Meshes(verts=v, faces=faces.cpu()[None], textures=tex)

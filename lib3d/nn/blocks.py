@@ -26,12 +26,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lib3d._checks import check_choice, check_shape
 
-__all__ = ["spectral_norm", "spectral_norm_rules", "noise_batch_norm", "NoiseBatchNorm2d", "ResBlock"]
+__all__ = ["NoiseBatchNorm2d", "ResBlock", "noise_batch_norm", "spectral_norm", "spectral_norm_rules"]
 
 
 def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1,

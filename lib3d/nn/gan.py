@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,21 +31,21 @@ from lib3d._checks import check_choice, check_shape, check_tensor
 from lib3d.nn.blocks import spectral_norm
 
 __all__ = [
+    "EMA",
     "DCGANDiscriminator",
-    "NLayerDiscriminator",
     "MultiscaleDiscriminator",
-    "nonsaturating_d_loss",
-    "nonsaturating_g_loss",
+    "NLayerDiscriminator",
+    "ema_copy",
+    "ema_update",
+    "feature_matching_loss",
     "hinge_d_loss",
     "hinge_g_loss",
-    "feature_matching_loss",
+    "nonsaturating_d_loss",
+    "nonsaturating_g_loss",
     "r1_penalty",
-    "ema_update",
-    "ema_copy",
-    "EMA",
 ]
 
-Logits = Union[torch.Tensor, Sequence[torch.Tensor], Sequence[Sequence[torch.Tensor]]]
+Logits = torch.Tensor | Sequence[torch.Tensor] | Sequence[Sequence[torch.Tensor]]
 
 
 class DCGANDiscriminator(nn.Module):

@@ -23,7 +23,7 @@ from torch import nn
 
 from lib3d._checks import check_shape
 
-__all__ = ["FIDInceptionV3", "BasicConv2d", "inception_official_shapes"]
+__all__ = ["BasicConv2d", "FIDInceptionV3", "inception_official_shapes"]
 
 
 class BasicConv2d(nn.Module):
@@ -171,7 +171,7 @@ class FIDInceptionV3(nn.Module):
         self.requires_grad_(bool(requires_grad))
         self.eval()
 
-    def train(self, mode: bool = True) -> "FIDInceptionV3":
+    def train(self, mode: bool = True) -> FIDInceptionV3:
         """Stays in evaluation mode (the FID network's batch norms always use their statistics)."""
         return super().train(False)
 

@@ -36,14 +36,14 @@ from torch import nn
 from lib3d._checks import check_choice, check_shape
 
 __all__ = [
-    "FrozenBatchNorm2d",
-    "frozen_batch_norm",
-    "convert_frozen_batchnorm",
     "BasicBlock",
     "Bottleneck",
+    "FrozenBatchNorm2d",
     "ResNet",
-    "resnet",
+    "convert_frozen_batchnorm",
     "detectron2_resnet_rules",
+    "frozen_batch_norm",
+    "resnet",
 ]
 
 # depth -> (block kind, blocks per stage)
@@ -96,7 +96,7 @@ class FrozenBatchNorm2d(nn.Module):
                                       unexpected_keys, error_msgs)
 
     @classmethod
-    def from_batch_norm(cls, bn: nn.BatchNorm2d | nn.SyncBatchNorm) -> "FrozenBatchNorm2d":
+    def from_batch_norm(cls, bn: nn.BatchNorm2d | nn.SyncBatchNorm) -> FrozenBatchNorm2d:
         """A frozen copy of ``bn``'s current affine parameters and running statistics."""
         out = cls(bn.num_features, bn.eps)
         with torch.no_grad():

@@ -21,7 +21,7 @@ from torch import nn
 
 from lib3d._checks import check_choice, check_shape
 
-__all__ = ["VGGFeatures", "vgg_layer_names", "vgg_official_shapes", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGGFeatures", "vgg_layer_names", "vgg_official_shapes"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -27,15 +27,15 @@ from torch import nn
 
 __all__ = [
     "WeightFileError",
-    "read_weight_file",
-    "strict_load",
-    "remap_keys",
     "check_state_dict",
-    "state_dict_from",
-    "load_resnet",
-    "load_vgg",
     "load_alexnet",
     "load_inception",
+    "load_resnet",
+    "load_vgg",
+    "read_weight_file",
+    "remap_keys",
+    "state_dict_from",
+    "strict_load",
 ]
 
 # How many keys of each kind an error message lists before it says "... and N more".
@@ -75,7 +75,7 @@ def read_weight_file(path: str | os.PathLike, *, allowed_globals: Sequence[Any] 
         try:
             from safetensors.torch import load_file
             return dict(load_file(str(p), device="cpu"))
-        except Exception as e:  # noqa: BLE001 - any failure here means "not a safetensors file"
+        except Exception as e:  # any failure here means "not a safetensors file"
             raise WeightFileError(f"{p}: not a readable safetensors file ({_one_line(e)})") from e
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
@@ -90,7 +90,7 @@ def read_weight_file(path: str | os.PathLike, *, allowed_globals: Sequence[Any] 
                 "if the file is trusted and needs that class, pass it in allowed_globals") from e
         reason = re.search(r"WeightsUnpickler error:\s*(.*?)\s*Check the documentation", full)
         raise WeightFileError(f"{p}: not a weights file ({reason.group(1) if reason else _one_line(e)})") from e
-    except Exception as e:  # noqa: BLE001 - torch raises many types (KeyError, RuntimeError, ...) on junk
+    except Exception as e:  # torch raises many types (KeyError, RuntimeError, ...) on junk
         raise WeightFileError(f"{p}: not a weights file ({type(e).__name__}: {_one_line(e)})") from e
     if not isinstance(obj, Mapping):
         raise WeightFileError(f"{p}: expected a dictionary of tensors, found a {type(obj).__name__}")
@@ -182,7 +182,7 @@ def strict_load(module: nn.Module, state_dict: Mapping[str, Any], what: str) -> 
     backup = {k: v.detach().clone() for k, v in expected.items()}
     try:
         module.load_state_dict(sd, strict=True)
-    except Exception as e:  # noqa: BLE001 - restore, then report in our error type
+    except Exception as e:  # restore, then report in our error type
         module.load_state_dict(backup, strict=True)
         raise WeightFileError(f"cannot load {what}: {_one_line(e)}") from e
 

@@ -459,12 +459,14 @@ def test_barycentric_coordinates_reconstruct_points():
     from lib3d.render.mesh_rasterizer import barycentric_coordinates
 
     g = torch.Generator().manual_seed(0)
-    tri = torch.rand(50, 3, 2, generator=g, dtype=torch.float64) * 2 - 1
+    tri = torch.rand(200, 3, 2, generator=g, dtype=torch.float64) * 2 - 1
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    tri = tri[(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs() > 0.1][:50]  # the 1e-8 epsilon is relative to area
     p = torch.rand(50, 2, generator=g, dtype=torch.float64) * 2 - 1
     w0, w1, w2 = barycentric_coordinates(p, tri[:, 0], tri[:, 1], tri[:, 2])
     torch.testing.assert_close(w0 + w1 + w2, torch.ones(50, dtype=torch.float64), rtol=0, atol=1e-6)
     recon = w0[:, None] * tri[:, 0] + w1[:, None] * tri[:, 1] + w2[:, None] * tri[:, 2]
-    torch.testing.assert_close(recon, p, rtol=0, atol=1e-5)
+    torch.testing.assert_close(recon, p, rtol=0, atol=1e-6)
     # a hand-computed case: the centroid of a counter-clockwise-in-NDC unit triangle
     v0, v1, v2 = torch.tensor([0.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
     w = barycentric_coordinates(torch.tensor([1 / 3, 1 / 3]), v0, v1, v2)

@@ -26,8 +26,9 @@ groups that still have detections); accumulation is one stable sort, cumulative 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Mapping, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -111,7 +112,7 @@ class COCOResult:
 
     def per_category(self) -> dict[int, float]:
         """``{category id: AP}`` for the categories with ground truth."""
-        return {int(c): float(a) for c, a in zip(self.categories, self.per_category_ap) if a == a}
+        return {int(c): float(a) for c, a in zip(self.categories, self.per_category_ap) if not torch.isnan(a)}
 
 
 def _thresholds(device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,13 +169,19 @@ def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
     """
     sizes = check_shape("masks1", masks1, (None, "H", "W"), dtype="bool")
     check_shape("masks2", masks2, (None, "H", "W"), sizes, dtype="bool")
+    return _mask_iou_areas(masks1, masks2.to(masks1.device))[0]
+
+
+def _mask_iou_areas(masks1: torch.Tensor, masks2: torch.Tensor):
+    """(IoU (N, M) float64, areas1 (N,) float64, areas2 (M,) float64) of unchecked bool masks."""
     hw = masks1.shape[1] * masks1.shape[2]
     dt = torch.float32 if hw < (1 << 24) else torch.float64
     a = masks1.reshape(masks1.shape[0], hw).to(dt)
-    b = masks2.reshape(masks2.shape[0], hw).to(dt).to(a.device)
+    b = masks2.reshape(masks2.shape[0], hw).to(dt)
     inter = (a @ b.T).to(torch.float64)
-    union = a.sum(1, dtype=torch.float64)[:, None] + b.sum(1, dtype=torch.float64)[None] - inter
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+    area1, area2 = a.sum(1).to(torch.float64), b.sum(1).to(torch.float64)
+    union = area1[:, None] + area2[None] - inter
+    return inter / union.clamp_min(1), area1, area2  # union 0 -> intersection 0 -> IoU 0
 
 
 def _field(x, name: str):
@@ -184,65 +191,79 @@ def _field(x, name: str):
 
 
 def _collect(detections, ground_truths, iou_type: str):
-    """Flatten the per-image inputs (a loop over images only) and check them."""
+    """Check the per-image inputs and flatten them (a loop over images; the per-element work is batched).
+
+    Returns ``(det, gt, mask_blocks, device)``: dicts of flat tensors (``scores, labels, areas, img`` and
+    ``boxes`` XYWH float64 for bbox), and for segm the per-image flattened ``(D_i, G_i)`` IoU blocks.
+    """
     if len(detections) != len(ground_truths):
         raise ValueError(f"detections and ground_truths must list the same images, got {len(detections)} "
                          f"and {len(ground_truths)}")
     if len(detections) == 0:
         raise ValueError("detections and ground_truths must hold at least one image")
-    dets = {"scores": [], "labels": [], "boxes": [], "areas": [], "img": [], "masks": []}
-    gts = {"labels": [], "boxes": [], "areas": [], "img": [], "masks": []}
-    device = None
+    device = _field(detections[0], "scores").device if torch.is_tensor(_field(detections[0], "scores")) else None
+    d_scores, d_labels, d_boxes, g_labels, g_boxes = [], [], [], [], []
+    d_mask_area, g_mask_area, blocks, given_areas = [], [], [], {}
+    n_d, n_g = [], []
     for i, (d, g) in enumerate(zip(detections, ground_truths)):
-        ds, dl = _field(d, "scores"), _field(d, "labels")
-        gl = _field(g, "labels")
+        ds, dl, gl = _field(d, "scores"), _field(d, "labels"), _field(g, "labels")
         sizes = check_shape(f"detections[{i}].scores", ds, ("D",), dtype="float")
         check_shape(f"detections[{i}].labels", dl, ("D",), sizes, dtype="int")
         gsizes = check_shape(f"ground_truths[{i}].labels", gl, ("G",), dtype="int")
-        device = device or ds.device
-        n_d, n_g = ds.shape[0], gl.shape[0]
+        d_scores.append(ds)
+        d_labels.append(dl)
+        g_labels.append(gl)
+        n_d.append(sizes["D"])
+        n_g.append(gsizes["G"])
+        gm = _field(g, "masks")
         if iou_type == "bbox":
             db, gb = _field(d, "boxes"), _field(g, "boxes")
             if db is None or gb is None:
                 raise ValueError(f"iou_type='bbox' needs boxes in detections[{i}] and ground_truths[{i}]")
             check_shape(f"detections[{i}].boxes", db, ("D", 4), sizes, dtype="float")
             check_shape(f"ground_truths[{i}].boxes", gb, ("G", 4), gsizes, dtype="float")
-            db, gb = _xyxy_to_xywh(db.to(device)), _xyxy_to_xywh(gb.to(device))
-            dets["boxes"].append(db)
-            gts["boxes"].append(gb)
-            d_area = db[:, 2] * db[:, 3]
-            gm = _field(g, "masks")
-            g_area = gb[:, 2] * gb[:, 3]
-            if gm is not None:
+            d_boxes.append(db)
+            g_boxes.append(gb)
+            if gm is not None:  # COCO's ground-truth area is the mask's, also for box AP
                 check_shape(f"ground_truths[{i}].masks", gm, ("G", None, None), gsizes, dtype="bool")
-                g_area = gm.flatten(1).sum(1).to(device, torch.float64)
+                given_areas.setdefault(i, gm.flatten(1).sum(1))
         else:
-            dm, gm = _field(d, "masks"), _field(g, "masks")
+            dm = _field(d, "masks")
             if dm is None or gm is None:
                 raise ValueError(f"iou_type='segm' needs masks in detections[{i}] and ground_truths[{i}]")
             hw = check_shape(f"detections[{i}].masks", dm, ("D", "H", "W"), dict(sizes), dtype="bool")
             check_shape(f"ground_truths[{i}].masks", gm, ("G", "H", "W"), {**gsizes, "H": hw["H"], "W": hw["W"]},
                         dtype="bool")
-            dets["masks"].append(dm)
-            gts["masks"].append(gm)
-            d_area = dm.flatten(1).sum(1).to(device, torch.float64)
-            g_area = gm.flatten(1).sum(1).to(device, torch.float64)
+            iou, a_d, a_g = _mask_iou_areas(dm.to(device), gm.to(device))  # one matrix product per image
+            blocks.append(iou.flatten())
+            d_mask_area.append(a_d)
+            g_mask_area.append(a_g)
         ga = _field(g, "areas")
         if ga is not None:
             check_shape(f"ground_truths[{i}].areas", ga, ("G",), gsizes, dtype="float")
-            g_area = ga.to(device, torch.float64)
-        dets["scores"].append(ds.to(device, torch.float64))
-        dets["labels"].append(dl.to(device, torch.int64))
-        dets["areas"].append(d_area)
-        dets["img"].append(torch.full((n_d,), i, dtype=torch.int64, device=device))
-        gts["labels"].append(gl.to(device, torch.int64))
-        gts["areas"].append(g_area)
-        gts["img"].append(torch.full((n_g,), i, dtype=torch.int64, device=device))
-    cat = {k: torch.cat(v) for k, v in dets.items() if k not in ("masks", "boxes")}
-    gcat = {k: torch.cat(v) for k, v in gts.items() if k not in ("masks", "boxes")}
+            given_areas[i] = ga
+    n_d_t = torch.tensor(n_d, device=device)
+    n_g_t = torch.tensor(n_g, device=device)
+    img_ids = torch.arange(len(n_d), device=device)
+    det = {"scores": torch.cat(d_scores).to(device, torch.float64),
+           "labels": torch.cat(d_labels).to(device, torch.int64),
+           "img": torch.repeat_interleave(img_ids, n_d_t), "count": n_d_t}
+    gt = {"labels": torch.cat(g_labels).to(device, torch.int64),
+          "img": torch.repeat_interleave(img_ids, n_g_t), "count": n_g_t}
     if iou_type == "bbox":
-        cat["boxes"], gcat["boxes"] = torch.cat(dets["boxes"]), torch.cat(gts["boxes"])
-    return cat, gcat, dets["masks"], gts["masks"], device
+        det["boxes"] = _xyxy_to_xywh(torch.cat(d_boxes).to(device))
+        gt["boxes"] = _xyxy_to_xywh(torch.cat(g_boxes).to(device))
+        det["areas"] = det["boxes"][:, 2] * det["boxes"][:, 3]
+        gt["areas"] = gt["boxes"][:, 2] * gt["boxes"][:, 3]
+    else:
+        det["areas"] = torch.cat(d_mask_area)
+        gt["areas"] = torch.cat(g_mask_area)
+    if given_areas:  # explicit areas (or, for boxes, mask areas) replace the defaults of those images
+        per_img = list(torch.split(gt["areas"], n_g))
+        for i, a in given_areas.items():
+            per_img[i] = a.to(device, torch.float64)
+        gt["areas"] = torch.cat(per_img)
+    return det, gt, blocks, device
 
 
 def _segment_positions(keys_sorted: torch.Tensor) -> torch.Tensor:
@@ -284,12 +305,11 @@ def coco_evaluate(detections: Sequence[Detections | Mapping], ground_truths: Seq
     check_choice("iou_type", iou_type, ("bbox", "segm"))
     if int(max_detections) < 1:
         raise ValueError(f"max_detections must be >= 1, got {max_detections}")
-    det, gt, det_masks, gt_masks, device = _collect(detections, ground_truths, iou_type)
+    det, gt, mask_blocks, device = _collect(detections, ground_truths, iou_type)
     iou_thr, rec_thr = _thresholds(device)
     T, R, A = iou_thr.shape[0], rec_thr.shape[0], len(AREA_RANGES)
     categories = torch.unique(torch.cat([det["labels"], gt["labels"]]))  # sorted
     K = categories.shape[0]
-    n_img = len(detections)
     d_cat = torch.searchsorted(categories, det["labels"])
     g_cat = torch.searchsorted(categories, gt["labels"])
     area_lo = torch.tensor([a[0] for a in AREA_RANGES], dtype=torch.float64, device=device)
@@ -336,18 +356,16 @@ def coco_evaluate(detections: Sequence[Detections | Mapping], ground_truths: Seq
         gb = gt["boxes"][gt_slot.clamp(min=0)]
         ious = _iou_xywh(db[:, :, None], gb[:, None, :])
     else:
-        # per-image IoU blocks (one matrix product per image), gathered into the group layout
-        blocks = [mask_iou(dm, gm.to(dm.device)).to(device).flatten() for dm, gm in zip(det_masks, gt_masks)]
-        n_d_img = torch.tensor([m.shape[0] for m in det_masks], device=device)
-        n_g_img = torch.tensor([m.shape[0] for m in gt_masks], device=device)
+        # per-image IoU blocks (one matrix product per image, in _collect), gathered into the group layout
+        n_d_img, n_g_img = det["count"], gt["count"]
         block_off = torch.cumsum(n_d_img * n_g_img, 0) - n_d_img * n_g_img
         d_local = torch.arange(n_det, device=device) - (torch.cumsum(n_d_img, 0) - n_d_img)[det["img"]]
         n_gt = gt["labels"].shape[0]
         g_local = torch.arange(n_gt, device=device) - (torch.cumsum(n_g_img, 0) - n_g_img)[gt["img"]]
-        flat = torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.float64, device=device)
+        flat = torch.cat(mask_blocks)
         ds, gs = det_slot.clamp(min=0), gt_slot.clamp(min=0)
-        idx = (block_off[det["img"][ds]][:, :, None] + d_local[ds][:, :, None] * n_g_img[det["img"][ds]][:, :, None]
-               + g_local[gs][:, None, :])
+        img = det["img"][ds]
+        idx = (block_off[img] + d_local[ds] * n_g_img[img])[:, :, None] + g_local[gs][:, None, :]
         ious = flat[idx.clamp(max=max(flat.shape[0] - 1, 0))] if flat.numel() else torch.zeros(
             idx.shape, dtype=torch.float64, device=device)
     ious = torch.where(pair_valid, ious, torch.zeros_like(ious))

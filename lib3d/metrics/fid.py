@@ -71,7 +71,7 @@ class FeatureStatistics:
         """D, or None before the first batch."""
         return None if self._mean is None else int(self._mean.shape[0])
 
-    def update(self, features: torch.Tensor) -> "FeatureStatistics":
+    def update(self, features: torch.Tensor) -> FeatureStatistics:
         """Add a batch of feature vectors.
 
         Args:
@@ -107,7 +107,7 @@ class FeatureStatistics:
         self._mean = self._mean + delta * (b / total)
         self.count = total
 
-    def merge(self, other: "FeatureStatistics") -> "FeatureStatistics":
+    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
         """Fold another accumulator (e.g. from another worker) into this one; returns self."""
         if not isinstance(other, FeatureStatistics):
             raise TypeError(f"other must be a FeatureStatistics, got {type(other).__name__}")
@@ -336,7 +336,7 @@ def load_fid_stats(path: str | os.PathLike, device: torch.device | str | None = 
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise ValueError(f"FID statistics file {str(path)!r} is not a readable .npz archive: {e}") from e
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"FID statistics file {str(path)!r} is a single .npy array, not an .npz archive "
+        raise ValueError(f"FID statistics file {str(path)!r} is a single .npy array, not an .npz archive "  # noqa: TRY004
                          f"with 'mu' and 'sigma'")
     with loaded as f:
         missing = [k for k in ("mu", "sigma") if k not in f.files]

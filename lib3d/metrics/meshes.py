@@ -28,7 +28,8 @@ ground-truth objects of that category as positives; the AP is the mean over cate
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -69,9 +70,9 @@ class MeshMetrics(NamedTuple):
             out["NormalConsistency"] = self.normal_consistency
             out["AbsNormalConsistency"] = self.abs_normal_consistency
         for k, t in enumerate(self.thresholds.tolist()):
-            out["Precision@%f" % t] = 100.0 * self.precision[:, k]
-            out["Recall@%f" % t] = 100.0 * self.recall[:, k]
-            out["F1@%f" % t] = 100.0 * self.f1[:, k]
+            out[f"Precision@{t:f}"] = 100.0 * self.precision[:, k]
+            out[f"Recall@{t:f}"] = 100.0 * self.recall[:, k]
+            out[f"F1@{t:f}"] = 100.0 * self.f1[:, k]
         if reduce:
             return {k: float(v.mean()) for k, v in out.items()}
         return out

@@ -22,7 +22,8 @@ Weights: nothing is downloaded. The backbone is torchvision's (``vgg16-397923af.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -32,8 +33,18 @@ from lib3d.nn.alexnet import AlexNetFeatures
 from lib3d.nn.vgg import VGGFeatures
 from lib3d.nn.weights import check_state_dict, state_dict_from, strict_load
 
-__all__ = ["LPIPS", "PerceptualSimilarity", "load_lpips_weights", "lpips_distance", "lpips_official_shapes",
-           "perceptual_similarity", "LPIPS_SHIFT", "LPIPS_SCALE", "VGG16_TAPS", "ALEXNET_TAPS"]
+__all__ = [
+    "ALEXNET_TAPS",
+    "LPIPS",
+    "LPIPS_SCALE",
+    "LPIPS_SHIFT",
+    "VGG16_TAPS",
+    "PerceptualSimilarity",
+    "load_lpips_weights",
+    "lpips_distance",
+    "lpips_official_shapes",
+    "perceptual_similarity",
+]
 
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)

@@ -103,10 +103,10 @@ def test_streaming_statistics_equal_numpy():
 def test_streaming_statistics_errors():
     stats = FeatureStatistics()
     with pytest.raises(ValueError, match="empty"):
-        stats.mu
+        _ = stats.mu
     stats.update(torch.zeros(1, 5))
     with pytest.raises(ValueError, match="at least 2"):
-        stats.sigma
+        _ = stats.sigma
     with pytest.raises(ValueError, match="features"):
         stats.update(torch.zeros(3, 6))
     with pytest.raises(TypeError, match="features"):
@@ -158,7 +158,7 @@ def test_npz_malformed_files_name_the_file(tmp_path):
 def _mmd_unbiased_numpy(x, y):
     d = x.shape[1]
     m = x.shape[0]
-    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b.T / d + 1) ** 3
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
             - 2 * kxy.mean())

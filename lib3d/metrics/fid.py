@@ -50,9 +50,14 @@ __all__ = [
 class FeatureStatistics:
     """Streaming mean and covariance of feature vectors, accumulated in float64.
 
-    Batches are merged with Chan et al.'s pairwise update (numerically stable: no ``E[x x^T] - mu mu^T``
-    cancellation), so the whole feature set never sits in memory. ``sigma`` is the unbiased covariance
-    (``np.cov(features, rowvar=False)``), ``mu`` the mean (``np.mean(features, axis=0)``).
+    Incoming batches are buffered (in float64, up to ``chunk_rows`` rows) and each full chunk is folded in
+    with Chan et al.'s pairwise update (numerically stable: no ``E[x x^T] - mu mu^T`` cancellation), so the
+    whole feature set never sits in memory and small batches do not each pay a ``D x D`` update.
+    ``sigma`` is the unbiased covariance (``np.cov(features, rowvar=False)``), ``mu`` the mean
+    (``np.mean(features, axis=0)``).
+
+    Args:
+        chunk_rows: rows buffered before they are folded into the running statistics.
 
     Example:
         >>> stats = FeatureStatistics()
@@ -61,17 +66,28 @@ class FeatureStatistics:
         >>> fid = frechet_distance(stats.mu, stats.sigma, ref_mu, ref_sigma)
     """
 
-    def __init__(self) -> None:
-        self.count = 0
+    def __init__(self, chunk_rows: int = 2048) -> None:
+        if int(chunk_rows) < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.chunk_rows = int(chunk_rows)
+        self._n = 0  # rows folded into _mean / _m2
+        self._dim: int | None = None
         self._mean: torch.Tensor | None = None  # (D,) float64
         self._m2: torch.Tensor | None = None  # (D, D) float64, sum of centred outer products
+        self._pending: list[torch.Tensor] = []  # (B, D) float64 batches not yet folded in
+        self._pending_rows = 0
+
+    @property
+    def count(self) -> int:
+        """Number of feature vectors seen."""
+        return self._n + self._pending_rows
 
     @property
     def dim(self) -> int | None:
         """D, or None before the first batch."""
-        return None if self._mean is None else int(self._mean.shape[0])
+        return self._dim
 
-    def update(self, features: torch.Tensor) -> FeatureStatistics:
+    def update(self, features: torch.Tensor) -> "FeatureStatistics":
         """Add a batch of feature vectors.
 
         Args:
@@ -84,46 +100,58 @@ class FeatureStatistics:
             TypeError: ``features`` not a float tensor.
             ValueError: not 2-D, or D differs from earlier batches.
         """
-        check_shape("features", features, (None, None if self._mean is None else self.dim), dtype="float")
+        check_shape("features", features, (None, self._dim), dtype="float")
         b = features.shape[0]
+        self._dim = int(features.shape[1])
         if b == 0:
             return self
-        x = features.detach().to(torch.float64)
-        mean_b = x.mean(0)
-        xc = x - mean_b
-        m2_b = xc.T @ xc
-        if self._mean is None:
-            self._mean, self._m2, self.count = mean_b, m2_b, b
-            return self
-        self._merge(mean_b, m2_b, b)
+        device = self._mean.device if self._mean is not None else (
+            self._pending[0].device if self._pending else features.device)
+        self._pending.append(features.detach().to(device=device, dtype=torch.float64))
+        self._pending_rows += b
+        if self._pending_rows >= self.chunk_rows:
+            self._flush()
         return self
 
-    def _merge(self, mean_b: torch.Tensor, m2_b: torch.Tensor, b: int) -> None:
-        n = self.count
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        x = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_rows = [], 0
+        mean_b = x.mean(0)
+        xc = x - mean_b
+        self._fold(mean_b, xc.T @ xc, x.shape[0])
+
+    def _fold(self, mean_b: torch.Tensor, m2_b: torch.Tensor, b: int) -> None:
+        if self._mean is None:
+            self._mean, self._m2, self._n = mean_b.clone(), m2_b.clone(), b
+            return
+        n = self._n
         total = n + b
         delta = mean_b.to(self._mean.device) - self._mean
         # M2 = M2_a + M2_b + delta delta^T n_a n_b / (n_a + n_b);  mean = mean_a + delta n_b / (n_a + n_b)
         self._m2 = self._m2 + m2_b.to(self._m2.device) + torch.outer(delta, delta) * (n * b / total)
         self._mean = self._mean + delta * (b / total)
-        self.count = total
+        self._n = total
 
-    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
+    def merge(self, other: "FeatureStatistics") -> "FeatureStatistics":
         """Fold another accumulator (e.g. from another worker) into this one; returns self."""
         if not isinstance(other, FeatureStatistics):
             raise TypeError(f"other must be a FeatureStatistics, got {type(other).__name__}")
         if other.count == 0:
             return self
-        if self._mean is None:
-            self._mean, self._m2, self.count = other._mean.clone(), other._m2.clone(), other.count
-            return self
-        if other.dim != self.dim:
-            raise ValueError(f"other has feature dimension {other.dim}, this accumulator {self.dim}")
-        self._merge(other._mean, other._m2, other.count)
+        if self._dim is not None and other.dim != self._dim:
+            raise ValueError(f"other has feature dimension {other.dim}, this accumulator {self._dim}")
+        self._flush()
+        other._flush()
+        self._dim = other.dim
+        self._fold(other._mean, other._m2, other._n)
         return self
 
     @property
     def mu(self) -> torch.Tensor:
         """``(D,) float64`` mean of all features seen."""
+        self._flush()
         if self._mean is None:
             raise ValueError("FeatureStatistics is empty: call update() with at least one feature vector")
         return self._mean
@@ -131,9 +159,10 @@ class FeatureStatistics:
     @property
     def sigma(self) -> torch.Tensor:
         """``(D, D) float64`` unbiased covariance (divides by ``count - 1``); needs ``count >= 2``."""
-        if self._m2 is None or self.count < 2:
+        self._flush()
+        if self._m2 is None or self._n < 2:
             raise ValueError(f"the covariance needs at least 2 feature vectors, got {self.count}")
-        return self._m2 / (self.count - 1)
+        return self._m2 / (self._n - 1)
 
 
 def _as_float64(name: str, x, spec) -> torch.Tensor:

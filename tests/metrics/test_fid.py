@@ -80,7 +80,7 @@ def test_frechet_distance_errors():
 def test_streaming_statistics_equal_numpy():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1001, 33, generator=g) * 3 + 100.0  # large mean: the update must not cancel
-    stats = FeatureStatistics()
+    stats = FeatureStatistics(chunk_rows=200)  # folds after the 3rd and 5th batch, the rest at the end
     for chunk in torch.split(x, [1, 100, 0, 457, 443]):
         stats.update(chunk)
     xn = x.double().numpy()
@@ -90,9 +90,14 @@ def test_streaming_statistics_equal_numpy():
     assert stats.mu.dtype == torch.float64 and stats.sigma.dtype == torch.float64
     # merging two accumulators equals one pass
     a = FeatureStatistics().update(x[:300])
-    b = FeatureStatistics().update(x[300:])
+    b = FeatureStatistics(chunk_rows=50).update(x[300:])
     a.merge(b)
     torch.testing.assert_close(a.sigma, stats.sigma)
+    torch.testing.assert_close(a.mu, stats.mu)
+    one_by_one = FeatureStatistics(chunk_rows=1)
+    for row in x[:50]:
+        one_by_one.update(row[None])
+    np.testing.assert_allclose(one_by_one.sigma.numpy(), np.cov(xn[:50], rowvar=False), rtol=1e-10, atol=1e-10)
     # fid_from_features is the one-shot route
     y = torch.randn(500, 33, generator=g)
     ref = _fid_scipy(xn.mean(0), np.cov(xn, rowvar=False), y.double().numpy().mean(0),

@@ -87,7 +87,7 @@ class FeatureStatistics:
         """D, or None before the first batch."""
         return self._dim
 
-    def update(self, features: torch.Tensor) -> "FeatureStatistics":
+    def update(self, features: torch.Tensor) -> FeatureStatistics:
         """Add a batch of feature vectors.
 
         Args:
@@ -134,7 +134,7 @@ class FeatureStatistics:
         self._mean = self._mean + delta * (b / total)
         self._n = total
 
-    def merge(self, other: "FeatureStatistics") -> "FeatureStatistics":
+    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
         """Fold another accumulator (e.g. from another worker) into this one; returns self."""
         if not isinstance(other, FeatureStatistics):
             raise TypeError(f"other must be a FeatureStatistics, got {type(other).__name__}")

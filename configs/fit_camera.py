@@ -1,12 +1,13 @@
 """Config of ``jobs.fit_camera`` (the book's chapter 4): recover a camera position from a silhouette alone,
-or from silhouette plus texture, by differentiable (soft) rendering."""
+or from silhouette plus texture, by differentiable (soft) rendering
+(``lib3d.systems.camera_fit.CameraFitSystem``)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-from configs.common import RunConfig
+from lib3d.runtime import RayConfig, RunConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +40,12 @@ class FitCameraConfig:
     target_azim: float = 0.0
     """Target view: azimuth in degrees."""
     frame_every: int = 2
-    """Keep every n-th iteration's render as a GIF frame (and log it to TensorBoard every 10 n)."""
-    gif_fps: float = 15.0
-    """Frames per second of the GIF."""
-    device: str = "cpu"
-    """Device ("cpu", "cuda")."""
-    run: RunConfig = RunConfig(checkpoint_every=0, log_every=1)
-    """Run directory, seed (the fit is deterministic; nothing is checkpointed)."""
+    """Keep every n-th iteration's render (and the first) as a frame of ``media/fit.gif``."""
+    run: RunConfig = RunConfig(checkpoint_every=50, log_every=1)
+    """Run directory, seed (the fit is deterministic), checkpoints (resumable; ``--run.eval-every`` logs
+    the render beside the target to TensorBoard during the fit)."""
+    ray: RayConfig = RayConfig()
+    """Ray cluster and the training worker (one: ``--ray.use-gpu`` runs on CUDA)."""
 
 
 PRESETS: dict[str, tuple[str, FitCameraConfig]] = {

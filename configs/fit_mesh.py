@@ -1,13 +1,13 @@
 """Config of ``jobs.fit_mesh``: the book's chapter-3 example. ``ico_sphere(4)`` is deformed into a point
 cloud by SGD on per-vertex offsets with Chamfer distance plus edge-length, normal-consistency and Laplacian
-regularisers; presets reproduce the book's ablations."""
+regularisers; presets reproduce the book's ablations (``lib3d.systems.mesh_fitting.MeshFitSystem``)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-from configs.common import RunConfig
+from lib3d.runtime import RayConfig, RunConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,8 @@ class FitMeshConfig:
     noise: float = 0.01
     """Gaussian noise of the procedural target cloud (ignored with ``points``)."""
     normalize: bool = True
-    """Centre the target and scale it into the unit sphere (the book's normalisation)."""
+    """Fit in the book's normalised units: centre the cloud at its mean and divide by its largest absolute
+    coordinate (``deform1.py``); ``fitted.ply`` is mapped back (``verts * scale + center``) either way."""
     ico_level: int = 4
     """Subdivision level of the initial icosphere (4: 2,562 vertices, 5,120 faces)."""
     num_samples: int | None = None
@@ -47,10 +48,11 @@ class FitMeshConfig:
     """Side of the before/after renders and of the turntable frames."""
     turntable_frames: int = 24
     """Frames of the turntable GIF (0: none)."""
-    device: str = "cpu"
-    """Torch device ("cpu", "cuda")."""
     run: RunConfig = RunConfig(checkpoint_every=500, log_every=10)
     """Run directory, seed, checkpoints."""
+    ray: RayConfig = RayConfig()
+    """Ray cluster and the training worker (one: ``--ray.use-gpu`` runs on CUDA, ``--ray.num-workers 1``
+    with a cluster address on a remote worker)."""
 
 
 PRESETS: dict[str, tuple[str, FitMeshConfig]] = {

@@ -1,12 +1,13 @@
 """Config of ``jobs.fit_translation``: the book's chapter-2 heterogeneous-batch example. A batch of three
 meshes (cube, diamond, dodecahedron) is observed as noisy surface points shifted by an unknown offset; the
-offset is recovered by SGD on the Chamfer distance between surface samples and the observations."""
+offset is recovered by SGD on the Chamfer distance between surface samples and the observations
+(``lib3d.systems.mesh_fitting.TranslationFitSystem``)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from configs.common import RunConfig
+from lib3d.runtime import RayConfig, RunConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +29,10 @@ class FitTranslationConfig:
     """SGD learning rate."""
     momentum: float = 0.9
     """SGD momentum."""
-    device: str = "cpu"
-    """Torch device ("cpu", "cuda")."""
-    run: RunConfig = RunConfig(checkpoint_every=0, log_every=10)
+    run: RunConfig = RunConfig(checkpoint_every=50, log_every=10)
     """Run directory, seed, checkpoints."""
+    ray: RayConfig = RayConfig()
+    """Ray cluster and training workers (``--ray.use-gpu`` runs on CUDA; 2+ workers split the mesh batch)."""
 
 
 PRESETS: dict[str, tuple[str, FitTranslationConfig]] = {
@@ -40,5 +41,7 @@ PRESETS: dict[str, tuple[str, FitTranslationConfig]] = {
     "book": ("the book's OBJ files from ../shared/data/book/obj", FitTranslationConfig(mesh_dir="../shared/data/book/obj")),
     "smoke": ("a quick bounded run for CI: 1,000 samples per mesh, 150 steps",
               FitTranslationConfig(num_samples=1000, iterations=150,
-                                   run=RunConfig(checkpoint_every=0, log_every=10, progress=False))),
+                                   run=RunConfig(checkpoint_every=50, log_every=10, progress=False))),
+    "ddp": ("the default on 2 Ray CPU workers (the mesh batch split between them)",
+            FitTranslationConfig(ray=RayConfig(num_workers=2))),
 }

@@ -253,10 +253,11 @@ def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: in
 _BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f]")
 
 # Every statement keyword of the OBJ specification (Wavefront, version 3.0) and of common extensions.
-_OBJ_KEYWORDS = frozenset(
-    "v vt vn vp f l p o g s mg usemtl mtllib cstype deg bmat step curv curv2 surf parm trim hole scrv sp end "
-    "con bevel c_interp d_interp lod shadow_obj trace_obj ctech stech maplib usemap call csh".split()
-)
+_OBJ_KEYWORDS = frozenset((
+    "v", "vt", "vn", "vp", "f", "l", "p", "o", "g", "s", "mg", "usemtl", "mtllib", "cstype", "deg", "bmat", "step",
+    "curv", "curv2", "surf", "parm", "trim", "hole", "scrv", "sp", "end", "con", "bevel", "c_interp", "d_interp",
+    "lod", "shadow_obj", "trace_obj", "ctech", "stech", "maplib", "usemap", "call", "csh",
+))
 
 
 def _check_text(data: bytes, name: str) -> None:

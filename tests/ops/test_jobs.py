@@ -1,4 +1,5 @@
-"""The chapter 2-3 fitting jobs end to end (bounded versions in CI; full runs marked slow)."""
+"""The chapter 2-3 fitting jobs end to end (bounded versions in CI; full runs marked slow). The systems'
+pieces, resume equality and user mistakes: tests/systems/test_mesh_fitting.py."""
 
 import dataclasses
 import json
@@ -6,10 +7,11 @@ import json
 import pytest
 import torch
 
-from configs.common import RunConfig
 from configs.fit_mesh import PRESETS as MESH_PRESETS
 from configs.fit_translation import PRESETS as TRANSLATION_PRESETS
+from lib3d import runtime
 from lib3d.data.person_cloud import person_cloud
+from lib3d.systems.mesh_fitting import MeshFitSystem, TranslationFitSystem
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +24,15 @@ def _one_thread():
 
 
 def _run(tmp_path, name, **kw):
-    return RunConfig(name=name, output_root=str(tmp_path), progress=False, **kw)
+    return runtime.RunConfig(name=name, output_root=str(tmp_path), progress=False, **kw)
+
+
+def _translation(cfg) -> dict:
+    return runtime.train(TranslationFitSystem(), cfg).result["metrics"]
+
+
+def _mesh(cfg) -> dict:
+    return runtime.train(MeshFitSystem(), cfg).result["metrics"]
 
 
 @pytest.mark.slow
@@ -30,8 +40,8 @@ def _run(tmp_path, name, **kw):
 def test_fit_translation_smoke_recovers_offset(tmp_path):
     from jobs import fit_translation
 
-    cfg = dataclasses.replace(TRANSLATION_PRESETS["smoke"][1], run=_run(tmp_path, "t", checkpoint_every=0))
-    metrics = fit_translation.main(cfg)
+    res = fit_translation.main(["smoke", "--run.output-root", str(tmp_path), "--run.name", "t"])
+    metrics = res.result["metrics"]
     assert metrics["max_abs_error"] < 0.05, metrics
     saved = json.loads((tmp_path / "fit_translation" / "t" / "metrics.json").read_text())
     assert saved["recovered_translation"] == pytest.approx([3, 4, 5], abs=0.05)
@@ -39,10 +49,8 @@ def test_fit_translation_smoke_recovers_offset(tmp_path):
 
 @pytest.mark.slow
 def test_fit_translation_default_recovers_offset(tmp_path):
-    from jobs import fit_translation
-
     cfg = dataclasses.replace(TRANSLATION_PRESETS["default"][1], run=_run(tmp_path, "t", checkpoint_every=0))
-    assert fit_translation.main(cfg)["max_abs_error"] < 0.05
+    assert _translation(cfg)["max_abs_error"] < 0.05
 
 
 @pytest.mark.slow
@@ -50,10 +58,11 @@ def test_fit_translation_default_recovers_offset(tmp_path):
 def test_fit_mesh_smoke_writes_outputs(tmp_path):
     from jobs import fit_mesh
 
-    cfg = dataclasses.replace(MESH_PRESETS["smoke"][1], run=_run(tmp_path, "m", checkpoint_every=100))
-    metrics = fit_mesh.main(cfg)
+    metrics = fit_mesh.main(["smoke", "--run.output-root", str(tmp_path), "--run.name", "m",
+                             "--run.checkpoint-every", "100"]).result["metrics"]
     out = tmp_path / "fit_mesh" / "m"
-    for rel in ["fitted.ply", "media/before.png", "media/after.png", "media/turntable.gif", "metrics.json"]:
+    for rel in ["fitted.ply", "media/before.png", "media/after.png", "media/target.png", "media/turntable.gif",
+                "metrics.json", "checkpoints"]:
         assert (out / rel).exists(), rel
     assert list((out / "tensorboard").iterdir())
     # the sphere started at chamfer ~0.1 from the person cloud; 200 steps bring it far closer
@@ -62,11 +71,9 @@ def test_fit_mesh_smoke_writes_outputs(tmp_path):
 
 @pytest.mark.slow
 def test_fit_mesh_default_full(tmp_path):
-    from jobs import fit_mesh
-
     cfg = dataclasses.replace(MESH_PRESETS["default"][1], image_size=64, turntable_frames=4,
                               run=_run(tmp_path, "full", checkpoint_every=0))
-    metrics = fit_mesh.main(cfg)
+    metrics = _mesh(cfg)
     assert metrics["final_chamfer_10k_samples"] < 0.01, metrics
 
 
@@ -74,12 +81,10 @@ def test_fit_mesh_default_full(tmp_path):
 @pytest.mark.ci
 def test_regularisers_lower_normal_consistency(tmp_path):
     """The book's ablation, bounded: regularised fit is smoother than the Chamfer-only fit."""
-    from jobs import fit_mesh
-
     base = dataclasses.replace(MESH_PRESETS["smoke"][1], iterations=100, image_size=0)
-    reg = fit_mesh.main(dataclasses.replace(base, run=_run(tmp_path, "reg", checkpoint_every=0)))
-    noreg = fit_mesh.main(dataclasses.replace(base, w_edge=0.0, w_normal=0.0, w_laplacian=0.0,
-                                              run=_run(tmp_path, "noreg", checkpoint_every=0)))
+    reg = _mesh(dataclasses.replace(base, run=_run(tmp_path, "reg", checkpoint_every=0)))
+    noreg = _mesh(dataclasses.replace(base, w_edge=0.0, w_normal=0.0, w_laplacian=0.0,
+                                      run=_run(tmp_path, "noreg", checkpoint_every=0)))
     assert reg["final_normal_consistency"] < noreg["final_normal_consistency"], (reg, noreg)
 
 
@@ -105,15 +110,3 @@ def test_person_cloud():
     with pytest.raises(ValueError, match="noise"):
         person_cloud(10, noise=-1.0)
 
-
-@pytest.mark.slow
-@pytest.mark.ci
-def test_fit_mesh_resume_matches_uninterrupted(tmp_path):
-    from jobs import fit_mesh
-
-    base = dataclasses.replace(MESH_PRESETS["smoke"][1], iterations=60, image_size=0)
-    whole = fit_mesh.main(dataclasses.replace(base, run=_run(tmp_path, "whole", checkpoint_every=30)))
-    fit_mesh.main(dataclasses.replace(base, iterations=30, run=_run(tmp_path, "split", checkpoint_every=30)))
-    resumed = fit_mesh.main(dataclasses.replace(base, run=_run(tmp_path, "split", checkpoint_every=30)))
-    assert resumed["steps_timed"] == 30
-    assert resumed["final_chamfer_10k_samples"] == pytest.approx(whole["final_chamfer_10k_samples"], rel=1e-6)

@@ -1,6 +1,8 @@
-"""Recover a camera position by differentiable rendering (the book's chapter 4).
+"""Recover a camera position by differentiable rendering (the book's chapter 4): ``jobs.fit_camera`` as
+``CameraFitSystem`` on ``runtime.train``, and the pieces it is made of (``fit_loss``, ``render_target``, the
+``CameraPosition`` model; ``fit_camera_steps`` runs the same Adam fit as a plain in-process iterator).
 
-Dimension names (see ``lib3d.render``): N batch, H/W image, K per-pixel face slots.
+Dimension names (see ``lib3d.render``): N batch, H/W image, K per-pixel face slots, T GIF frames.
 
 The book's model: one parameter, the camera centre ``p`` (3,) in world space, looking at the origin with
 +Y up: ``R = look_at_rotation(p)``, ``T = -R^T p`` (so that ``p @ R + T = 0``: the centre maps to the view
@@ -37,12 +39,15 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from lib3d import runtime
 from lib3d._checks import check_choice, check_shape
+from lib3d.runtime import Evaluation, TrainState, WorkerContext
 
 __all__ = [
     "BLUR_RADIUS",
     "SIGMA",
     "CameraFitStep",
+    "CameraFitSystem",
     "CameraFitTarget",
     "CameraPosition",
     "camera_from_position",
@@ -271,3 +276,120 @@ def fit_camera_steps(meshes, target: CameraFitTarget, loss: Literal["silhouette"
             rgb_img = rgb.detach() if rgb is not None else sil.detach()[..., None].expand(h, w, 3)
             image = torch.cat([rgb_img, sil.detach()[..., None]], -1)
         yield CameraFitStep(step, float(value.detach()), pos, float((pos - target.position).norm()), image)
+
+
+# ------------------------------------------------------------------------------------------------ system
+
+
+def _frame(sil: torch.Tensor, rgb: torch.Tensor | None, side: torch.Tensor) -> torch.Tensor:
+    """(H, 2W, 3) uint8 GIF frame on the CPU: the render (colours, or the silhouette in grey) | the target."""
+    img = rgb if rgb is not None else sil[..., None].expand(*sil.shape, 3)
+    both = torch.cat([img.detach().cpu(), side], dim=1)
+    return (both.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+class CameraFitSystem:
+    """``runtime.train``'s contract for the chapter-4 fit (config: ``configs.fit_camera``).
+
+    One problem on one worker (``check_config`` refuses ``--ray.num-workers`` above 1); the fit is
+    deterministic. The GIF survives a resume: every ``frame_every`` steps (and at step 1) the position that
+    step renders is kept in ``TrainState.extra["frames"]`` (saved with the checkpoints) and the render itself
+    in memory; the final evaluation assembles ``fit.gif`` (render | target per frame) from the kept renders
+    and re-renders only the frames of steps an earlier process ran. ``final.png`` is the render at the final
+    position beside the target.
+    """
+
+    name = "fit_camera"
+
+    def num_steps(self, config) -> int:
+        return config.iterations
+
+    def check_config(self, config) -> None:
+        """User mistakes (``runtime.UserError``): a missing or unsupported ``--mesh``, impossible sizes, more
+        than one worker, a start or target view at the origin or straight above/below it (no look-at frame)."""
+        from pathlib import Path
+
+        if config.ray.num_workers > 1:
+            raise runtime.UserError(f"--ray.num-workers {config.ray.num_workers}: fit_camera fits one camera and "
+                                    "runs on one worker (0 or 1)")
+        if config.mesh is not None:
+            path = Path(config.mesh)
+            if not path.is_file():
+                raise runtime.UserError(f"--mesh {config.mesh}: no such file")
+            if path.suffix.lower() not in (".obj", ".ply"):
+                raise runtime.UserError(f"--mesh {config.mesh}: expected an .obj or .ply file")
+        for name, low in (("image_size", 8), ("iterations", 1), ("faces_per_pixel", 1), ("faces_per_pixel_rgb", 1),
+                          ("frame_every", 1)):
+            if getattr(config, name) < low:
+                raise runtime.UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(config, name)}")
+        if not config.lr > 0 or not config.target_dist > 0:
+            raise runtime.UserError(f"--lr and --target-dist must be > 0, got {config.lr}, {config.target_dist}")
+        views = {"--start": torch.tensor(config.start, dtype=torch.float64),
+                 "--target-dist/elev/azim": position_from_view(config.target_dist, config.target_elev,
+                                                                config.target_azim).double()}
+        for flag, position in views.items():
+            try:
+                camera_from_position(position)
+            except ValueError as e:
+                raise runtime.UserError(f"{flag}: camera centre {position.tolist()} has no look-at view of the "
+                                        f"origin with +Y up ({e})") from None
+
+    def init(self, config, ctx: WorkerContext) -> TrainState:
+        from lib3d.data.renders import normalize_mesh
+        from lib3d.data.scenes import load_mesh
+
+        mesh = load_mesh(config.mesh, device=ctx.device)
+        if config.normalize:
+            mesh = normalize_mesh(mesh)[0]
+        target = render_target(mesh, config.target_dist, config.target_elev, config.target_azim,
+                               config.image_size, faces_per_pixel=config.faces_per_pixel,
+                               faces_per_pixel_rgb=config.faces_per_pixel_rgb)
+        side = target.rgb if config.loss == "textured" else target.silhouette[..., None].expand(-1, -1, 3)
+        model = CameraPosition(config.start, dtype=mesh.verts_packed().dtype, device=ctx.device)
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        data = {"mesh": mesh, "target": target, "side": side.cpu(), "lights": _default_lights(ctx.device),
+                "config": config, "renders": {}}
+        return TrainState(modules={"camera": model}, optimizers={"camera": opt}, extra={"frames": []}, data=data)
+
+    def _loss(self, state: TrainState, position: torch.Tensor):
+        d = state.data
+        c = d["config"]
+        return fit_loss(d["mesh"], d["target"], position, c.loss, d["lights"], c.faces_per_pixel,
+                        c.faces_per_pixel_rgb)
+
+    def train_step(self, state: TrainState, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        d = state.data
+        model, opt = state.modules["camera"], state.optimizers["camera"]
+        s = step + 1  # the book counts from 1
+        keep = s % d["config"].frame_every == 0 or s == 1
+        before = model.camera_position.detach().clone()
+        value, sil, rgb = self._loss(state, model.camera_position)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        if keep:
+            state.extra["frames"].append([s, *before.tolist()])
+            d["renders"][s] = _frame(sil, rgb, d["side"])
+        error = (model.camera_position.detach() - d["target"].position).norm()
+        return {"loss": value.detach(), "position_error": error}
+
+    def evaluate(self, state: TrainState, step: int) -> Evaluation:
+        d = state.data
+        c = d["config"]
+        position = state.modules["camera"].camera_position.detach()
+        target = d["target"].position
+        frames = []
+        with torch.no_grad():
+            for s, *p in state.extra["frames"]:
+                if s not in d["renders"]:  # a step an earlier process ran (resumed): render it again
+                    _, sil, rgb = self._loss(state, torch.tensor(p, dtype=position.dtype, device=position.device))
+                    d["renders"][s] = _frame(sil, rgb, d["side"])
+                frames.append(d["renders"][s])
+            _, sil, rgb = self._loss(state, position)
+            final = _frame(sil, rgb, d["side"])
+        error = float((position - target).norm())
+        metrics = {"loss": c.loss, "iterations": c.iterations, "final_position": position.tolist(),
+                   "target_position": target.tolist(), "position_error": error,
+                   "relative_position_error": error / c.target_dist}
+        return Evaluation(metrics=metrics, images={"final": final},
+                          gifs={"fit": torch.stack(frames)} if frames else {})

@@ -209,3 +209,39 @@ def test_fid_inception_pools_exclude_padding():
     torch.testing.assert_close(_avg3(x), x)  # with padding counted, the corners would be 4/9
     e1, e2 = _BlockE(4, "avg"), _BlockE(4, "max")
     assert e1.pool == "avg" and e2.pool == "max"
+
+
+def test_vgg_and_alexnet_tap_indices_match_lpips_and_pix2pixhd_slices():
+    from lib3d.nn import alexnet_layer_names, vgg_layer_names
+
+    v16, v19 = vgg_layer_names(16), vgg_layer_names(19)
+    # LPIPS vgg16 slices end after features 3, 8, 15, 22, 29
+    assert [v16[i] for i in (3, 8, 15, 22, 29)] == ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
+    # pix2pixHD / SynSin VGG19 slices end after features 1, 6, 11, 20, 29
+    assert [v19[i] for i in (1, 6, 11, 20, 29)] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    # LPIPS alexnet slices end after features 1, 4, 7, 9, 11
+    a = alexnet_layer_names()
+    assert [a[i] for i in (1, 4, 7, 9, 11)] == ["relu1", "relu2", "relu3", "relu4", "relu5"]
+
+
+def test_fid_inception_input_is_resized_and_scaled():
+    """pytorch-fid: bilinear resize to 299 (align_corners=False), then 2x - 1 (stopped at the first conv)."""
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def hook(module, args):
+        seen["x"] = args[0]
+        raise Stop
+
+    m = FIDInceptionV3()
+    m.Conv2d_1a_3x3.register_forward_pre_hook(hook)
+    x = torch.rand(2, 3, 37, 50)
+    with pytest.raises(Stop):
+        m(x)
+    ref = 2 * F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) - 1
+    torch.testing.assert_close(seen["x"], ref)
+    with pytest.raises(ValueError, match="images must have shape"):
+        m(torch.rand(1, 1, 299, 299))

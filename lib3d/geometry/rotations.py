@@ -22,6 +22,7 @@ require exactly one, ``N``); dtype and device follow the input.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,8 @@ def hat(v: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``v`` is not ``(..., 3)``.
     """
-    _float_check("v", v, (..., 3))
+    if not torch.jit.is_scripting():
+        _float_check("v", v, (..., 3))
     x, y, z = v.unbind(-1)
     zero = torch.zeros_like(x)
     return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(v.shape[:-1] + (3, 3))
@@ -102,11 +104,13 @@ def hat_inv(h: torch.Tensor) -> torch.Tensor:
         ValueError: wrong shape, or ``h`` is not skew-symmetric (``|h + h^T|`` summed over a matrix above
             1e-5, as PyTorch3D; skipped while tracing).
     """
-    _float_check("h", h, (..., 3, 3))
-    if not is_tracing() and h.numel() > 0:
-        ss_diff = (h + h.transpose(-1, -2)).abs().flatten(-2).sum(-1).max()
-        if float(ss_diff) > HAT_INV_SKEW_SYMMETRIC_TOL:
-            raise ValueError(f"h must be skew-symmetric, got |h + h^T| summed = {float(ss_diff):.3g}")
+    if not torch.jit.is_scripting():
+        _float_check("h", h, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        if not is_tracing() and h.numel() > 0:
+            ss_diff = (h + h.transpose(-1, -2)).abs().flatten(-2).sum(-1).max()
+            if float(ss_diff) > HAT_INV_SKEW_SYMMETRIC_TOL:
+                raise ValueError("h must be skew-symmetric, got |h + h^T| summed = " + str(float(ss_diff)))
     return torch.stack([h[..., 2, 1], h[..., 0, 2], h[..., 1, 0]], dim=-1)
 
 
@@ -126,7 +130,8 @@ def quaternion_to_matrix(quaternions: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 3, 3)`` float rotation matrices (column-vector convention).
     """
-    _float_check("quaternions", quaternions, (..., 4))
+    if not torch.jit.is_scripting():
+        _float_check("quaternions", quaternions, (..., 4))
     r, i, j, k = torch.unbind(quaternions, -1)
     two_s = 2.0 / (quaternions * quaternions).sum(-1)
     o = torch.stack(
@@ -149,7 +154,9 @@ def _sqrt_positive_part(x: torch.Tensor) -> torch.Tensor:
 # Shepperd's candidates: row k of the symmetric 4x4 matrix 4 q q^T (k = w, x, y, z) as indices into
 # feats = (d_w, d_x, d_y, d_z, s_x, s_y, s_z, a_xy, a_xz, a_yz) with d = 4 q_k^2, s the antisymmetric
 # and a the symmetric off-diagonal sums of the matrix (see matrix_to_quaternion).
-_SHEPPERD_ROWS = ((0, 4, 5, 6), (4, 1, 7, 8), (5, 7, 2, 9), (6, 8, 9, 3))
+# Shepperd's method: for the largest diagonal term k, the feature columns that give 4 q_k q (written out
+# as a literal inside matrix_to_quaternion so that TorchScript can compile it):
+# rows ((0, 4, 5, 6), (4, 1, 7, 8), (5, 7, 2, 9), (6, 8, 9, 3)) of feats = [d (4), sk (3), sy (3)].
 
 
 def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
@@ -165,7 +172,8 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 4)`` float standardised quaternions ``(w, x, y, z)`` with ``w >= 0``.
     """
-    _float_check("matrix", matrix, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        _float_check("matrix", matrix, (..., 3, 3))
     batch_dim = matrix.shape[:-2]
     m = matrix.reshape(batch_dim + (9,))
     dev = matrix.device
@@ -173,11 +181,13 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     m00, m11, m22 = m[..., 0], m[..., 4], m[..., 8]
     d = torch.relu(torch.stack([1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22,
                                 1.0 - m00 - m11 + m22], dim=-1))  # (..., 4) = 4 q_k^2 (clamped at 0)
-    sk = m[..., [7, 2, 3]] - m[..., [5, 6, 1]]  # m21 - m12, m02 - m20, m10 - m01
-    sy = m[..., [3, 2, 5]] + m[..., [1, 6, 7]]  # m10 + m01, m02 + m20, m12 + m21
+    pick = torch.tensor([7, 2, 3, 5, 6, 1, 3, 2, 5, 1, 6, 7], device=dev)
+    cols = m.index_select(-1, pick)  # (..., 12)
+    sk = cols[..., 0:3] - cols[..., 3:6]  # m21 - m12, m02 - m20, m10 - m01
+    sy = cols[..., 6:9] + cols[..., 9:12]  # m10 + m01, m02 + m20, m12 + m21
     feats = torch.cat([d, sk, sy], dim=-1)  # (..., 10)
     best = d.argmax(dim=-1, keepdim=True)  # (..., 1)
-    rows = torch.tensor(_SHEPPERD_ROWS, device=dev)[best[..., 0]]  # (..., 4)
+    rows = torch.tensor([[0, 4, 5, 6], [4, 1, 7, 8], [5, 7, 2, 9], [6, 8, 9, 3]], device=dev)[best[..., 0]]  # (..., 4)
     num = torch.gather(feats, -1, rows)
     q_abs = _sqrt_positive_part(torch.gather(d, -1, best))  # 2 |q_k|
     out = num / (2.0 * q_abs.clamp(min=0.1))
@@ -193,7 +203,8 @@ def standardize_quaternion(quaternions: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 4)`` float with ``w >= 0``.
     """
-    _float_check("quaternions", quaternions, (..., 4))
+    if not torch.jit.is_scripting():
+        _float_check("quaternions", quaternions, (..., 4))
     return torch.where(quaternions[..., 0:1] < 0, -quaternions, quaternions)
 
 
@@ -207,8 +218,10 @@ def quaternion_raw_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 4)`` float.
     """
-    _float_check("a", a, (..., 4))
-    _float_check("b", b, (..., 4))
+    if not torch.jit.is_scripting():
+        _float_check("a", a, (..., 4))
+    if not torch.jit.is_scripting():
+        _float_check("b", b, (..., 4))
     aw, ax, ay, az = torch.unbind(a, -1)
     bw, bx, by, bz = torch.unbind(b, -1)
     ow = aw * bw - ax * bx - ay * by - az * bz
@@ -240,7 +253,8 @@ def quaternion_invert(quaternion: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 4)`` float.
     """
-    _float_check("quaternion", quaternion, (..., 4))
+    if not torch.jit.is_scripting():
+        _float_check("quaternion", quaternion, (..., 4))
     scaling = torch.tensor([1, -1, -1, -1], dtype=quaternion.dtype, device=quaternion.device)
     return quaternion * scaling
 
@@ -255,8 +269,10 @@ def quaternion_apply(quaternion: torch.Tensor, point: torch.Tensor) -> torch.Ten
     Returns:
         ``(..., 3)`` float, equal to ``quaternion_to_matrix(q) @ p``.
     """
-    _float_check("quaternion", quaternion, (..., 4))
-    _float_check("point", point, (..., 3))
+    if not torch.jit.is_scripting():
+        _float_check("quaternion", quaternion, (..., 4))
+    if not torch.jit.is_scripting():
+        _float_check("point", point, (..., 3))
     real_parts = point.new_zeros(point.shape[:-1] + (1,))
     point_as_quaternion = torch.cat((real_parts, point), -1)
     out = quaternion_raw_multiply(
@@ -335,7 +351,8 @@ def axis_angle_to_quaternion(axis_angle: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 4)`` float ``(w, x, y, z)`` (not standardised: ``w < 0`` when ``|a| > pi``).
     """
-    _float_check("axis_angle", axis_angle, (..., 3))
+    if not torch.jit.is_scripting():
+        _float_check("axis_angle", axis_angle, (..., 3))
     angles = torch.linalg.vector_norm(axis_angle, dim=-1, keepdim=True)
     return torch.cat([torch.cos(angles * 0.5), axis_angle * _sinc_half_over_angle(angles)], dim=-1)
 
@@ -350,7 +367,8 @@ def quaternion_to_axis_angle(quaternions: torch.Tensor) -> torch.Tensor:
         ``(..., 3)`` float; the angle lies in ``[0, pi]`` for standardised input (``w >= 0``) and in
         ``[0, 2 pi)`` otherwise.
     """
-    _float_check("quaternions", quaternions, (..., 4))
+    if not torch.jit.is_scripting():
+        _float_check("quaternions", quaternions, (..., 4))
     norms = torch.linalg.vector_norm(quaternions[..., 1:], dim=-1, keepdim=True)
     half_angles = torch.atan2(norms, quaternions[..., :1])
     sin_half_angles_over_angles = 0.5 * torch.sinc(half_angles / math.pi)
@@ -369,7 +387,8 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor, fast: bool = False) -> torch.
     Returns:
         ``(..., 3, 3)`` float (column-vector convention).
     """
-    _float_check("axis_angle", axis_angle, (..., 3))
+    if not torch.jit.is_scripting():
+        _float_check("axis_angle", axis_angle, (..., 3))
     if fast:
         return _rodrigues(axis_angle, 1e-4)
     return quaternion_to_matrix(axis_angle_to_quaternion(axis_angle))
@@ -390,20 +409,20 @@ def matrix_to_axis_angle(matrix: torch.Tensor, fast: bool = False) -> torch.Tens
     """
     if not fast:
         return quaternion_to_axis_angle(matrix_to_quaternion(matrix))
-    _float_check("matrix", matrix, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        _float_check("matrix", matrix, (..., 3, 3))
     w = torch.stack([matrix[..., 2, 1] - matrix[..., 1, 2], matrix[..., 0, 2] - matrix[..., 2, 0],
                      matrix[..., 1, 0] - matrix[..., 0, 1]], -1)
-    norm = w.norm(dim=-1, keepdim=True)
+    norm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
     trace = matrix.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)
     angle = torch.atan2(norm, trace - 1)
     generic = 0.5 * w / torch.sinc(angle / math.pi)
     # near pi: (R + I) / 2 = n n^T; its largest column is |n_k| n, normalise and sign it by w
     nnt = 0.5 * (matrix + torch.eye(3, dtype=matrix.dtype, device=matrix.device))
-    cols = nnt.norm(dim=-2)  # (..., 3) column norms
-    k = cols.argmax(-1, keepdim=True)
-    n = torch.nn.functional.normalize(torch.gather(nnt, -1, k[..., None, :].expand(*nnt.shape[:-1], 1))[..., 0],
-                                      dim=-1)
-    sign = torch.where((n * w).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(matrix.dtype)
+    cols = torch.linalg.vector_norm(nnt, dim=-2)  # (..., 3) column norms
+    pick = F.one_hot(cols.argmax(-1), 3).to(matrix.dtype)  # (..., 3) the largest column
+    n = F.normalize((nnt * pick.unsqueeze(-2)).sum(-1), dim=-1)
+    sign = torch.where((n * w).sum(-1, keepdim=True) < 0, -torch.ones_like(norm), torch.ones_like(norm))
     near_pi = (math.pi - angle) < 1e-3
     return torch.where(near_pi, sign * angle * n, generic)
 
@@ -441,7 +460,7 @@ def _axis_angle_rotation(axis: str, angle: torch.Tensor) -> torch.Tensor:
     elif axis == "Z":
         r_flat = (cos, -sin, zero, sin, cos, zero, zero, zero, one)
     else:
-        raise ValueError(f"axis must be one of ['X', 'Y', 'Z'], got {axis!r}")
+        raise ValueError("axis must be one of 'X', 'Y', 'Z', got '" + axis + "'")
     return torch.stack(r_flat, -1).reshape(angle.shape + (3, 3))
 
 
@@ -459,8 +478,10 @@ def euler_angles_to_matrix(euler_angles: torch.Tensor, convention: str) -> torch
     Raises:
         ValueError: bad shape or convention.
     """
-    _float_check("euler_angles", euler_angles, (..., 3))
-    _check_convention(convention)
+    if not torch.jit.is_scripting():
+        _float_check("euler_angles", euler_angles, (..., 3))
+    if not torch.jit.is_scripting():
+        _check_convention(convention)
     m = [_axis_angle_rotation(c, e) for c, e in zip(convention, torch.unbind(euler_angles, -1))]
     return m[0] @ m[1] @ m[2]
 
@@ -493,10 +514,12 @@ def matrix_to_euler_angles(matrix: torch.Tensor, convention: str) -> torch.Tenso
     Returns:
         ``(..., 3)`` float radians.
     """
-    _float_check("matrix", matrix, (..., 3, 3))
-    _check_convention(convention)
-    i0 = _AXES.index(convention[0])
-    i2 = _AXES.index(convention[2])
+    if not torch.jit.is_scripting():
+        _float_check("matrix", matrix, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        _check_convention(convention)
+    i0 = "XYZ".index(convention[0])
+    i2 = "XYZ".index(convention[2])
     tait_bryan = i0 != i2
     if tait_bryan:
         sign = -1.0 if i0 - i2 in [-1, 2] else 1.0
@@ -527,7 +550,8 @@ def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 3, 3)`` float with rows ``b1, b2, b3``.
     """
-    _float_check("d6", d6, (..., 6))
+    if not torch.jit.is_scripting():
+        _float_check("d6", d6, (..., 6))
     a1, a2 = d6[..., :3], d6[..., 3:]
     b1 = F.normalize(a1, dim=-1)
     b2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
@@ -545,7 +569,8 @@ def matrix_to_rotation_6d(matrix: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., 6)`` float.
     """
-    _float_check("matrix", matrix, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        _float_check("matrix", matrix, (..., 3, 3))
     return matrix[..., :2, :].clone().reshape(matrix.shape[:-2] + (6,))
 
 
@@ -570,7 +595,7 @@ def _rodrigues_factors(theta2: torch.Tensor, eps: float, need_c: bool = True):
     t4 = t2 * t2
     a_small = 1.0 - t2 / 6.0 + t4 / 120.0
     b_small = 0.5 - t2 / 24.0 + t4 / 720.0
-    c = None
+    c: Optional[torch.Tensor] = None
     if need_c:
         c_big = (t - sin) / (t2s * t)
         c_small = 1.0 / 6.0 - t2 / 120.0 + t4 / 5040.0
@@ -605,7 +630,8 @@ def so3_exp_map(log_rot: torch.Tensor, eps: float = 0.0001) -> torch.Tensor:
     Raises:
         ValueError: ``log_rot`` is not ``(..., 3)``.
     """
-    _float_check("log_rot", log_rot, (..., 3))
+    if not torch.jit.is_scripting():
+        _float_check("log_rot", log_rot, (..., 3))
     return _rodrigues(log_rot, eps)
 
 
@@ -620,18 +646,19 @@ def acos_linear_extrapolation(x: torch.Tensor, bounds: tuple[float, float] = (-1
     Returns:
         ``(...)`` float.
     """
-    check_tensor("x", x, dtype="float")
+    if not torch.jit.is_scripting():
+        check_tensor("x", x, dtype="float")
     lower, upper = bounds
     if lower > upper:
         raise ValueError(f"bounds must satisfy lower <= upper, got {bounds}")
     if lower <= -1.0 or upper >= 1.0:
         raise ValueError(f"bounds must lie strictly inside (-1, 1), got {bounds}")
 
-    def lin(x0: float) -> torch.Tensor:
-        return (x - x0) * (-1.0 / math.sqrt(1.0 - x0 * x0)) + math.acos(x0)
-
+    # first-order Taylor expansion of acos at the bounds: acos(x0) - (x - x0) / sqrt(1 - x0^2)
+    lin_upper = (x - upper) * (-1.0 / math.sqrt(1.0 - upper * upper)) + math.acos(upper)
+    lin_lower = (x - lower) * (-1.0 / math.sqrt(1.0 - lower * lower)) + math.acos(lower)
     mid = torch.acos(x.clamp(lower, upper))
-    return torch.where(x >= upper, lin(upper), torch.where(x <= lower, lin(lower), mid))
+    return torch.where(x >= upper, lin_upper, torch.where(x <= lower, lin_lower, mid))
 
 
 def so3_rotation_angle(R: torch.Tensor, eps: float = 1e-4, cos_angle: bool = False,
@@ -651,10 +678,12 @@ def so3_rotation_angle(R: torch.Tensor, eps: float = 1e-4, cos_angle: bool = Fal
     Raises:
         ValueError: bad shape or a trace outside the valid range.
     """
-    _float_check("R", R, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        _float_check("R", R, (..., 3, 3))
     rot_trace = R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2]
-    if not is_tracing() and bool(((rot_trace < -1.0 - eps) | (rot_trace > 3.0 + eps)).any()):
-        raise ValueError("R: a matrix has trace outside the valid range [-1-eps, 3+eps]")
+    if not torch.jit.is_scripting():
+        if not is_tracing() and bool(((rot_trace < -1.0 - eps) | (rot_trace > 3.0 + eps)).any()):
+            raise ValueError("R: a matrix has trace outside the valid range [-1-eps, 3+eps]")
     phi_cos = (rot_trace - 1.0) * 0.5
     if cos_angle:
         return phi_cos
@@ -676,8 +705,10 @@ def so3_relative_angle(R1: torch.Tensor, R2: torch.Tensor, cos_angle: bool = Fal
     Returns:
         ``(...)`` float.
     """
-    _float_check("R1", R1, (..., 3, 3))
-    _float_check("R2", R2, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        _float_check("R1", R1, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        _float_check("R2", R2, (..., 3, 3))
     return so3_rotation_angle(R1 @ R2.transpose(-1, -2), cos_angle=cos_angle, cos_bound=cos_bound, eps=eps)
 
 
@@ -699,11 +730,13 @@ def so3_log_map(R: torch.Tensor, eps: float = 0.0001, cos_bound: float = 1e-4) -
     Raises:
         ValueError: bad shape, or a trace outside ``[-1 - eps, 3 + eps]``.
     """
-    _float_check("R", R, (..., 3, 3))
-    if not is_tracing() and R.numel() > 0:
-        tr = R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2]
-        if bool(((tr < -1.0 - eps) | (tr > 3.0 + eps)).any()):
-            raise ValueError("R: a matrix has trace outside the valid range [-1-eps, 3+eps]")
+    if not torch.jit.is_scripting():
+        _float_check("R", R, (..., 3, 3))
+    if not torch.jit.is_scripting():
+        if not is_tracing() and R.numel() > 0:
+            tr = R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2]
+            if bool(((tr < -1.0 - eps) | (tr > 3.0 + eps)).any()):
+                raise ValueError("R: a matrix has trace outside the valid range [-1-eps, 3+eps]")
     return matrix_to_axis_angle(R)
 
 
@@ -715,7 +748,10 @@ def so3_log_map(R: torch.Tensor, eps: float = 0.0001, cos_bound: float = 1e-4) -
 def _se3_V_matrix(log_rotation: torch.Tensor, eps: float) -> torch.Tensor:
     """``V = I + (1 - cos t)/t^2 [w]_x + (t - sin t)/t^3 [w]_x^2`` (left Jacobian of SO(3)), ``(..., 3, 3)``."""
     theta2 = (log_rotation * log_rotation).sum(-1)
-    _, b, c = _rodrigues_factors(theta2, max(float(eps), 1e-12))
+    _, b, c_opt = _rodrigues_factors(theta2, max(float(eps), 1e-12))
+    if c_opt is None:  # never: need_c=True (TorchScript's Optional refinement)
+        raise RuntimeError("_rodrigues_factors returned no third factor")
+    c = c_opt
     skews = hat(log_rotation)
     outer = log_rotation[..., :, None] * log_rotation[..., None, :]
     eye = torch.eye(3, dtype=log_rotation.dtype, device=log_rotation.device)
@@ -736,13 +772,17 @@ def se3_exp_map(log_transform: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     Returns:
         ``(..., 4, 4)`` float.
     """
-    _float_check("log_transform", log_transform, (..., 6))
+    if not torch.jit.is_scripting():
+        _float_check("log_transform", log_transform, (..., 6))
     v = log_transform[..., :3]
     w = log_transform[..., 3:]
     R = _rodrigues(w, eps)
     # t = V v = v + b (w x v) + c (w (w.v) - t^2 v)
     theta2 = (w * w).sum(-1, keepdim=True)
-    _, b, c = _rodrigues_factors(theta2, max(float(eps), 1e-12))
+    _, b, c_opt = _rodrigues_factors(theta2, max(float(eps), 1e-12))
+    if c_opt is None:  # never: need_c=True (TorchScript's Optional refinement)
+        raise RuntimeError("_rodrigues_factors returned no third factor")
+    c = c_opt
     t = v + b * torch.cross(w, v, dim=-1) + c * (w * (w * v).sum(-1, keepdim=True) - theta2 * v)
     out = log_transform.new_zeros(log_transform.shape[:-1] + (4, 4))
     out[..., :3, :3] = R.transpose(-1, -2)
@@ -765,12 +805,14 @@ def se3_log_map(transform: torch.Tensor, eps: float = 1e-4, cos_bound: float = 1
     Raises:
         ValueError: bad shape, or the last column ``transform[..., :3, 3]`` is not zero.
     """
-    _float_check("transform", transform, (..., 4, 4))
-    if not is_tracing():
-        last_col = transform[..., :3, 3]
-        if not torch.allclose(last_col, torch.zeros_like(last_col)):
-            raise ValueError("transform: all elements of transform[..., :3, 3] must be 0 "
-                             "(row-vector convention, translation in the last row)")
+    if not torch.jit.is_scripting():
+        _float_check("transform", transform, (..., 4, 4))
+    if not torch.jit.is_scripting():
+        if not is_tracing():
+            last_col = transform[..., :3, 3]
+            if not torch.allclose(last_col, torch.zeros_like(last_col)):
+                raise ValueError("transform: all elements of transform[..., :3, 3] must be 0 "
+                                 "(row-vector convention, translation in the last row)")
     R = transform[..., :3, :3].transpose(-1, -2)
     log_rotation = so3_log_map(R, eps=eps, cos_bound=cos_bound)
     T = transform[..., 3, :3]

@@ -329,3 +329,37 @@ def test_axis_angle_fast_and_quaternion_paths_agree():
         back = matrix_to_axis_angle(R, fast=fast)
         torch.testing.assert_close(axis_angle_to_matrix(back), R, rtol=0, atol=1e-6)
         torch.testing.assert_close(back[:490], aa[:490], rtol=0, atol=1e-9)
+
+
+SCRIPTABLE = ["quaternion_to_matrix", "matrix_to_quaternion", "axis_angle_to_matrix", "matrix_to_axis_angle",
+              "axis_angle_to_quaternion", "quaternion_to_axis_angle", "rotation_6d_to_matrix",
+              "matrix_to_rotation_6d", "quaternion_multiply", "quaternion_raw_multiply", "quaternion_invert",
+              "quaternion_apply", "standardize_quaternion", "so3_exp_map", "so3_log_map", "hat", "hat_inv",
+              "so3_relative_angle", "so3_rotation_angle", "se3_exp_map", "se3_log_map"]
+
+
+@pytest.mark.parametrize("name", SCRIPTABLE + ["euler_angles_to_matrix", "matrix_to_euler_angles"])
+def test_rotation_functions_compile_with_torchscript(name):
+    """As in PyTorch3D, the conversions compile with torch.jit.script (the input checks run only in eager
+    mode) and give the eager results; eager calls still check their inputs."""
+    import inspect
+
+    import lib3d.geometry.rotations as rot
+
+    fn = getattr(rot, name)
+    scripted = torch.jit.script(fn)
+    g = torch.Generator().manual_seed(0)
+    R = rot.random_rotations(5, generator=g, dtype=torch.float64)
+    q = rot.matrix_to_quaternion(R)
+    inputs = {"matrix": R, "R": R, "R1": R, "R2": R.flip(0), "quaternions": q, "quaternion": q, "a": q,
+              "b": q.flip(0), "point": torch.rand(5, 3, dtype=torch.float64), "axis_angle": rot.matrix_to_axis_angle(R),
+              "d6": rot.matrix_to_rotation_6d(R), "log_rot": rot.so3_log_map(R), "v": torch.rand(5, 3, dtype=torch.float64),
+              "h": rot.hat(torch.rand(5, 3, dtype=torch.float64)), "euler_angles": torch.rand(5, 3, dtype=torch.float64),
+              "log_transform": torch.rand(5, 6, dtype=torch.float64), "convention": "XYZ",
+              "transform": rot.se3_exp_map(torch.rand(5, 6, dtype=torch.float64))}
+    params = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+    args = [inputs[p.name] for p in params]
+    torch.testing.assert_close(scripted(*args), fn(*args))
+    if params[0].name != "convention":
+        with pytest.raises((ValueError, TypeError)):
+            fn(torch.zeros(5, 7, dtype=torch.float64), *args[1:])

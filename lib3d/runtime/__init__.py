@@ -3,8 +3,9 @@ and Ray Data evaluation.
 
 A job is ``python -m jobs.<name> [PRESET] [--field value ...]`` and has one shape::
 
-    from configs.my_job import PRESETS                    # frozen dataclass configs with run/ray fields
-    from lib3d import runtime
+    from lib3d import runtime                             # (PRESETS: the job's named configs, frozen
+                                                          #  dataclasses with run/ray fields, kept in the
+                                                          #  application's configs/ package)
     from lib3d.systems.my_system import MySystem
 
     def main(args=None):

@@ -225,7 +225,7 @@ def init_ray(ray_config: Any = None, quiet: bool = False) -> Any:
     Prints the dashboard URL. Does nothing (but return the context) if Ray is already initialised.
 
     Args:
-        ray_config: a ``configs.common.RayConfig`` (None: defaults).
+        ray_config: a ``lib3d.runtime.RayConfig`` (None: defaults).
         quiet: do not print.
 
     Returns:

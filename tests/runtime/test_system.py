@@ -176,3 +176,16 @@ def test_user_error_is_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == ["lib3d: error: --data: no such folder /missing"]
+
+
+def test_progress_bar_is_throttled_off_a_terminal(tmp_path):
+    """Into a log file (stderr not a terminal) the bar writes a handful of updates, not one per step."""
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        p = subprocess.run([sys.executable, "-m", "jobs.fit_rigid", "smoke", "--steps", "300", "--run.progress",
+                            "--run.output-root", str(tmp_path), "--run.name", "bar"], cwd=REPO, stdout=subprocess.DEVNULL,
+                           stderr=err, timeout=300)
+    assert p.returncode == 0
+    updates = [u for u in log.read_text().replace("\r", "\n").split("\n") if "fit_rigid:" in u]
+    assert 1 <= len(updates) <= 4, updates
+    assert "300/300" in updates[-1]

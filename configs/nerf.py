@@ -13,6 +13,9 @@ from typing import Literal
 
 from lib3d.runtime import RayConfig, RunConfig
 
+BOOK_COW = "cow:data/cow_mesh/cow.obj"
+"""Where the book's notebooks keep the cow mesh (``data/cow_mesh/cow.obj``, with cow.mtl and cow_texture.png)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class GridConfig:
@@ -93,21 +96,16 @@ class NerfConfig:
     """Train a radiance field on posed images and evaluate it on held-out views."""
 
     data: str = "embedded"
-    """Dataset: "embedded" (the procedural default scene rendered by lib3d), "cow" (the book's cow renders,
-    ../shared/golden/cow_renders.safetensors) or "blender:<dir>" (a NeRF Blender-format dataset)."""
+    """Dataset: "embedded" (the procedural default scene rendered by lib3d), "cow:PATH/cow.obj" (the book's
+    40 cow renders, made by lib3d from the book's mesh) or "blender:DIR" (a NeRF Blender-format dataset)."""
     image_size: int = 128
-    """Image size of the embedded renders (and downscale target of Blender data)."""
+    """Image size of the renders (embedded, cow; downscale target of Blender data)."""
     num_views: int = 40
-    """Views of the embedded scene."""
+    """Views rendered (embedded, cow)."""
     method: Literal["grid", "book"] = "grid"
     """"grid": the fast grid field; "book": the book's NeRF MLP."""
     steps: int = 2000
     """Optimisation steps."""
-    time_limit_s: float = 450.0
-    """Stop training after this many seconds of wall clock (0: no limit); a guard that keeps the default
-    run under 10 minutes end to end on a slow 2-core machine (it then evaluates what it has)."""
-    eval_every: int = 1000
-    """Steps between held-out evaluations (PSNR/SSIM, render images); 0: only at the end."""
     turntable_frames: int = 36
     """Frames of the turntable GIF (0: none)."""
     threads: int = 1
@@ -118,25 +116,28 @@ class NerfConfig:
     """Fast grid field settings (method "grid")."""
     book: BookConfig = BookConfig()
     """The book's NeRF settings (method "book")."""
-    run: RunConfig = RunConfig(checkpoint_every=500, log_every=50)
-    """Run directory, seed, checkpoints."""
+    run: RunConfig = RunConfig(checkpoint_every=500, log_every=50, eval_every=1000, time_limit_s=450.0,
+                               keep_freed_memory=True)
+    """Run directory, seed, checkpoints; held-out evaluations every ``eval_every`` steps; a time limit of
+    450 s of training keeps the default run under 10 minutes end to end on a slow 2-core machine (it then
+    evaluates what it has; a later run of the same name continues)."""
     ray: RayConfig = RayConfig()
     """Ray cluster and training workers (0/1: in this process)."""
 
 
 PRESETS: dict[str, tuple[str, NerfConfig]] = {
     "default": ("fast grid field on the embedded scene (minutes on a laptop CPU)", NerfConfig()),
-    "cow": ("fast grid field on the book's cow renders (35 train / 5 test views)", NerfConfig(data="cow")),
-    "book": ("the book's NeRF and hyperparameters on the cow (very slow on CPU: use --time-limit-s)",
-             NerfConfig(data="cow", method="book", steps=3000, time_limit_s=0.0, eval_every=0, turntable_frames=0,
-                        threads=0, run=RunConfig(checkpoint_every=50, log_every=5))),
+    "cow": ("fast grid field on the book's cow renders (made from data/cow_mesh/cow.obj; --data cow:PATH; "
+            "35 train / 5 test views)", NerfConfig(data=BOOK_COW)),
+    "book": ("the book's NeRF and hyperparameters on the cow (very slow on CPU: use --run.time-limit-s)",
+             NerfConfig(data=BOOK_COW, method="book", steps=3000, turntable_frames=0, threads=0,
+                        run=RunConfig(checkpoint_every=50, log_every=5, keep_freed_memory=True))),
     "tiny": ("smoke run: 64x64 embedded renders, small grids, 300 steps (tests, CI)",
-             NerfConfig(image_size=64, num_views=16, steps=300, time_limit_s=0.0, eval_every=0,
-                        turntable_frames=4,
+             NerfConfig(image_size=64, num_views=16, steps=300, turntable_frames=4,
                         grid=GridConfig(density_voxels=40 ** 3, density_voxels_start=30 ** 3,
                                         color_voxels=24 ** 3, color_voxels_start=20 ** 3, upsample_at=(150,),
                                         batch_rays=2048, prune_every=0, color_threshold_start=50),
-                        run=RunConfig(checkpoint_every=50, log_every=10, progress=False))),
+                        run=RunConfig(checkpoint_every=50, log_every=10, progress=False, keep_freed_memory=True))),
     "ddp": ("the default on 2 Ray CPU workers (DDP; each worker its own rays)",
             NerfConfig(ray=RayConfig(num_workers=2))),
 }

@@ -71,8 +71,9 @@ def normalize_mesh(meshes):
 
 
 def view_cameras(num_views: int = 40, azimuth_range: float = 180.0, elev: float | torch.Tensor = 0.0,
-                 dist: float = 2.7, device=None, **camera_kwargs):
-    """The book's turntable cameras: ``azim = linspace(-azimuth_range, azimuth_range, N) + 180``.
+                 dist: float = 2.7, device=None, endpoint: bool = True, **camera_kwargs):
+    """lib3d's one turntable camera builder (the book's): ``look_at_view_transform(dist, elev, azim)`` with
+    ``azim = linspace(-azimuth_range, azimuth_range, N) + 180`` degrees.
 
     Args:
         num_views: N.
@@ -80,6 +81,9 @@ def view_cameras(num_views: int = 40, azimuth_range: float = 180.0, elev: float 
         elev: elevation in degrees (float or (N,)).
         dist: distance of the cameras from the origin.
         device: device of the cameras.
+        endpoint: include ``+azimuth_range`` (the book's renders, whose first and last views coincide for a
+            full turn); False: N views evenly spaced over ``[-azimuth_range, azimuth_range)`` (a turntable
+            GIF that loops without a repeated frame).
         camera_kwargs: passed to ``FoVPerspectiveCameras`` (fov, znear, ...).
 
     Returns:
@@ -87,7 +91,12 @@ def view_cameras(num_views: int = 40, azimuth_range: float = 180.0, elev: float 
     """
     from lib3d.geometry import FoVPerspectiveCameras, look_at_view_transform
 
-    azim = torch.linspace(-azimuth_range, azimuth_range, num_views) + 180.0
+    if not isinstance(num_views, int) or num_views < 1:
+        raise ValueError(f"num_views must be a positive int, got {num_views!r}")
+    if endpoint:
+        azim = torch.linspace(-azimuth_range, azimuth_range, num_views) + 180.0
+    else:
+        azim = torch.linspace(-azimuth_range, azimuth_range, num_views + 1)[:-1] + 180.0
     elev = torch.as_tensor(elev, dtype=torch.float32).expand(num_views)
     R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim)
     return FoVPerspectiveCameras(R=R.to(device), T=T.to(device), **camera_kwargs) if device is not None else \

@@ -2,30 +2,27 @@
 
 The fast field (``GridRadianceField`` + ``render_grid_field``) follows DVGO (Sun et al. 2022, "Direct Voxel
 Grid Optimization"): a dense density grid, a low-resolution feature grid decoded by a tiny MLP with the
-view direction, and a renderer that only evaluates what matters:
-
-1. each ray is clipped to the grid's box and marched with a fixed metric step (jittered per ray);
-2. samples in voxels the boolean occupancy grid marks empty are dropped (empty-space skipping; the
-   occupancy starts from the visual hull of the silhouettes and is pruned from the density as it trains);
-3. densities are interpolated trilinearly at the remaining samples and composited per ray in packed form
-   (``alpha_i = 1 - exp(-sigma_i delta)``, ``T_i = exp(-sum_{j<i} sigma_j delta)``, ``w_i = T_i alpha_i``);
-4. colours are computed only where ``w_i`` exceeds a threshold (early ray termination: samples behind
-   the surface have ``T_i ~ 0``).
+view direction, rendered by ``lib3d.render.render_rays_in_box`` with the field's density and colour as
+callbacks: rays clipped to the grid's box and marched with a fixed metric step, samples in voxels the
+boolean occupancy grid marks empty dropped (the occupancy starts from the visual hull of the silhouettes,
+``lib3d.fields.occupancy``, and is pruned from the density as it trains), packed NeRF compositing, colours
+only where the weight exceeds a threshold (early ray termination).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from lib3d._checks import check_shape, check_shapes
+from lib3d._checks import check_shape
 from lib3d.fields.encodings import harmonic_embedding
+from lib3d.render.raymarching import PackedRenderOutput, render_rays_in_box
 from lib3d.render.trilinear import trilinear_sample
-from lib3d.render.volumetric import Volumes, ray_aabb_intersect
+from lib3d.render.volumes import Volumes
 
 __all__ = [
     "GridRadianceField",
@@ -48,6 +45,8 @@ def render_volume_model(renderer, cameras, log_densities: torch.Tensor, log_colo
                         voxel_size: float) -> torch.Tensor:
     """Render the book's ``VolumeModel``: ``Volumes(sigmoid(log_densities), sigmoid(log_colors))``.
 
+    The one grid is shared by the batch (``Volumes.from_shared_grid``): sampled once along all the rays.
+
     Args:
         renderer: a ``VolumeRenderer``.
         cameras: ``N`` cameras.
@@ -58,11 +57,8 @@ def render_volume_model(renderer, cameras, log_densities: torch.Tensor, log_colo
     Returns:
         ``(N, H_img, W_img, 4)`` images: RGB then opacity.
     """
-    n = cameras.R.shape[0]
-    densities = torch.sigmoid(log_densities)
-    colors = torch.sigmoid(log_colors)
-    volumes = Volumes(densities=densities[None].expand(n, *log_densities.shape),
-                      features=colors[None].expand(n, *log_colors.shape), voxel_size=voxel_size)
+    volumes = Volumes.from_shared_grid(torch.sigmoid(log_densities), torch.sigmoid(log_colors),
+                                       batch_size=cameras.R.shape[0], voxel_size=voxel_size)
     return renderer(cameras=cameras, volumes=volumes)[0]
 
 
@@ -178,32 +174,17 @@ def grid_color(field: GridRadianceField, points: torch.Tensor, dirs: torch.Tenso
     return torch.sigmoid(field.mlp(torch.cat([feat, d], dim=-1)))
 
 
-class GridRenderOutput(NamedTuple):
-    """Per-ray results of ``render_grid_field``.
-
-    Attributes:
-        rgb: ``(R, 3)`` colour (background added when given).
-        opacity: ``(R, 1)`` accumulated weight.
-        depth: ``(R, 1)`` expected depth (units of ``|directions|``).
-        num_samples: number of density evaluations (after empty-space skipping).
-        num_color_samples: number of colour evaluations (after early termination).
-    """
-
-    rgb: torch.Tensor
-    opacity: torch.Tensor
-    depth: torch.Tensor
-    num_samples: int
-    num_color_samples: int
+GridRenderOutput = PackedRenderOutput
+"""Per-ray results of ``render_grid_field`` (``lib3d.render.PackedRenderOutput``: rgb, opacity, depth,
+num_samples, num_color_samples)."""
 
 
 def render_grid_field(field: GridRadianceField, origins: torch.Tensor, directions: torch.Tensor, step: float,
                       stratified: bool = False, generator: torch.Generator | None = None,
                       background: torch.Tensor | float | None = None, color_threshold: float = 1e-4,
                       use_occupancy: bool = True) -> GridRenderOutput:
-    """Render rays through a ``GridRadianceField`` with empty-space skipping and early termination.
-
-    See the module docstring for the algorithm. Samples are ``t_k = t_near + (k + u) * step`` (metric,
-    ``u = 0.5`` or uniform per ray when ``stratified``) inside the grid's box.
+    """Render rays through a ``GridRadianceField``: ``render_rays_in_box`` with the field's density and
+    colour as callbacks, its box and (``use_occupancy``) its occupancy grid.
 
     Args:
         field: the field.
@@ -219,53 +200,10 @@ def render_grid_field(field: GridRadianceField, origins: torch.Tensor, direction
     Returns:
         ``GridRenderOutput``.
     """
-    sizes = check_shapes(origins=(origins, ("R", 3)), directions=(directions, ("R", 3)), dtype="float")
-    R = sizes["R"]
-    dev, dt = origins.device, origins.dtype
-    scale = directions.norm(dim=-1)
-    d = directions / scale[:, None]
-    aabb = field.aabb.to(dt)
-    t0, t1, hit = ray_aabb_intersect(origins, d, aabb[0], aabb[1])
-    n = torch.where(hit, ((t1 - t0) / step).ceil(), torch.zeros_like(t0)).long()
-    ray_ids = torch.repeat_interleave(torch.arange(R, device=dev), n)
-    first = torch.cumsum(n, 0) - n
-    k = torch.arange(ray_ids.shape[0], device=dev) - first[ray_ids]
-    if stratified:
-        u = torch.rand(R, generator=generator, device=dev, dtype=dt)
-    else:
-        u = torch.full((R,), 0.5, device=dev, dtype=dt)
-    t = t0[ray_ids] + (k.to(dt) + u[ray_ids]) * step
-    keep = t < t1[ray_ids]
-    pts = origins[ray_ids] + t[:, None] * d[ray_ids]
-    if use_occupancy:
-        occ = field.occupancy
-        res = torch.tensor(occ.shape[::-1], device=dev, dtype=dt)  # (W, H, D) for (x, y, z)
-        ijk = ((world_to_grid(pts, aabb) + 1) * 0.5 * (res - 1)).round().long()
-        ijk = torch.minimum(ijk.clamp_min(0), (res - 1).long())
-        flat = (ijk[:, 2] * occ.shape[1] + ijk[:, 1]) * occ.shape[2] + ijk[:, 0]
-        keep = keep & occ.reshape(-1)[flat]
-    idx = keep.nonzero().squeeze(1)
-    ray_ids, t, pts = ray_ids[idx], t[idx], pts[idx]
-    sigma = grid_density(field, pts)
-    sd = sigma * step
-    # Exclusive cumulative sum per ray on packed samples (float64: the global sum is large).
-    sd64 = sd.double()
-    cs = torch.cumsum(sd64, 0) - sd64
-    counts = torch.bincount(ray_ids, minlength=R)
-    first_kept = (torch.cumsum(counts, 0) - counts).clamp(max=max(cs.shape[0] - 1, 0))
-    base = cs[first_kept][ray_ids] if cs.shape[0] > 0 else cs
-    trans = torch.exp(-(cs - base)).to(dt)
-    alpha = 1.0 - torch.exp(-sd)
-    w = trans * alpha
-    sel = (w > color_threshold).nonzero().squeeze(1) if color_threshold > 0 else torch.arange(w.shape[0], device=dev)
-    rgb_s = grid_color(field, pts[sel], d[ray_ids[sel]])
-    rgb = torch.zeros(R, 3, device=dev, dtype=dt).index_add(0, ray_ids[sel], w[sel, None] * rgb_s)
-    opacity = torch.zeros(R, device=dev, dtype=dt).index_add(0, ray_ids, w)[:, None]
-    depth = torch.zeros(R, device=dev, dtype=dt).index_add(0, ray_ids, w * t)[:, None] / scale[:, None]
-    if background is not None:
-        bg = torch.as_tensor(background, dtype=dt, device=dev)
-        rgb = rgb + (1.0 - opacity) * bg
-    return GridRenderOutput(rgb, opacity, depth, int(idx.shape[0]), int(sel.shape[0]))
+    return render_rays_in_box(functools.partial(grid_density, field), functools.partial(grid_color, field),
+                              origins, directions, step, field.aabb, field.occupancy if use_occupancy else None,
+                              stratified=stratified, generator=generator, background=background,
+                              color_threshold=color_threshold)
 
 
 @torch.no_grad()

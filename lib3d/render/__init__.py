@@ -12,8 +12,12 @@ Modules (PyTorch3D's names; import from here or from the module):
 - ``blending``         ``BlendParams``, ``hard_rgb_blend``, ``sigmoid_alpha_blend``, ``softmax_rgb_blend``;
 - ``shading``          Phong/Gouraud/flat shading, the shaders, ``MeshRenderer`` and ``render_mesh``;
 - ``camera_fitting``   the chapter-4 camera-position fit (silhouette and textured losses);
-- ``volumetric``       ray bundles and samplers, ``Volumes``, ray marchers, NeRF compositing;
-- ``trilinear``        trilinear sampling of dense grids (``grid_sample`` semantics, compiled on CPU).
+- ``raysampling``      ray bundles and ray samplers, hierarchical sampling, depths along rays;
+- ``volumes``          ``Volumes``, ``sample_volume``, ``VolumeSampler``;
+- ``raymarching``      compositing weights (one routine), ray marchers, implicit/volume renderers, NeRF
+  compositing, packed marching with empty-space skipping (``volumetric`` gathers the three);
+- ``trilinear``        trilinear sampling of dense grids (``grid_sample`` semantics; compiled CPU kernels on
+  request).
 
 Conventions (PyTorch3D's): NDC +X left, +Y up, the shorter image side spans [-1, 1]; images are
 ``(N, H, W, C)``; ``pix_to_face`` indexes packed faces with -1 for empty slots.
@@ -26,18 +30,24 @@ from lib3d.render.mesh_rasterizer import *  # noqa: F401,F403
 from lib3d.render.point_rasterizer import *  # noqa: F401,F403
 from lib3d.render.shading import *  # noqa: F401,F403
 from lib3d.render.trilinear import *  # noqa: F401,F403
-from lib3d.render.volumetric import *  # noqa: F401,F403
+from lib3d.render.raysampling import *  # noqa: F401,F403
+from lib3d.render.volumes import *  # noqa: F401,F403
+from lib3d.render.raymarching import *  # noqa: F401,F403
 from lib3d.render import (  # noqa: E402
     blending,
     compositing,
     lighting,
     mesh_rasterizer,
     point_rasterizer,
+    raymarching,
+    raysampling,
     shading,
     trilinear,
+    volumes,
     volumetric,
 )
 
 __all__ = sorted(set(blending.__all__) | set(compositing.__all__) | set(lighting.__all__)
                  | set(mesh_rasterizer.__all__) | set(point_rasterizer.__all__) | set(shading.__all__)
-                 | set(trilinear.__all__) | set(volumetric.__all__))
+                 | set(trilinear.__all__) | set(raysampling.__all__) | set(volumes.__all__)
+                 | set(raymarching.__all__))

@@ -10,8 +10,8 @@ gradients to the grid only (the points are constants):
   ``local = (origins + lengths * directions + offset) / scale``, without materialising the points.
 
 On CPU, PyTorch's ``grid_sampler_3d`` is a scalar loop parallelised over the batch only, and its
-backward writes 8 corners x C channels to scattered addresses per point. For large inputs (at least
-``COMPILED_MIN_POINTS`` points) both functions take a path built with ``torch.compile``:
+backward writes 8 corners x C channels to scattered addresses per point. Called with ``compiled=True``,
+inputs of at least ``COMPILED_MIN_POINTS`` points on CPU take a path built with ``torch.compile``:
 
 1. forward: one fused kernel computes each point's 8 corners and weights and gathers them from a
    channels-last, zero-padded copy of the grid (the points of rays are formed inside the kernel; the
@@ -24,15 +24,15 @@ backward writes 8 corners x C channels to scattered addresses per point. For lar
 The chapter-5 step (10 cameras x 128 x 128 rays x 150 points, 16 million of them inside the volume, 4
 channels) took 1.0 s forward and 1.7 to 2.4 s backward in ``grid_sampler_3d`` on 2 cores; the whole
 step went from 4.5-5.3 s to 1.8 s (``jobs/bench/nerf.py``). The first call compiles for about 20 to 40 s
-(PyTorch caches the kernels on disk). ``LIB3D_COMPILE=0`` always uses ``grid_sample``; if compiling fails
-(no C++ compiler), a warning is issued once, the call in flight runs the same kernels eagerly, and later
-calls use ``grid_sample``. On CUDA ``grid_sample`` is used: its kernel is already fast there.
+(PyTorch caches the kernels on disk). The path is the caller's choice (``compiled``, default False: a
+config field of the jobs that use it), never an environment variable: if compiling fails (no C++
+compiler) the call raises a ``RuntimeError`` that names the failure and says to pass ``compiled=False``.
+On CUDA ``grid_sample`` is used whatever ``compiled`` says: its kernel is already fast there.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -136,38 +136,35 @@ def _rows_at(local, idx, D: int, H: int, W: int, *grads):
 
 _KERNEL_FUNCTIONS = {"gather": _gather, "rays_forward": _rays_forward, "rays_inside": _rays_inside, "rows": _rows,
                      "rays_points_at": _rays_points_at, "rows_at": _rows_at}
-_COMPILED: dict[str, object] = {}
-_COMPILE_FAILED: list[str] = []
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_kernel(name: str):
+    """``torch.compile`` of a kernel above, made once per process on first use (a memo: it changes no
+    result; ``torch.compile`` itself is lazy and automatic-dynamic, so changing sizes become symbolic)."""
+    return torch.compile(_KERNEL_FUNCTIONS[name])
 
 
 def _kernel(name: str):
-    """The compiled version of a kernel above (compiled once per process, on first use).
-
-    If compiling or running the compiled kernel fails (e.g. no C++ compiler), a warning is issued once,
-    this call runs the kernel eagerly (same numbers, more memory), and later calls use ``grid_sample``.
-    """
-    fn = _KERNEL_FUNCTIONS[name]
-    if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(fn)  # automatic dynamic: sizes that change become symbolic
+    """The compiled kernel ``name``; a failure to compile or run it raises a ``RuntimeError`` naming the cause
+    and the way out (``compiled=False``)."""
+    compiled = _compiled_kernel(name)
 
     def call(*args):
-        if not _COMPILE_FAILED:
-            try:
-                return _COMPILED[name](*args)
-            except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
-                _COMPILE_FAILED.append(repr(err))
-                warnings.warn(f"lib3d: torch.compile of the trilinear sampler failed ({err!r}); using eager "
-                              "PyTorch and grid_sample from now on (LIB3D_COMPILE=0 skips the attempt)",
-                              RuntimeWarning, stacklevel=2)
-        return fn(*args)
+        try:
+            return compiled(*args)
+        except Exception as err:  # noqa: BLE001 - any compiler failure is reported with its remedy
+            raise RuntimeError(f"lib3d.render.trilinear: torch.compile of the trilinear kernel {name!r} failed "
+                               f"({type(err).__name__}: {str(err)[:300]}); pass compiled=False (in the jobs: "
+                               "--compiled-sampler False) to use grid_sample") from err
 
     return call
 
 
-def _compiled_enabled(grid: torch.Tensor, n_points: int) -> bool:
-    return (grid.device.type == "cpu" and grid.dtype in (torch.float32, torch.float64)
-            and n_points >= COMPILED_MIN_POINTS and not _COMPILE_FAILED and not is_tracing()
-            and os.environ.get("LIB3D_COMPILE", "1") != "0")
+def _compiled_enabled(grid: torch.Tensor, n_points: int, compiled: bool) -> bool:
+    """Whether a call takes the compiled path: asked for, on CPU, float32/64, large enough, not traced."""
+    return (compiled and grid.device.type == "cpu" and grid.dtype in (torch.float32, torch.float64)
+            and n_points >= COMPILED_MIN_POINTS and not is_tracing())
 
 
 def _padded_channels_last(grid: torch.Tensor) -> torch.Tensor:
@@ -267,8 +264,8 @@ def _grid_sample_split(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor
     return out.view(grid.shape[0], -1).t()
 
 
-def _sample_points(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    if _compiled_enabled(grid, points.shape[0]):
+def _sample_points(grid: torch.Tensor, points: torch.Tensor, compiled: bool) -> torch.Tensor:
+    if _compiled_enabled(grid, points.shape[0], compiled):
         return _TrilinearPoints.apply(grid, points.contiguous())
     return _grid_sample_split(grid, points.contiguous())
 
@@ -276,16 +273,18 @@ def _sample_points(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------------
-def trilinear_sample(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+def trilinear_sample(grid: torch.Tensor, points: torch.Tensor, compiled: bool = False) -> torch.Tensor:
     """Trilinear interpolation of a dense grid at local coordinates (``grid_sample`` semantics).
 
     ``align_corners=True``, zero padding outside [-1, 1]: ``points[p] = (x, y, z)`` with x along W,
     y along H, z along D. Points are treated as constants (no gradient); points that read only the zero
-    padding are skipped, and the rest go to the compiled CPU path or to ``grid_sample`` (module docstring).
+    padding are skipped, and the rest go to ``grid_sample`` or, with ``compiled``, to the compiled CPU path
+    (module docstring).
 
     Args:
         grid: ``(C, D, H, W)`` float.
         points: ``(P, 3)`` float local coordinates.
+        compiled: use the compiled CPU kernels for at least ``COMPILED_MIN_POINTS`` points on CPU.
 
     Returns:
         ``(P, C)`` float interpolated values.
@@ -301,14 +300,15 @@ def trilinear_sample(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     inside = (points.abs() < margin).all(dim=-1)
     idx = inside.nonzero().squeeze(1)
     if idx.shape[0] > 0.8 * points.shape[0]:
-        return _sample_points(grid, points)
-    vals = _sample_points(grid, points.index_select(0, idx))
+        return _sample_points(grid, points, compiled)
+    vals = _sample_points(grid, points.index_select(0, idx), compiled)
     return vals.new_zeros((points.shape[0], grid.shape[0])).index_copy(0, idx, vals)
 
 
 def sample_grid_along_rays(grid: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
                            lengths: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
-                           channels: tuple[int, ...] | None = None) -> tuple[torch.Tensor, ...]:
+                           channels: tuple[int, ...] | None = None, compiled: bool = False
+                           ) -> tuple[torch.Tensor, ...]:
     """Trilinear samples of one grid at the points of rays (``grid_sample`` semantics, zero padding).
 
     The point ``s`` of ray ``r`` is ``world = origins[r] + lengths[r, s] * directions[r]`` (as
@@ -323,6 +323,7 @@ def sample_grid_along_rays(grid: torch.Tensor, origins: torch.Tensor, directions
         offset: ``(3,)`` float, added to world points.
         scale: ``(3,)`` float, divides the offset points.
         channels: sizes of the channel groups to return separately (summing to ``C``); default one group.
+        compiled: use the compiled CPU kernels for at least ``COMPILED_MIN_POINTS`` points on CPU.
 
     Returns:
         one ``(R, S, c_i)`` float tensor per channel group (e.g. densities and features).
@@ -334,9 +335,9 @@ def sample_grid_along_rays(grid: torch.Tensor, origins: torch.Tensor, directions
     if sum(channels) != grid.shape[0] or min(channels) < 1:
         raise ValueError(f"channels {channels} must be positive and sum to the grid's {grid.shape[0]} channels")
     args = [x.detach().to(grid.dtype).contiguous() for x in (origins, directions, lengths, offset, scale)]
-    if _compiled_enabled(grid, sizes["R"] * sizes["S"]):
+    if _compiled_enabled(grid, sizes["R"] * sizes["S"], compiled):
         return _TrilinearRays.apply(grid, *args, channels)
     local = _ray_points_local(*args)
-    vals = trilinear_sample(grid, local).view(sizes["R"], sizes["S"], grid.shape[0])
+    vals = trilinear_sample(grid, local, compiled=compiled).view(sizes["R"], sizes["S"], grid.shape[0])
     # split, not slices: its backward concatenates the gradients instead of zero-filling one per slice
     return tuple(torch.split(vals, list(channels), dim=-1))

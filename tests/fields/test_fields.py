@@ -16,7 +16,7 @@ from lib3d.fields import (
     total_variation,
 )
 from lib3d.fields.voxel import update_occupancy, upsample_grid_field
-from lib3d.render.volumetric import RayBundle, ray_aabb_intersect
+from lib3d.render import RayBundle, ray_aabb_intersect
 from tests.helpers import golden_case, load_golden
 
 
@@ -152,26 +152,29 @@ def test_grid_field_errors():
         render_grid_field(f, torch.zeros(3, 3), torch.ones(4, 3), 0.1)
 
 
-def test_grid_trainer_resume_across_upsampling():
-    """A checkpoint taken right before an upsampling step restores the coarse grids, then grows them."""
-    from configs.nerf import GridConfig
-    from lib3d.fields.training import GridTrainer, PosedImages, split_indices
-    from lib3d.geometry import FoVPerspectiveCameras, look_at_view_transform
+def test_visual_hull_of_a_sphere():
+    """Silhouettes of a sphere of radius 0.5 from 8 views carve a hull that holds the sphere and little more."""
+    from lib3d.data.renders import view_cameras
+    from lib3d.fields import hull_box, visual_hull, voxel_resolution
 
-    R, T = look_at_view_transform(2.7, 0.0, torch.linspace(-180, 180, 9)[:-1])
-    imgs = torch.rand(8, 8, 8, 3)
-    data = PosedImages(FoVPerspectiveCameras(R=R, T=T), imgs, None, 0.0)
-    cfg = GridConfig(density_voxels=10 ** 3, density_voxels_start=6 ** 3, color_voxels=6 ** 3,
-                     color_voxels_start=4 ** 3, upsample_at=(2,), batch_rays=64, carve=False)
-    tr, _ = split_indices(8)
-    a = GridTrainer(data, tr, cfg, total_steps=4)
-    g = torch.Generator().manual_seed(0)
-    a.step(0, g)
-    a.step(1, g)
-    state, opt = a.state_tensors(), a.optimizer.state_dict()
-    b = GridTrainer(data, tr, cfg, total_steps=4)
-    b.load_state(state, 2)
-    b.optimizer.load_state_dict(opt)
-    assert b.field.density.shape == a.field.density.shape
-    b.step(2, g)  # grows the grids
-    assert b.field.density.numel() > a.field.density.numel()
+    cams = view_cameras(8, 180.0, endpoint=False, elev=torch.tensor([0.0, 30.0] * 4))
+    H = W = 48
+    from lib3d.render import image_rays
+
+    o, d = image_rays(cams, H, W)
+    # a pixel sees the sphere when its ray passes within 0.5 of the origin
+    dn = torch.nn.functional.normalize(d, dim=-1)
+    closest = o - (o * dn).sum(-1, keepdim=True) * dn
+    sil = (closest.norm(dim=-1) < 0.5).float()
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    res = voxel_resolution(aabb, 21 ** 3)
+    assert res == (21, 21, 21)
+    hull = visual_hull(cams, sil, aabb, res, dilate_pixels=1)
+    axis = torch.linspace(-1, 1, 21)
+    Z, Y, X = torch.meshgrid(axis, axis, axis, indexing="ij")
+    r = torch.sqrt(X ** 2 + Y ** 2 + Z ** 2)
+    assert bool(hull[r < 0.45].all())  # conservative: the sphere is inside
+    assert not bool(hull[r > 0.9].any())  # and the far corners are carved away
+    box = hull_box(hull, aabb, margin_voxels=0)
+    assert bool((box[0] > -0.75).all() and (box[1] < 0.75).all() and (box[0] < -0.4).all())
+    torch.testing.assert_close(hull_box(torch.zeros(3, 3, 3, dtype=torch.bool), aabb), aabb)

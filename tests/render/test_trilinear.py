@@ -1,7 +1,8 @@
 """The compiled CPU trilinear sampler against ``grid_sample``: values, gradients, edge cases, fallbacks.
 
-The compiled path normally starts at ``COMPILED_MIN_POINTS`` points; these tests lower the threshold to 0
-so that small inputs take it (the first test pays the compilation, about 10 s).
+The compiled path is the caller's choice (``compiled=True``) and starts at ``COMPILED_MIN_POINTS`` points;
+these tests lower the threshold to 0 so that small inputs take it (the first test pays the compilation,
+about 10 s).
 """
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import lib3d.render.trilinear as tri
-from lib3d.render.volumetric import (
+from lib3d.render import (
     NDCMultinomialRaysampler,
     Volumes,
     VolumeSampler,
@@ -20,10 +21,8 @@ from lib3d.render.volumetric import (
 
 @pytest.fixture
 def compiled(monkeypatch):
-    """Every input takes the compiled path (fresh failure state, kernels shared across tests)."""
+    """Every input asked to be compiled takes the compiled path (kernels shared across tests)."""
     monkeypatch.setattr(tri, "COMPILED_MIN_POINTS", 0)
-    monkeypatch.setattr(tri, "_COMPILE_FAILED", [])
-    monkeypatch.delenv("LIB3D_COMPILE", raising=False)
     return tri
 
 
@@ -45,7 +44,7 @@ def test_points_match_grid_sample(compiled, dtype, channels):
     gen = torch.Generator().manual_seed(channels)
     grid = torch.randn(channels, 5, 6, 7, generator=gen, dtype=dtype, requires_grad=True)
     pts = _points(2000, dtype, gen)
-    out = compiled.trilinear_sample(grid, pts)
+    out = compiled.trilinear_sample(grid, pts, compiled=True)
     ref = _reference(grid, pts)
     tol = 1e-6 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(out, ref, atol=tol, rtol=0)
@@ -53,7 +52,6 @@ def test_points_match_grid_sample(compiled, dtype, channels):
     (ga,) = torch.autograd.grad((out * w).sum(), grid)
     (gb,) = torch.autograd.grad((ref * w).sum(), grid)
     torch.testing.assert_close(ga, gb, atol=tol * 10, rtol=0)
-    assert not compiled._COMPILE_FAILED
 
 
 def test_non_finite_points_read_zero_and_get_no_gradient(compiled):
@@ -76,7 +74,7 @@ def test_rays_match_grid_sample_per_channel_group(compiled, dtype):
     t = torch.rand(R, S, generator=gen, dtype=dtype).sort(dim=1).values * 4
     offset = torch.tensor([0.1, -0.2, 0.05], dtype=dtype)
     scale = torch.tensor([0.7, 0.8, 0.9], dtype=dtype)
-    dens, feats = compiled.sample_grid_along_rays(grid, o, d, t, offset, scale, (1, 3))
+    dens, feats = compiled.sample_grid_along_rays(grid, o, d, t, offset, scale, (1, 3), compiled=True)
     local = ((o[:, None] + t[..., None] * d[:, None]) + offset) / scale
     ref = _reference(grid, local).view(R, S, 4)
     tol = 1e-6 if dtype == torch.float32 else 1e-12
@@ -84,8 +82,8 @@ def test_rays_match_grid_sample_per_channel_group(compiled, dtype):
     torch.testing.assert_close(feats, ref[..., 1:], atol=tol, rtol=0)
     # a loss that uses the two groups differently, and one that ignores the densities
     for loss_of in (lambda a, b: (a * 2).sum() + (b ** 2).sum(), lambda a, b: b.sum()):
-        (ga,) = torch.autograd.grad(loss_of(*compiled.sample_grid_along_rays(grid, o, d, t, offset, scale, (1, 3))),
-                                    grid)
+        (ga,) = torch.autograd.grad(loss_of(*compiled.sample_grid_along_rays(grid, o, d, t, offset, scale, (1, 3),
+                                                                              compiled=True)), grid)
         (gb,) = torch.autograd.grad(loss_of(ref[..., :1], ref[..., 1:]), grid, retain_graph=True)
         torch.testing.assert_close(ga, gb, atol=tol * 10, rtol=0)
 
@@ -100,9 +98,10 @@ def test_volume_sampler_compiled_matches_grid_sample_path(compiled, monkeypatch)
     gen = torch.Generator().manual_seed(0)
     dens = torch.rand(1, 1, 16, 16, 16, generator=gen, requires_grad=True)
     feats = torch.rand(1, 3, 16, 16, 16, generator=gen, requires_grad=True)
-    vols = Volumes(dens.expand(2, -1, -1, -1, -1), feats.expand(2, -1, -1, -1, -1), voxel_size=3.0 / 16,
-                   volume_translation=(0.1, 0.0, -0.2))
-    d_fast, f_fast = VolumeSampler(vols)(bundle)
+    vols = Volumes.from_shared_grid(dens[0], feats[0], batch_size=2, voxel_size=3.0 / 16,
+                                    volume_translation=(0.1, 0.0, -0.2))
+    assert vols.is_shared and not Volumes(dens.expand(2, -1, -1, -1, -1)).is_shared
+    d_fast, f_fast = VolumeSampler(vols, compiled=True)(bundle)
     # the reference: each camera's own grid_sample over materialised world points
     d_ref, f_ref = sample_volume(Volumes(dens.expand(2, -1, -1, -1, -1).clone(), feats.expand(2, -1, -1, -1, -1)
                                          .clone(), voxel_size=3.0 / 16, volume_translation=(0.1, 0.0, -0.2)),
@@ -116,34 +115,39 @@ def test_volume_sampler_compiled_matches_grid_sample_path(compiled, monkeypatch)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-def test_compile_failure_warns_once_and_falls_back(compiled, monkeypatch):
+@pytest.fixture
+def broken_compiler(monkeypatch):
+    """torch.compile that fails when the kernel runs (no C++ compiler); the kernel memo is emptied before
+    and after, so that no other test sees the broken kernels."""
     def broken(fn):
         def run(*args):
             raise RuntimeError("no C++ compiler")
         return run
 
-    monkeypatch.setattr(tri, "_COMPILED", {})
+    tri._compiled_kernel.cache_clear()
     monkeypatch.setattr(tri.torch, "compile", broken)
+    monkeypatch.setattr(tri, "COMPILED_MIN_POINTS", 0)
+    yield
+    tri._compiled_kernel.cache_clear()
+
+
+def test_compile_failure_names_the_remedy(broken_compiler):
     grid = torch.randn(2, 4, 5, 6, requires_grad=True)
     pts = _points(500, torch.float32, torch.Generator().manual_seed(0))
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        out = tri.trilinear_sample(grid, pts)  # this call finishes eagerly
+    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler.*compiled=False"):
+        tri.trilinear_sample(grid, pts, compiled=True)
+    out = tri.trilinear_sample(grid, pts)  # the default never compiles
     torch.testing.assert_close(out, _reference(grid, pts), atol=1e-6, rtol=0)
-    (g,) = torch.autograd.grad(out.sum(), grid)
-    torch.testing.assert_close(g, torch.autograd.grad(_reference(grid, pts).sum(), grid)[0], atol=1e-5, rtol=0)
-    assert len(tri._COMPILE_FAILED) == 1
-    assert not tri._compiled_enabled(grid, 10**9)  # later calls go to grid_sample
 
 
-def test_disabled_by_environment_and_threshold(monkeypatch):
+def test_the_path_is_the_callers_choice(monkeypatch):
+    """No environment variable, no module state: ``compiled`` and the input decide."""
     grid = torch.zeros(1, 4, 4, 4)
-    monkeypatch.setattr(tri, "_COMPILE_FAILED", [])
-    monkeypatch.setenv("LIB3D_COMPILE", "0")
-    assert not tri._compiled_enabled(grid, 10**9)
-    monkeypatch.delenv("LIB3D_COMPILE")
-    assert tri._compiled_enabled(grid, tri.COMPILED_MIN_POINTS)
-    assert not tri._compiled_enabled(grid, tri.COMPILED_MIN_POINTS - 1)
-    assert not tri._compiled_enabled(grid.half(), 10**9)
+    monkeypatch.setenv("LIB3D_COMPILE", "0")  # the old switch: ignored
+    assert tri._compiled_enabled(grid, tri.COMPILED_MIN_POINTS, True)
+    assert not tri._compiled_enabled(grid, 10**9, False)
+    assert not tri._compiled_enabled(grid, tri.COMPILED_MIN_POINTS - 1, True)
+    assert not tri._compiled_enabled(grid.half(), 10**9, True)
 
 
 def test_errors():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib3d.render.volumetric import (
+from lib3d.render import (
     AbsorptionOnlyRaymarcher,
     EmissionAbsorptionRaymarcher,
     ImplicitRenderer,
@@ -70,16 +70,22 @@ def test_volume_sampler_golden(golden):
 
 
 def test_volume_sampler_shared_grid_fast_path_matches(golden):
-    """One grid expanded over the batch takes the fused fast path; it must equal per-camera grid_sample."""
+    """One grid declared shared (``Volumes.from_shared_grid``) is sampled once for the batch; it must equal
+    per-camera grid_sample of the same grid copied per camera, for points and along rays."""
     bundle, _ = _golden_bundle(golden)
     v = golden_case(golden, "volume_sampler")
-    dens = v["densities"][:1].expand(2, -1, -1, -1, -1)
-    feats = v["features"][:1].expand(2, -1, -1, -1, -1)
-    fast = sample_volume(Volumes(dens, feats, voxel_size=0.25), ray_bundle_to_ray_points(bundle))
-    slow = sample_volume(Volumes(dens.contiguous(), feats.contiguous(), voxel_size=0.25),
-                         ray_bundle_to_ray_points(bundle))
-    torch.testing.assert_close(fast[0], slow[0], atol=1e-6, rtol=0)
-    torch.testing.assert_close(fast[1], slow[1], atol=1e-6, rtol=0)
+    shared = Volumes.from_shared_grid(v["densities"][0], v["features"][0], batch_size=2, voxel_size=0.25,
+                                      volume_translation=(0.1, -0.2, 0.05))
+    copied = Volumes(v["densities"][:1].repeat(2, 1, 1, 1, 1), v["features"][:1].repeat(2, 1, 1, 1, 1),
+                     voxel_size=0.25, volume_translation=(0.1, -0.2, 0.05))
+    assert shared.is_shared and shared[0].is_shared and shared.detach().is_shared and not copied.is_shared
+    pts = ray_bundle_to_ray_points(bundle)
+    for fast in (sample_volume(shared, pts), VolumeSampler(shared)(bundle)):
+        slow = sample_volume(copied, pts)
+        torch.testing.assert_close(fast[0], slow[0], atol=1e-6, rtol=0)
+        torch.testing.assert_close(fast[1], slow[1], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        Volumes.from_shared_grid(v["densities"][0], batch_size=0)
 
 
 def test_raymarchers_golden(golden):
@@ -118,6 +124,70 @@ def test_render_weight_from_density_hand_computed():
     w2, T2 = render_weight_from_alpha(a)
     torch.testing.assert_close(w2, w)
     torch.testing.assert_close(accumulate_along_rays(w), torch.tensor([0.875]))
+
+
+def test_one_compositing_routine():
+    """Emission-absorption, NeRF weights and packed samples all go through render_weight_from_alpha."""
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(4, 6, generator=g, dtype=torch.float64)
+    f = torch.rand(4, 6, 3, generator=g, dtype=torch.float64)
+    for thick in (1, 2):
+        w, _ = render_weight_from_alpha(d, 1 + 1e-10 - d, shift=thick)
+        ref = torch.stack([d[:, i] * torch.prod(1 + 1e-10 - d[:, :max(i - thick + 1, 0)], dim=1) for i in range(6)], 1)
+        torch.testing.assert_close(w, ref)
+        out = emission_absorption(d[..., None], f, surface_thickness=thick)
+        torch.testing.assert_close(out[..., :3], (w[..., None] * f).sum(1))
+    # packed (rays of 6, 0, 2, 6 samples kept) equals padded
+    t0 = torch.rand(4, 6, generator=g, dtype=torch.float64).cumsum(1)
+    t1 = t0 + 0.3
+    sig = torch.rand(4, 6, generator=g, dtype=torch.float64) * 3
+    keep = torch.tensor([[1] * 6, [0] * 6, [1, 1, 0, 0, 0, 0], [1] * 6], dtype=torch.bool)
+    w_pad, T_pad, _ = render_weight_from_density(t0, t1, sig.masked_fill(~keep, 0.0))
+    ray = torch.arange(4)[:, None].expand(4, 6)[keep]
+    w_pk, T_pk, _ = render_weight_from_density(t0[keep], t1[keep], sig[keep], ray_indices=ray)
+    torch.testing.assert_close(w_pk, w_pad[keep])
+    torch.testing.assert_close(T_pk, T_pad[keep])
+    acc = accumulate_along_rays(w_pk, f[keep], ray_indices=ray, num_rays=4)
+    torch.testing.assert_close(acc, accumulate_along_rays(w_pad, f))
+    torch.testing.assert_close(accumulate_along_rays(w_pk, ray_indices=ray, num_rays=4), accumulate_along_rays(w_pad))
+    with pytest.raises(ValueError, match="shift"):
+        render_weight_from_alpha(d.reshape(-1), ray_indices=torch.zeros(24, dtype=torch.long), shift=2)
+    with pytest.raises(ValueError, match="num_rays"):
+        accumulate_along_rays(w_pk, ray_indices=ray)
+
+
+def test_render_rays_in_box_matches_render_rays():
+    """The packed marcher with callbacks equals ``render_rays`` on the same samples (no skipping)."""
+    from lib3d.render import render_rays_in_box
+
+    def density(p):
+        return 4.0 * torch.exp(-(p ** 2).sum(-1) * 3)
+
+    def color(p, d):
+        return torch.sigmoid(torch.stack([p[:, 0], p[:, 1] + d[:, 2], p[:, 2]], -1))
+
+    o = torch.tensor([[0.1, -0.2, -3.0], [0.3, 0.2, -3.0], [5.0, 5.0, -3.0]], dtype=torch.float64)
+    d = torch.tensor([[0.0, 0.1, 1.0], [-0.1, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64) * 2.0
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    step = 0.05
+    out = render_rays_in_box(density, color, o, d, step, aabb, color_threshold=0.0, background=0.2)
+    t0, t1, hit = ray_aabb_intersect(o, torch.nn.functional.normalize(d, dim=-1), aabb[0], aabb[1])
+    assert hit.tolist() == [True, True, False]
+    for r in range(2):  # the same samples, padded, through render_rays (lengths in units of |d|)
+        n = int(torch.ceil((t1[r] - t0[r]) / step))
+        t = t0[r] + (torch.arange(n, dtype=torch.float64) + 0.5) * step
+        t = t[t < t1[r]]
+        def field(p, dd):
+            return color(p, torch.nn.functional.normalize(dd, dim=-1)), density(p)
+
+        ref = render_rays(field, o[r], d[r], t / d[r].norm(), far=float((t[-1] + step) / d[r].norm()),
+                          background=0.2)
+        torch.testing.assert_close(out.rgb[r], ref.rgb)
+        torch.testing.assert_close(out.opacity[r], ref.opacity)
+    torch.testing.assert_close(out.rgb[2], torch.full((3,), 0.2, dtype=torch.float64))
+    # an empty occupancy grid skips every sample
+    empty = render_rays_in_box(density, color, o, d, step, aabb, occupancy=torch.zeros(4, 4, 4, dtype=torch.bool))
+    assert empty.num_samples == 0 and float(empty.opacity.abs().max()) == 0.0
 
 
 def test_render_weight_gradcheck():

@@ -1,8 +1,18 @@
 """The embedded CLEVR-like dataset: determinism, cache, ground truth consistent with the images."""
 
+import pytest
 import torch
 
 from lib3d.data.clevr import CLEVR_COLORS, cylinder, load_clevr, make_clevr_scenes
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small ops: one torch thread (two spin against each other on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_cylinder_is_closed_and_outward():

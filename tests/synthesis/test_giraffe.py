@@ -30,6 +30,15 @@ from lib3d.synthesis.giraffe import (
     z_rotation,
 )
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small ops: one torch thread (two spin against each other on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 CARS = dict(boxes=BoxRanges(scale_min=(0.2, 0.16, 0.16), scale_max=(0.25, 0.2, 0.2),
                             translation_min=(-0.22, -0.12, 0.0), translation_max=(0.22, 0.12, 0.0)),
             camera=CameraRanges(range_v=(0.41667, 0.5), fov=10.0))

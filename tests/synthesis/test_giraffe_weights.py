@@ -12,6 +12,15 @@ from lib3d.synthesis.giraffe import BoxRanges, CameraRanges, GiraffeGenerator
 from lib3d.synthesis.giraffe_weights import load_official_giraffe
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small ops: one torch thread (two spin against each other on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _official_decoder_shapes(prefix, z_dim, hidden, n_blocks, skips, rgb_out, n_freq=10, n_freq_v=4):
     """The official Decoder's state dict layout, written from im2scene/giraffe/models/decoder.py."""
     e, ev = 3 * n_freq * 2, 3 * n_freq_v * 2

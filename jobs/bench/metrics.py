@@ -256,6 +256,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     threads = args.threads or sorted({1, torch.get_num_threads()})
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     work = {"fid_10k_2048": lambda: bench_fid(device, args.repeats, threads),
             "coco_bbox_5000": lambda: bench_coco(device, args.repeats, "bbox", threads),
             "coco_segm_5000": lambda: bench_coco(device, args.repeats, "segm", threads)}
@@ -273,8 +274,11 @@ def main(argv=None) -> dict:
     report = {
         "area": "metrics",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_1_5_15min_start": load_start,
         "load_average_1_5_15min": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "note": "wall-clock medians; the reference runs on CPU (numpy/scipy/pycocotools) on the same machine",
+        "note": "wall-clock medians; the reference runs on CPU (numpy/scipy/pycocotools) on the same machine, "
+                "in the same run; on a shared, loaded machine (load average >> cores) multi-threaded torch ops "
+                "suffer OpenMP contention, so compare the 1-thread entries there",
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "torch_threads_default": torch.get_num_threads(), "lib3d_threads": threads,
                     "device": str(device),

@@ -204,3 +204,40 @@ PRESETS: dict[str, tuple[str, GiraffeConfig]] = {
                             eval=EvalConfig(n_samples=8, domain_feature_steps=5, controllability_scenes=2),
                             run=RunConfig(checkpoint_every=2, log_every=1, progress=False))),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+    """Render the book's figures (official ``render.py`` programs) from a trained GIRAFFE generator."""
+
+    checkpoint: str | None = None
+    """An official ``model.pt`` (its ``generator_test``, the EMA generator, is rendered) or a lib3d run
+    directory / its checkpoints folder (its ``generator_ema``)."""
+    model: ModelConfig = _QUICK_MODEL
+    """Architecture and ranges; the preset names one (official: cars64, cars256, celebahq256, ...)."""
+    out_dir: str = "results/giraffe_render"
+    """Output folder: one sub-folder per program with a PNG grid (scenes x 6 steps) and a GIF."""
+    programs: tuple[str, ...] = ("interpolate_app", "interpolate_shape", "interpolate_bg_app",
+                                 "translation_object_depth", "translation_object_horizontal", "rotation_object",
+                                 "add_objects")
+    """Programs to render."""
+    n_scenes: int = 15
+    """Scenes per program (the official 15)."""
+    n_steps: int = 32
+    """Steps per sweep (the official 32)."""
+    temperature: float = 0.65
+    """Latent-code scale (the official 0.65)."""
+    seed: int = 0
+    """Seed of the codes."""
+    fps: float = 15.0
+    """GIF frame rate."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to render ("auto": CUDA when available)."""
+
+
+RENDER_PRESETS: dict[str, tuple[str, RenderConfig]] = {
+    "default": ("a lib3d run of the default preset (--checkpoint results/giraffe/<run>)", RenderConfig()),
+    "clevr64": ("a lib3d run of the clevr64 preset", RenderConfig(model=PRESETS["clevr64"][1].model)),
+    **{name: (f"the official {name} model (--checkpoint model.pt)", RenderConfig(model=m))
+       for name, m in OFFICIAL_MODELS.items()},
+}

@@ -55,7 +55,7 @@ def _real_data(config, device):
     size = config.model.img_size
     if config.data == "clevr":
         scenes = load_clevr(config.n_scenes, size, max(1, config.max_objects), 1, config.data_seed,
-                            cache_dir=config.cache_dir)
+                            cache_dir=config.cache_dir, device=device)
         images = scenes.image_tensor()
         n_hold = max(2, int(round(config.holdout_fraction * len(images))))
         return images[:-n_hold].to(device), images[-n_hold:], scenes

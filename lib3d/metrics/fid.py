@@ -7,6 +7,17 @@ with any other extractor they are the same distances over that extractor's featu
 
 All statistics are accumulated and all distances computed in float64, whatever the feature dtype.
 
+The standard FID (pytorch-fid's numbers) with the user's copy of pytorch-fid's Inception weights::
+
+    net = lib3d.nn.FIDInceptionV3().eval()
+    lib3d.nn.load_inception("pt_inception-2015-12-05-6726825d.pth", net)
+    stats = FeatureStatistics()
+    with torch.no_grad():
+        for images in loader:                      # (B, 3, H, W) float in [0, 1]
+            stats.update(net(images))              # (B, 2048)
+    mu_ref, sigma_ref = load_fid_stats("fid_stats_cifar10_train.npz")
+    fid = frechet_distance(stats.mu, stats.sigma, mu_ref, sigma_ref)
+
 FID: ``d^2 = |mu_1 - mu_2|^2 + Tr(S_1) + Tr(S_2) - 2 Tr((S_1 S_2)^(1/2))``. pytorch-fid and clean-fid take
 ``scipy.linalg.sqrtm`` of the non-symmetric product ``S_1 S_2`` (a Schur decomposition, ~10 s for D = 2048).
 Here ``Tr((S_1 S_2)^(1/2))`` is the sum of the square roots of the eigenvalues of ``S_1 S_2``, which are those

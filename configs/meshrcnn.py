@@ -47,8 +47,9 @@ QUICK_MODEL = MeshRCNNConfig(
     anchor_sizes=((16,), (32,), (64,), (128,), (256,)),
     rpn_pre_nms_topk_train=600, rpn_post_nms_topk_train=300, rpn_pre_nms_topk_test=600, rpn_post_nms_topk_test=150,
     roi_batch_size_per_image=64, box_fc_dim=256, head_conv_dim=64, mesh_hidden_dim=64, mesh_num_samples=1000,
-    detections_per_image=20)
-"""The quick CPU model: ResNet-18-FPN (64 channels), slim heads, paper-sized voxel grid and refinement."""
+    voxel_size=16, shape_rois_per_image=4, detections_per_image=20)
+"""The quick CPU model: ResNet-18-FPN (64 channels), slim heads, a 16^3 voxel grid, the paper's 3-stage
+refinement (64 wide), 4 foreground RoIs per image for the 3D heads."""
 
 
 @dataclasses.dataclass(frozen=True)

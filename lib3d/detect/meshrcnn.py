@@ -176,6 +176,9 @@ class MeshRCNNConfig:
     """Weight of the z loss."""
     z_smooth_l1_beta: float = 1.0
     """Smooth-L1 beta of the z loss."""
+    shape_rois_per_image: int = 0
+    """Foreground RoIs per image (a random subset) that train the z, voxel and mesh heads; 0: all (the paper).
+    Bounds the cost of the mesh refinement on a CPU."""
     score_thresh_test: float = 0.05
     """Detections below this class score are dropped."""
     nms_thresh_test: float = 0.5
@@ -367,6 +370,17 @@ class MeshRCNN(nn.Module):
                 losses["loss_mask"] = mask_loss(logits, fg_classes, tgt)
             else:
                 losses["loss_mask"] = _zero(self.mask_head, scores)
+        if c.shape_rois_per_image > 0:  # a random subset of each image's foreground for the 3D heads
+            sub = []
+            for i, b, cl, m in fg:
+                if b.shape[0] > c.shape_rois_per_image:
+                    pick = torch.randperm(b.shape[0], device=b.device, generator=generator)[: c.shape_rois_per_image]
+                    b, cl, m = b[pick], cl[pick], m[pick]
+                sub.append((i, b, cl, m))
+            fg = sub
+            fg_rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b, _, _ in fg])
+            fg_classes = torch.cat([cl for _, _, cl, _ in fg])
+            r = fg_rois.shape[0]
         if c.zpred_on:
             if r:
                 zp = self.z_head(self.z_pooler(feats, fg_rois))

@@ -326,18 +326,22 @@ def coco_evaluate(detections: Sequence[Detections | Mapping], ground_truths: Seq
     keep = order[rank_sorted < max_detections]
     rank = torch.empty(n_det, dtype=torch.int64, device=device)
     rank[order] = rank_sorted
-    # 2. padded (group, rank) layout of the kept detections, groups ordered by detection count (descending)
+    # 2. padded (group, rank) layout of the kept detections; groups with ground truth first, each part ordered
+    #    by detection count (descending), so that the matching of rank r touches a prefix of the groups
     groups, g_of_det, counts = torch.unique(d_group[keep], return_inverse=True, return_counts=True)
     n_groups = groups.shape[0]
+    g_group = gt["img"] * K + g_cat
+    has_gt = torch.isin(groups, g_group)
     by_size = torch.sort(-counts, stable=True).indices
+    by_size = by_size[torch.sort((~has_gt[by_size]).to(torch.int8), stable=True).indices]
     slot_of_group = torch.empty_like(by_size)
     slot_of_group[by_size] = torch.arange(n_groups, device=device)
     counts_sorted = counts[by_size]
-    d_max = int(counts_sorted[0]) if n_groups else 0
+    counts_with_gt = torch.where(has_gt[by_size], counts_sorted, torch.zeros_like(counts_sorted))
+    d_max = int(counts_sorted.max()) if n_groups else 0
     det_slot = torch.full((n_groups, d_max), -1, dtype=torch.int64, device=device)
     det_slot[slot_of_group[g_of_det], rank[keep]] = keep
     # ground truth of the groups that have detections, in input order within each group
-    g_group = gt["img"] * K + g_cat
     g_order = torch.sort(g_group, stable=True).indices
     g_pos = torch.empty_like(g_order)
     g_pos[g_order] = _segment_positions(g_group[g_order])
@@ -377,7 +381,8 @@ def coco_evaluate(detections: Sequence[Detections | Mapping], ground_truths: Seq
     dt_match = torch.zeros((A, T, n_groups, d_max), dtype=torch.bool, device=device)
     dt_ign = torch.zeros_like(dt_match)
     gt_index = torch.arange(gt_max, device=device)
-    active_per_rank = (counts_sorted[None] > torch.arange(d_max, device=device)[:, None]).sum(1).tolist()
+    # groups (with ground truth) that still have a detection at rank r: a prefix of the slots
+    active_per_rank = (counts_with_gt[None] > torch.arange(d_max, device=device)[:, None]).sum(1).tolist()
     for r in range(d_max):  # loop over detection ranks (<= max_detections), vectorised over groups
         n_act = active_per_rank[r]
         if n_act == 0 or gt_max == 0:

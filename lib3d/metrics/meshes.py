@@ -34,7 +34,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lib3d._checks import check_shape, check_shapes, check_tensor
+from lib3d._checks import check_shape, check_shapes, check_tensor, is_tracing
 from lib3d.ops.knn import knn_gather, knn_points
 from lib3d.ops.sample_points import sample_points_from_meshes
 
@@ -173,6 +173,9 @@ def compare_meshes(pred_meshes, gt_meshes, num_samples: int | Literal["verts"] =
         ValueError: batch sizes that are neither equal nor 1 for the ground truth, empty meshes,
             a degenerate ground truth (zero-size bounding box) with ``scale_to``.
     """
+    for name, m in (("pred_meshes", pred_meshes), ("gt_meshes", gt_meshes)):
+        if not hasattr(m, "verts_packed") or not hasattr(m, "get_bounding_boxes"):
+            raise TypeError(f"{name} must be a lib3d.structures.Meshes, got {type(m).__name__}")
     n, n_gt = len(pred_meshes), len(gt_meshes)
     if n_gt not in (1, n):
         raise ValueError(f"gt_meshes must hold 1 or len(pred_meshes) = {n} meshes, got {n_gt}")
@@ -311,4 +314,7 @@ def mesh_ap(image_ids: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     """Mesh R-CNN's Pix3D mesh AP: :func:`pix3d_ap` with F1@0.3 (a fraction, from :func:`compare_meshes`
     on the meshes in camera coordinates) as the quality and ``F1 > 0.5`` for a true positive."""
     check_tensor("f1", f1, dtype="float")
+    if not is_tracing() and f1.numel() and float(f1.max()) > 1.0:
+        raise ValueError(f"f1 must be a fraction in [0, 1] (MeshMetrics.f1), got values up to {float(f1.max()):.3g}; "
+                         "meshrcnn's dict reports percent: divide by 100")
     return pix3d_ap(image_ids, scores, labels, gt_labels, f1, box_iou, f1_threshold, filter_iou)

@@ -99,6 +99,8 @@ def test_compare_meshes_batch_and_single_gt():
         compare_meshes(preds, Meshes([gt.verts_packed()] * 3, [gt.faces_packed()] * 3))
     with pytest.raises(ValueError, match="num_samples"):
         compare_meshes(preds, gt, num_samples=0)
+    with pytest.raises(TypeError, match="pred_meshes"):
+        compare_meshes(torch.zeros(1, 10, 3), gt)
 
 
 def _voc_ap_reference(scores, tp, npos):
@@ -161,6 +163,9 @@ def test_voc_ap_and_pix3d_ap_match_meshrcnn_loop():
     r = pix3d_ap(torch.tensor([0, 0]), torch.tensor([0.9, 0.8]), torch.tensor([1, 1]), torch.tensor([1, 1]),
                  torch.tensor([0.9, 0.9]), torch.tensor([0.8, 0.8]))
     assert r.ap == pytest.approx(0.5)  # recall 0.5 at precision 1
+    with pytest.raises(ValueError, match="percent"):
+        mesh_ap(torch.tensor([0]), torch.ones(1), torch.ones(1, dtype=torch.int64), torch.ones(1, dtype=torch.int64),
+                torch.tensor([60.0]), torch.ones(1))
     with pytest.raises(ValueError, match="image_ids"):
         pix3d_ap(torch.tensor([2]), torch.ones(1), torch.ones(1, dtype=torch.int64), torch.ones(1, dtype=torch.int64),
                  torch.ones(1), torch.ones(1))

@@ -146,3 +146,18 @@ def test_resblock_identity_shortcut_and_synsin_layout():
         synsin[f"{name}.bias"] = (co,)
     sd = remap_keys({k: torch.rand(s) for k, s in synsin.items()}, spectral_norm_rules())
     strict_load(b, sd, "SynSin ResNet_Block")
+
+
+def test_gradcheck_pure_norm_functions():
+    from lib3d.nn import frozen_batch_norm
+
+    g = torch.Generator().manual_seed(0)
+    d = {"dtype": torch.float64}
+    x = torch.randn(2, 3, 2, 2, generator=g, **d).requires_grad_()
+    mean, var = torch.randn(3, generator=g, **d), torch.rand(3, generator=g, **d) + 0.5
+    gain = torch.randn(2, 3, generator=g, **d).requires_grad_()
+    bias = torch.randn(2, 3, generator=g, **d).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: noise_batch_norm(a, mean, var, b, c), (x, gain, bias))
+    w = torch.randn(3, generator=g, **d).requires_grad_()
+    b = torch.randn(3, generator=g, **d).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, ww, bb: frozen_batch_norm(a, ww, bb, mean, var, 1e-5), (x, w, b))

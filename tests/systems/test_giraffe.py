@@ -50,6 +50,19 @@ def test_smoke_run_outputs_and_resume_equals_uninterrupted(tmp_path):
     # stop at 3 (checkpoints every 2 -> resumes from 2), rerun to 4: equal to the uninterrupted run
     runtime.train(GiraffeSystem(), _cfg(tmp_path, "split", steps=3))
     runtime.train(GiraffeSystem(), _cfg(tmp_path, "split"))
+    # the render job on this run: every program writes a PNG grid and a GIF
+    import jobs.giraffe_render as render_job
+
+    written = render_job.main(["--checkpoint", str(run_dir), "--model.img-size", "16", "--model.n-ray-samples", "8",
+                               "--n-scenes", "2", "--n-steps", "3", "--out-dir", str(tmp_path / "render"),
+                               "--device", "cpu"])
+    assert set(written) == {"interpolate_app", "interpolate_shape", "interpolate_bg_app", "translation_object_depth",
+                            "translation_object_horizontal", "rotation_object", "add_objects"}
+    for png, gif in written.values():
+        assert (tmp_path / "render").joinpath(png).is_file() and (tmp_path / "render").joinpath(gif).is_file()
+    with pytest.raises(runtime.UserError, match="missing key"):  # a run of another architecture
+        render_job.main(["--checkpoint", str(run_dir), "--n-scenes", "1", "--n-steps", "2",
+                         "--out-dir", str(tmp_path / "render2"), "--device", "cpu"])
     a, b = _ck(tmp_path, "a"), _ck(tmp_path, "split")
     assert a.step == b.step == 4 and set(a.tensors) == set(b.tensors)
     for k in a.tensors:

@@ -153,6 +153,9 @@ class GiraffeConfig:
     """Image-folder transform: "random" (CompCars), "center" (CelebA), "resize", "none" (sizes must match)."""
     center_crop: int = 108
     """Centre-crop size for crop="center" (CelebA 108, CelebA-HQ 650)."""
+    generator: Literal["giraffe", "gan2d"] = "giraffe"
+    """"giraffe", or "gan2d": the paper's 2D GAN baseline (a convolutional generator with the same
+    discriminator, losses and budget; model.z_dim and model.img_size apply)."""
     model: ModelConfig = ModelConfig()
     """Generator architecture and sampling ranges."""
     batch_size: int = 32

@@ -17,6 +17,7 @@ Images are ``(B, 3, S, S)`` in [0, 1].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ import torch
 
 from lib3d.nn.gan import ema_update, nonsaturating_g_loss, r1_penalty
 
-__all__ = ["DiscriminatorLosses", "discriminator_losses", "generator_loss", "train_iteration"]
+__all__ = ["DiscriminatorLosses", "Generator2D", "discriminator_losses", "generator_loss", "train_iteration"]
 
 
 def generator_loss(discriminator: torch.nn.Module, fake: torch.Tensor) -> torch.Tensor:
@@ -109,3 +110,45 @@ def train_iteration(generator: torch.nn.Module, generator_ema: torch.nn.Module |
     generator.requires_grad_(True)
     return {"loss_g": loss_g.detach(), "loss_d": (d.real + d.fake).detach(), "loss_d_real": d.real.detach(),
             "loss_d_fake": d.fake.detach(), "r1": d.r1.detach()}
+
+
+class Generator2D(torch.nn.Module):
+    """The 2D GAN baseline of the paper's comparison: a convolutional generator trained with the same
+    discriminator, losses and budget as GIRAFFE (no 3D structure, no controllability).
+
+    ``z (N, Z) -> Linear -> (N, C0, 4, 4)``, then ``log2(S / 4)`` blocks of nearest x2 upsampling + 3x3 conv +
+    LeakyReLU(0.2) halving the channels (at least ``min_channels``), a 3x3 conv to RGB and a sigmoid.
+
+    Args:
+        z_dim: Z.
+        img_size: S (a power of two >= 8).
+        base_channels: C0.
+        min_channels: fewest channels of a block.
+    """
+
+    def __init__(self, z_dim: int = 256, img_size: int = 64, base_channels: int = 256, min_channels: int = 32):
+        super().__init__()
+        n_up = int(math.log2(img_size)) - 2
+        if img_size < 8 or 2 ** (n_up + 2) != img_size:
+            raise ValueError(f"img_size must be a power of two >= 8, got {img_size}")
+        self.z_dim, self.img_size = z_dim, img_size
+        widths = [max(base_channels // 2 ** i, min_channels) for i in range(n_up + 1)]
+        self.fc = torch.nn.Linear(z_dim, widths[0] * 16)
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(a, b, 3, 1, 1) for a, b in zip(widths[:-1], widths[1:]))
+        self.conv_img = torch.nn.Conv2d(widths[-1], 3, 3, 1, 1)
+
+    def _device(self) -> torch.device:
+        return self.fc.weight.device
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, Z)`` codes -> ``(N, 3, S, S)`` images in [0, 1]."""
+        x = torch.nn.functional.leaky_relu(self.fc(z), 0.2).reshape(z.shape[0], -1, 4, 4)
+        for conv in self.convs:
+            x = torch.nn.functional.leaky_relu(conv(torch.nn.functional.interpolate(x, scale_factor=2.0)), 0.2)
+        return torch.sigmoid(self.conv_img(x))
+
+    def sample(self, n: int, generator: torch.Generator | None = None, mode: str = "training",
+               temperature: float = 1.0) -> torch.Tensor:
+        """``n`` images from ``N(0, temperature^2)`` codes (``mode`` is accepted for GIRAFFE's signature)."""
+        del mode
+        return self(torch.randn(n, self.z_dim, generator=generator, device=self._device()) * temperature)

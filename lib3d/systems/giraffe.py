@@ -27,7 +27,7 @@ import torch
 from lib3d import runtime
 from lib3d.runtime import Evaluation, TrainState, WorkerContext, derive_seed
 
-__all__ = ["GiraffeSystem", "build_generator", "feature_extractor", "translation_frames"]
+__all__ = ["GiraffeSystem", "build", "build_generator", "feature_extractor", "translation_frames"]
 
 
 def build_generator(model) -> torch.nn.Module:
@@ -45,6 +45,15 @@ def build_generator(model) -> torch.nn.Module:
                         tuple(m.translation_max), tuple(m.rotation_range), True, m.object_on_plane, m.z_level_plane),
         bg_rotation_range=tuple(m.bg_rotation_range), object_count_probs=m.object_count_probs,
         object_count_min=m.object_count_min)
+
+
+def build(config) -> torch.nn.Module:
+    """The generator of a ``GiraffeConfig``: GIRAFFE, or the 2D GAN baseline."""
+    if config.generator == "gan2d":
+        from lib3d.synthesis.giraffe_train import Generator2D
+
+        return Generator2D(config.model.z_dim, config.model.img_size)
+    return build_generator(config.model)
 
 
 def _real_data(config, device):
@@ -157,7 +166,7 @@ class GiraffeSystem:
             torch.set_num_threads(config.threads)
         train, hold, scenes = _real_data(config, ctx.device)
         torch.manual_seed(derive_seed(config.run.seed, "giraffe-init"))
-        gen = build_generator(config.model).to(ctx.device)
+        gen = build(config).to(ctx.device)
         disc = DCGANDiscriminator(3, config.model.img_size, final_channels=config.disc_final_channels).to(ctx.device)
         ema = ema_copy(gen)
         opt_g = torch.optim.RMSprop(gen.parameters(), lr=config.lr_g)
@@ -224,7 +233,7 @@ class GiraffeSystem:
             ref = train.sample(torch.arange(min(len(train) - len(hold), len(hold))), torch.Generator().manual_seed(1))
         if "untrained" not in d:  # the untrained generator, rebuilt from the run's init seed
             torch.manual_seed(derive_seed(config.run.seed, "giraffe-init"))
-            d["untrained"] = _samples(build_generator(config.model).to(dev).eval(), n,
+            d["untrained"] = _samples(build(config).to(dev).eval(), n,
                                       derive_seed(config.run.seed, "eval-samples"))
         kid_rng = torch.Generator().manual_seed(0)
         for name, fn in extractors.items():
@@ -241,16 +250,18 @@ class GiraffeSystem:
             metrics[f"fid_{name}_real_floor"] = d[f"fid_{name}_real_floor"]
             metrics[f"fid_{name}_improvement"] = d[key] / max(metrics[f"fid_{name}"], 1e-9)
         metrics["n_fake"], metrics["n_real_holdout"] = len(fakes), len(hold)
-        rng = torch.Generator(device=dev).manual_seed(derive_seed(config.run.seed, "controllability"))
-        metrics.update({f"control/{k}": v for k, v in controllability(
-            ema, config.eval.controllability_scenes, 8, rng, config.eval.temperature).items()})
+        gifs = {}
+        if config.generator == "giraffe":
+            rng = torch.Generator(device=dev).manual_seed(derive_seed(config.run.seed, "controllability"))
+            metrics.update({f"control/{k}": v for k, v in controllability(
+                ema, config.eval.controllability_scenes, 8, rng, config.eval.temperature).items()})
+            gifs["translation_horizontal"] = translation_frames(ema, 4, 12, derive_seed(config.run.seed, "gif"),
+                                                                config.eval.temperature).numpy()
 
         grid_rng = torch.Generator(device=dev).manual_seed(derive_seed(config.run.seed, "grid"))
         with torch.no_grad():
             grid = ema.sample(16, grid_rng, mode="eval", temperature=config.eval.temperature).clamp(0, 1).cpu()
         images = {"samples_ema": _grid(grid, 4).numpy(), "real_holdout": _grid(hold[:16], 4).numpy()}
-        gifs = {"translation_horizontal": translation_frames(ema, 4, 12, derive_seed(config.run.seed, "gif"),
-                                                             config.eval.temperature).numpy()}
         return Evaluation(metrics=metrics, images=images, gifs=gifs)
 
 

@@ -149,3 +149,13 @@ def test_domain_features_learn_counts():
         acc = (net(img)[0].argmax(1) == counts).float().mean()
         assert net.features(img).shape == (n, 128)
     assert acc > 0.9
+
+
+def test_generator2d_shapes_and_checks():
+    from lib3d.synthesis.giraffe_train import Generator2D
+
+    g = Generator2D(z_dim=16, img_size=32, base_channels=32)
+    x = g.sample(3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, 32, 32) and float(x.detach().min()) >= 0 and float(x.detach().max()) <= 1
+    with pytest.raises(ValueError, match="power of two"):
+        Generator2D(img_size=48)

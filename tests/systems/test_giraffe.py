@@ -118,3 +118,12 @@ def test_job_cli_one_line_error(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no image files match" in err[0]
+
+
+def test_gan2d_baseline_runs_with_the_same_loop(tmp_path):
+    out = runtime.train(GiraffeSystem(), _cfg(tmp_path, "g2d", generator="gan2d", steps=2))
+    m = out.result["metrics"]
+    assert "fid_domain" in m and "fid_domain_untrained" in m
+    assert not any(k.startswith("control/") for k in m)
+    ck = _ck(tmp_path, "g2d")
+    assert any(k.startswith("generator.convs.") for k in ck.tensors)

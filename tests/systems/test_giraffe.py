@@ -127,3 +127,17 @@ def test_gan2d_baseline_runs_with_the_same_loop(tmp_path):
     assert not any(k.startswith("control/") for k in m)
     ck = _ck(tmp_path, "g2d")
     assert any(k.startswith("generator.convs.") for k in ck.tensors)
+
+
+@pytest.mark.slow
+def test_inception_fid_with_a_weights_file(tmp_path):
+    from lib3d.nn import FIDInceptionV3
+
+    sd = FIDInceptionV3().state_dict()
+    sd["fc.weight"], sd["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
+    path = tmp_path / "pt_inception-test.pth"
+    torch.save(sd, path)
+    cfg = _cfg(tmp_path, "incep", steps=1)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, inception_weights=str(path)))
+    m = runtime.train(GiraffeSystem(), cfg).result["metrics"]
+    assert "fid_inception" in m and "fid_inception_untrained" in m and "fid_domain" in m

@@ -110,10 +110,11 @@ OFFICIAL_LEARNING_RATE_G = {name: (2.5e-4 if m.img_size == 256 else 5e-4) for na
 
 # The embedded CLEVR-like scenes seen by GIRAFFE's camera: lib3d's scene camera (distance 7.5, fov 38,
 # elevation 25-45 degrees) scaled by 2.732 / 7.5; objects' half-extents 0.35-0.6 -> at most 0.22, on the
-# floor (z up in GIRAFFE's world).
+# floor (z up in GIRAFFE's world); samples only where the scene is (the camera is 2.732 from the centre and the
+# objects within 1.1 of it; the floor beyond is the background's infinite last interval).
 _EMBEDDED = dict(fov=38.0, range_u=(0.0, 1.0), range_v=(0.146, 0.289), scale_min=(0.22, 0.22, 0.22),
                  scale_max=(0.22, 0.22, 0.22), translation_min=(-0.8, -0.8, 0.0), translation_max=(0.8, 0.8, 0.0),
-                 object_on_plane=True, z_level_plane=0.22)
+                 object_on_plane=True, z_level_plane=0.22, depth_range=(1.2, 4.4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,12 +185,12 @@ class GiraffeConfig:
 
 
 _QUICK_MODEL = ModelConfig(img_size=32, z_dim=64, z_dim_bg=32, feature_dim=32, hidden_size=64, n_blocks=4,
-                           skips=(2,), bg_hidden_size=32, bg_n_blocks=2, resolution_vol=8, n_ray_samples=24,
+                           skips=(2,), bg_hidden_size=32, bg_n_blocks=2, resolution_vol=8, n_ray_samples=32,
                            n_boxes=2, object_count_probs=(0.5, 0.5), object_count_min=1, **_EMBEDDED)
 
 PRESETS: dict[str, tuple[str, GiraffeConfig]] = {
     "default": ("quick CPU run on the embedded 32x32 scenes (<= 15 min on 2 cores)",
-                GiraffeConfig(model=_QUICK_MODEL, batch_size=16, steps=3000, lr_g=1e-3, lr_d=2e-4,
+                GiraffeConfig(model=_QUICK_MODEL, batch_size=16, steps=3000, lr_g=1e-3, lr_d=2e-4, ema_decay=0.99,
                               disc_final_channels=128, threads=1,
                               eval=EvalConfig(n_samples=512, domain_feature_steps=300, controllability_scenes=12),
                               run=RunConfig(checkpoint_every=500, log_every=25, time_limit_s=540.0))),

@@ -141,3 +141,13 @@ def test_inception_fid_with_a_weights_file(tmp_path):
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, inception_weights=str(path)))
     m = runtime.train(GiraffeSystem(), cfg).result["metrics"]
     assert "fid_inception" in m and "fid_inception_untrained" in m and "fid_domain" in m
+
+
+@pytest.mark.slow
+def test_two_ray_workers_stay_in_sync(tmp_path):
+    cfg = _cfg(tmp_path, "ddp", steps=2)
+    cfg = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, num_workers=2))
+    out = runtime.train(GiraffeSystem(), cfg)
+    assert len(out.results) == 2
+    assert out.results[0]["state_digest"] == out.results[1]["state_digest"]  # G, D and G_ema equal on both ranks
+    assert out.results[0]["metrics"]["steps"] == 2

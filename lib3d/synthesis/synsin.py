@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib3d._checks import check_choice, check_shape, check_shapes
+from lib3d.nn.weights import WeightFileError, read_weight_file, strict_load
 from lib3d.render import alpha_composite, norm_weighted_sum, rasterize_packed_points, weighted_sum
 
 __all__ = [
@@ -807,46 +808,13 @@ def official_state_dict_to_lib3d(state_dict: dict) -> dict[str, dict[str, torch.
     return {"generator": gen, "discriminator": disc, "vgg": vgg}
 
 
-def _strict_load(module: nn.Module, state: dict, what: str) -> None:
-    """``load_state_dict(strict=True)`` with one message naming the missing, unexpected and mis-shaped keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
-        if shapes:
-            parts.append(f"shape mismatch {shapes[:4]}{' ...' if len(shapes) > 4 else ''}")
-        raise ValueError(f"{what} does not match the architecture: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
-
-
-def _read_official_file(path: Path) -> dict:
-    """Read a ``torch.save`` file with the weights-only unpickler, allowing ``argparse.Namespace`` only."""
-    try:
-        from lib3d.nn.weights import read_weight_file  # the shared reader, when present
-    except ImportError:  # pragma: no cover - depends on the lib3d.nn helper having landed
-        read_weight_file = None
-    if read_weight_file is not None:
-        try:
-            return read_weight_file(path, allowed_globals=[argparse.Namespace])
-        except TypeError:
-            pass
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_official_checkpoint(path: str | Path, load_discriminator: bool = False
                              ) -> tuple[SynSinGenerator, SynSinDiscriminator | None, SynSinModelConfig]:
     """Build lib3d's SynSin from an official ``synsin.pth`` (RealEstate10K, KITTI or MP3D).
 
-    The file is read with PyTorch's weights-only unpickler, which allows tensors and containers plus
-    ``argparse.Namespace`` (the ``opts``) and nothing else.
+    The file is read with ``lib3d.nn.weights.read_weight_file`` (PyTorch's weights-only unpickler), which
+    allows tensors and containers plus ``argparse.Namespace`` (the ``opts``) and nothing else; the
+    networks are filled with ``strict_load``.
 
     Returns:
         ``(generator in eval mode, discriminator or None, config)``.
@@ -854,26 +822,25 @@ def load_official_checkpoint(path: str | Path, load_discriminator: bool = False
     Raises:
         FileNotFoundError: when the file is missing.
         ValueError: an unreadable file, a file without ``state_dict`` / ``opts``, unsupported options, or
-            keys and shapes that do not match (named).
+            (``WeightFileError``) keys and shapes that do not match (named).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no SynSin checkpoint at {path}")
     try:
-        ckpt = _read_official_file(path)
-    except Exception as exc:  # noqa: BLE001 - the unpickler raises many types
-        raise ValueError(f"{path}: not a readable SynSin checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        ckpt = read_weight_file(path, allowed_globals=[argparse.Namespace])
+    except WeightFileError as exc:
+        raise ValueError(f"not a readable SynSin checkpoint: {exc}") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "opts" not in ckpt:
         raise ValueError(f"{path}: a SynSin checkpoint is a dict with 'state_dict' and 'opts'")
     config = config_from_official_opts(ckpt["opts"])
     parts = official_state_dict_to_lib3d(ckpt["state_dict"])
     gen = SynSinGenerator(config)
-    _strict_load(gen, parts["generator"], f"{path} (generator)")
+    strict_load(gen, parts["generator"], f"{path} (SynSin generator)")
     disc = None
     if load_discriminator:
         disc = SynSinDiscriminator(config.ndf, config.num_discriminators, config.discriminator_layers)
-        _strict_load(disc, parts["discriminator"], f"{path} (discriminator)")
+        strict_load(disc, parts["discriminator"], f"{path} (SynSin discriminator)")
     return gen.eval(), disc, config
 
 

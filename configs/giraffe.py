@@ -77,15 +77,15 @@ class ModelConfig:
     """Fewest objects when object_count_probs is set."""
 
 
-_CARS = dict(scale_min=(0.2, 0.16, 0.16), scale_max=(0.25, 0.2, 0.2), translation_min=(-0.22, -0.12, 0.0),
-             translation_max=(0.22, 0.12, 0.0), range_v=(0.41667, 0.5), fov=10.0)
-_FACES = dict(scale_min=(0.21, 0.21, 0.21), scale_max=(0.21, 0.21, 0.21), translation_min=(0.0, 0.0, 0.0),
-              translation_max=(0.0, 0.0, 0.0), range_v=(0.4167, 0.5), fov=10.0)
-_CHURCH = dict(scale_min=(0.45, 0.45, 0.45), scale_max=(0.55, 0.55, 0.55), translation_min=(-0.15, -0.15, 0.0),
-               translation_max=(0.15, 0.15, 0.0), range_v=(0.5, 0.5), fov=30.0, bg_rotation_range=(0.0, 0.25))
-_CLEVR = dict(scale_min=(0.17, 0.17, 0.17), scale_max=(0.17, 0.17, 0.17), rotation_range=(0.0, 0.0),
-              object_on_plane=True, z_level_plane=0.1665, range_v=(0.33333, 0.33333))
-_HI = dict(img_size=256, feature_dim=256)
+_CARS = {"scale_min": (0.2, 0.16, 0.16), "scale_max": (0.25, 0.2, 0.2), "translation_min": (-0.22, -0.12, 0.0),
+             "translation_max": (0.22, 0.12, 0.0), "range_v": (0.41667, 0.5), "fov": 10.0}
+_FACES = {"scale_min": (0.21, 0.21, 0.21), "scale_max": (0.21, 0.21, 0.21), "translation_min": (0.0, 0.0, 0.0),
+              "translation_max": (0.0, 0.0, 0.0), "range_v": (0.4167, 0.5), "fov": 10.0}
+_CHURCH = {"scale_min": (0.45, 0.45, 0.45), "scale_max": (0.55, 0.55, 0.55), "translation_min": (-0.15, -0.15, 0.0),
+               "translation_max": (0.15, 0.15, 0.0), "range_v": (0.5, 0.5), "fov": 30.0, "bg_rotation_range": (0.0, 0.25)}
+_CLEVR = {"scale_min": (0.17, 0.17, 0.17), "scale_max": (0.17, 0.17, 0.17), "rotation_range": (0.0, 0.0),
+              "object_on_plane": True, "z_level_plane": 0.1665, "range_v": (0.33333, 0.33333)}
+_HI = {"img_size": 256, "feature_dim": 256}
 
 # The official configs (configs/64res/*.yaml, configs/256res/*.yaml). CLEVR's prior location files are not
 # used: boxes are uniform in the translation ranges.
@@ -112,9 +112,9 @@ OFFICIAL_LEARNING_RATE_G = {name: (2.5e-4 if m.img_size == 256 else 5e-4) for na
 # elevation 25-45 degrees) scaled by 2.732 / 7.5; objects' half-extents 0.35-0.6 -> at most 0.22, on the
 # floor (z up in GIRAFFE's world); samples only where the scene is (the camera is 2.732 from the centre and the
 # objects within 1.1 of it; the floor beyond is the background's infinite last interval).
-_EMBEDDED = dict(fov=38.0, range_u=(0.0, 1.0), range_v=(0.146, 0.289), scale_min=(0.22, 0.22, 0.22),
-                 scale_max=(0.22, 0.22, 0.22), translation_min=(-0.8, -0.8, 0.0), translation_max=(0.8, 0.8, 0.0),
-                 object_on_plane=True, z_level_plane=0.22, depth_range=(1.2, 4.4))
+_EMBEDDED = {"fov": 38.0, "range_u": (0.0, 1.0), "range_v": (0.146, 0.289), "scale_min": (0.22, 0.22, 0.22),
+                 "scale_max": (0.22, 0.22, 0.22), "translation_min": (-0.8, -0.8, 0.0), "translation_max": (0.8, 0.8, 0.0),
+                 "object_on_plane": True, "z_level_plane": 0.22, "depth_range": (1.2, 4.4)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,7 @@ def main(args: list[str] | None = None) -> dict[str, list[str]]:
         grid = image_grid(hwc[pick].transpose(0, 1).reshape(n * 6, *hwc.shape[2:]), rows=n)
         folder = Path(config.out_dir) / program
         png = save_image(folder / f"{program}.png", grid)
-        rows = max(1, int(round(n ** 0.5)))
+        rows = max(1, round(n ** 0.5))
         gif = save_gif(folder / f"{program}.gif", [image_grid(f, rows=rows) for f in hwc], fps=config.fps)
         written[program] = [str(png), str(gif)]
         print(f"[giraffe_render] {program}: {png}, {gif}", flush=True)

@@ -143,7 +143,14 @@ def make_clevr_scenes(n_scenes: int, image_size: int = 64, max_objects: int = 3,
         ``ClevrScenes`` (on the CPU).
     """
     from lib3d.geometry import FoVPerspectiveCameras, look_at_view_transform
-    from lib3d.render import BlendParams, Materials, PointLights, RasterizationSettings, rasterize_world_meshes, shade
+    from lib3d.render import (
+        BlendParams,
+        Materials,
+        PointLights,
+        RasterizationSettings,
+        rasterize_world_meshes,
+        shade,
+    )
     from lib3d.structures import Meshes, TexturesVertex
 
     if n_scenes < 1 or image_size < 8 or not 1 <= min_objects <= max_objects:
@@ -238,14 +245,14 @@ def load_clevr(n_scenes: int = 4096, image_size: int = 64, max_objects: int = 3,
     """
     from safetensors.torch import load_file, save_file
 
-    params = dict(n=n_scenes, size=image_size, kmax=max_objects, kmin=min_objects, seed=seed, v=_VERSION)
+    params = {"n": n_scenes, "size": image_size, "kmax": max_objects, "kmin": min_objects, "seed": seed, "v": _VERSION}
     tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     path = _cache_dir(cache_dir) / f"clevr_{n_scenes}x{image_size}_k{min_objects}-{max_objects}_s{seed}_{tag}.safetensors"
     if path.exists():
         try:
             t = load_file(str(path))
             return ClevrScenes(**{name: t[name] for name in ClevrScenes._fields})
-        except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt
+        except Exception:  # noqa: BLE001, S110 - a damaged cache file is rebuilt
             pass
     scenes = make_clevr_scenes(n_scenes, image_size, max_objects, min_objects, seed, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)

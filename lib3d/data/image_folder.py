@@ -140,7 +140,7 @@ class ImageFolder:
                 c = self.center_crop
                 if min(h, w) < c:
                     raise ImageFolderError(f"{self.files[index]}: smaller ({w}x{h}) than the centre crop {c}")
-                top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
+                top, left = round((h - c) / 2.0), round((w - c) / 2.0)
                 pil = pil.crop((left, top, left + c, top + c)).resize((s, s), Image.BILINEAR)
             elif self.crop == "resize":
                 pil = pil.resize((s, s), Image.BILINEAR)

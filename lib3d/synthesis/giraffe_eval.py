@@ -22,6 +22,7 @@ Dimension names: N scenes / images, K objects, T sweep steps, H/W image size, D 
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -180,7 +181,7 @@ class DomainFeatureNet(torch.nn.Module):
     def __init__(self, max_objects: int = 3, n_shapes: int = 3, n_colors: int = 8, dim: int = 128) -> None:
         super().__init__()
         chans = [3, 32, 64, 128, 128]
-        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(a, b, 3, 2, 1) for a, b in zip(chans[:-1], chans[1:]))
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(a, b, 3, 2, 1) for a, b in itertools.pairwise(chans))
         self.fc = torch.nn.Linear(chans[-1], dim)
         self.count_head = torch.nn.Linear(dim, max_objects + 1)
         self.attr_head = torch.nn.Linear(dim, n_shapes + n_colors)
@@ -249,7 +250,7 @@ def load_domain_features(scenes, max_objects: int, steps: int = 400, seed: int =
         try:
             net.load_state_dict(load_file(str(path)))
             return net.eval().requires_grad_(False)
-        except Exception:  # noqa: BLE001 - a damaged cache file is retrained
+        except Exception:  # noqa: BLE001, S110 - a damaged cache file is retrained
             pass
     net = train_domain_features(scenes.image_tensor(), scenes.counts, scenes.shapes, scenes.colors, max_objects,
                                 steps=steps, seed=seed)

@@ -21,7 +21,13 @@ from collections.abc import Callable
 
 import torch
 
-from lib3d.synthesis.giraffe import GiraffeGenerator, Latents, boxes_from_values, interpolate_sphere, sample_camera_poses
+from lib3d.synthesis.giraffe import (
+    GiraffeGenerator,
+    Latents,
+    boxes_from_values,
+    interpolate_sphere,
+    sample_camera_poses,
+)
 
 __all__ = ["PROGRAMS", "render_program"]
 

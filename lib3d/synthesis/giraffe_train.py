@@ -17,6 +17,7 @@ Images are ``(B, 3, S, S)`` in [0, 1].
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -134,7 +135,7 @@ class Generator2D(torch.nn.Module):
         self.z_dim, self.img_size = z_dim, img_size
         widths = [max(base_channels // 2 ** i, min_channels) for i in range(n_up + 1)]
         self.fc = torch.nn.Linear(z_dim, widths[0] * 16)
-        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(a, b, 3, 1, 1) for a, b in zip(widths[:-1], widths[1:]))
+        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(a, b, 3, 1, 1) for a, b in itertools.pairwise(widths))
         self.conv_img = torch.nn.Conv2d(widths[-1], 3, 3, 1, 1)
 
     def _device(self) -> torch.device:

@@ -66,10 +66,10 @@ def _real_data(config, device):
         scenes = load_clevr(config.n_scenes, size, max(1, config.max_objects), 1, config.data_seed,
                             cache_dir=config.cache_dir, device=device)
         images = scenes.image_tensor()
-        n_hold = max(2, int(round(config.holdout_fraction * len(images))))
+        n_hold = max(2, round(config.holdout_fraction * len(images)))
         return images[:-n_hold].to(device), images[-n_hold:], scenes
     folder = ImageFolder(parse_images_spec(config.data), size, crop=config.crop, center_crop=config.center_crop)
-    n_hold = max(2, min(config.eval.n_samples, int(round(config.holdout_fraction * len(folder)))))
+    n_hold = max(2, min(config.eval.n_samples, round(config.holdout_fraction * len(folder))))
     hold = folder.sample(torch.arange(len(folder) - n_hold, len(folder)), torch.Generator().manual_seed(0))
     return folder, hold, None
 
@@ -81,7 +81,7 @@ def feature_extractor(config, scenes, device):
     if scenes is None:
         return None
     tag = f"n{config.n_scenes}_s{config.model.img_size}_k{config.max_objects}_d{config.data_seed}"
-    hold = max(2, int(round(config.holdout_fraction * config.n_scenes)))
+    hold = max(2, round(config.holdout_fraction * config.n_scenes))
     train = type(scenes)(*(x[:-hold] for x in scenes))
     return load_domain_features(train, max(1, config.max_objects), steps=config.eval.domain_feature_steps,
                                 seed=config.data_seed, cache_dir=config.cache_dir, tag=tag).to(device)

@@ -39,15 +39,15 @@ def _one_thread():
     yield
     torch.set_num_threads(n)
 
-CARS = dict(boxes=BoxRanges(scale_min=(0.2, 0.16, 0.16), scale_max=(0.25, 0.2, 0.2),
+CARS = {"boxes": BoxRanges(scale_min=(0.2, 0.16, 0.16), scale_max=(0.25, 0.2, 0.2),
                             translation_min=(-0.22, -0.12, 0.0), translation_max=(0.22, 0.12, 0.0)),
-            camera=CameraRanges(range_v=(0.41667, 0.5), fov=10.0))
+            "camera": CameraRanges(range_v=(0.41667, 0.5), fov=10.0)}
 
 
 def _small_generator(**kw):
-    args = dict(z_dim=8, z_dim_bg=4, img_size=32, feature_dim=16, hidden_size=16, n_blocks=3, skips=(1,),
-                bg_hidden_size=8, bg_n_blocks=2, resolution_vol=8, n_ray_samples=12,
-                boxes=BoxRanges(n_boxes=2, scale_min=(0.4, 0.4, 0.4), scale_max=(0.6, 0.6, 0.6)))
+    args = {"z_dim": 8, "z_dim_bg": 4, "img_size": 32, "feature_dim": 16, "hidden_size": 16, "n_blocks": 3, "skips": (1,),
+                "bg_hidden_size": 8, "bg_n_blocks": 2, "resolution_vol": 8, "n_ray_samples": 12,
+                "boxes": BoxRanges(n_boxes=2, scale_min=(0.4, 0.4, 0.4), scale_max=(0.6, 0.6, 0.6))}
     args.update(kw)
     return GiraffeGenerator(**args)
 
@@ -232,8 +232,8 @@ def test_sparse_matches_dense_forward_and_backward(training):
     outs = []
     for sparse in (True, False):
         gen.zero_grad()
-        kw = dict(fov=gen.camera.fov, resolution=8, n_samples=12, existence=existence, return_alpha=True,
-                  sparse=sparse, training=False)
+        kw = {"fov": gen.camera.fov, "resolution": 8, "n_samples": 12, "existence": existence, "return_alpha": True,
+                  "sparse": sparse, "training": False}
         r = render_feature_image(gen.object_field, gen.background_field, lat, cams, boxes, bg, **kw)
         (r.features.square().sum() + r.alpha.sum()).backward()
         outs.append((r, {k: p.grad.clone() for k, p in gen.named_parameters() if p.grad is not None}))

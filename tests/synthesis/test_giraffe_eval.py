@@ -9,7 +9,13 @@ from scipy.stats import spearmanr
 
 from lib3d.nn import DCGANDiscriminator, ema_copy
 from lib3d.synthesis.giraffe import BoxRanges, CameraRanges, GiraffeGenerator
-from lib3d.synthesis.giraffe_eval import DomainFeatureNet, controllability, mask_centroid, spearman, train_domain_features
+from lib3d.synthesis.giraffe_eval import (
+    DomainFeatureNet,
+    controllability,
+    mask_centroid,
+    spearman,
+    train_domain_features,
+)
 from lib3d.synthesis.giraffe_train import discriminator_losses, generator_loss, train_iteration
 
 

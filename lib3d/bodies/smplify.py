@@ -348,7 +348,6 @@ def _geometric_jacobian(model: SMPLModel, p: torch.Tensor, S: int, free: torch.T
     if spheres is not None:
         t = spheres.t[:, None]
         c = X[:, spheres.parent] + t * (X[:, spheres.child] - X[:, spheres.parent])  # (N, P, 3)
-        dc = dX[:, spheres.parent] + t[..., None] * (dX[:, spheres.child] - dX[:, spheres.parent])  # (N, P, 3, F)
         i, k = spheres.pairs[:, 0], spheres.pairs[:, 1]
         diff = c[:, i] - c[:, k]
         dist = diff.norm(dim=-1)
@@ -362,7 +361,13 @@ def _geometric_jacobian(model: SMPLModel, p: torch.Tensor, S: int, free: torch.T
             rows = torch.arange(N, device=p.device)[:, None]
             u = torch.gather(diff, 1, sel[..., None].expand(-1, -1, 3)) \
                 / torch.gather(dist, 1, sel).clamp_min(1e-12)[..., None]
-            dd = dc[rows, i[sel]] - dc[rows, k[sel]]  # (N, A, 3, F)
+            # centre derivatives of the selected pairs' spheres only: dc = (1 - t) dX_parent + t dX_child
+
+            def dcentre(sphere):  # (N, A) sphere indices -> (N, A, 3, F)
+                tt = spheres.t[sphere][..., None, None]
+                return (1 - tt) * dX[rows, spheres.parent[sphere]] + tt * dX[rows, spheres.child[sphere]]
+
+            dd = dcentre(i[sel]) - dcentre(k[sel])  # (N, A, 3, F)
             r.append(w * on * torch.gather(over, 1, sel))
             J.append(-w * on[..., None] * (u[..., None] * dd).sum(2))
     return torch.cat(r, 1), torch.cat(J, 1)

@@ -44,7 +44,7 @@ def render_body(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int,
                                   principal_point=((float(center[0]), float(center[1])),), in_ndc=False,
                                   image_size=((H, W),), R=R, T=torch.zeros(1, 3))
         lights = PointLights(location=[[0.0, 0.0, 0.0]])
-        settings = RasterizationSettings(image_size=(H, W), blur_radius=0.0, faces_per_pixel=1)
+        settings = RasterizationSettings(image_size=(H, W), blur_radius=0.0, faces_per_pixel=1, cull_backfaces=True)
         with torch.no_grad():
             img = render_mesh(mesh, cams, lights, None, settings, shader="hard_phong")[0]
         rgba = img.clamp(0, 1).numpy()

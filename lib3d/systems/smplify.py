@@ -27,13 +27,16 @@ Dimension names: N images, B batch, K keypoints, S shape coefficients.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from lib3d import runtime
 from lib3d._checks import check_shapes
@@ -44,6 +47,7 @@ from lib3d.bodies.smpl import smpl_forward
 from lib3d.bodies.smplify import SMPLifyConfig, SyntheticPeople, smplify, synthetic_people
 from lib3d.bodies.visualize import overlay
 from lib3d.io import save_obj
+from lib3d.io.images import to_uint8
 
 __all__ = [
     "PARAMS",
@@ -110,8 +114,6 @@ def check_config(config: Any) -> None:
 
 def _image_size(img: str | None, default: tuple[int, int]) -> tuple[int, int]:
     if img and Path(img).is_file():
-        from PIL import Image  # optional: only with real images
-
         with Image.open(img) as im:
             return (im.height, im.width)
     return tuple(default)
@@ -182,7 +184,7 @@ def predictor_kwargs(config: Any) -> dict[str, Any]:
     """The constructor arguments of :class:`SMPLifyPredictor` from a job config."""
     return dict(model_path=config.model, gmm_path=config.gmm, skeleton=config.skeleton, config=config.fit,
                 threads=config.threads_per_worker, min_confidence=config.min_confidence,
-                use_gpu=config.ray.use_gpu)
+                write_meshes=config.write_meshes, use_gpu=config.ray.use_gpu)
 
 
 class SMPLifyPredictor:
@@ -198,17 +200,21 @@ class SMPLifyPredictor:
         threads: torch threads of this process (None: leave as is). The tensors are small: one thread per
             actor and one actor per core is the fastest layout on CPU.
         min_confidence: confidence threshold of :func:`reprojection_error`.
+        write_meshes: also return each image's posed mesh as OBJ bytes and its overlay (the body over the
+            image, detected keypoints green, projected ones red) as PNG bytes: the rendering runs here, on
+            the actors, and the driver only writes the bytes.
         use_gpu: fit on CUDA (the GPU Ray gave this actor).
 
     Calling it on a list of B items returns a dict of ``(B, ...)`` CPU tensors: the :data:`PARAMS`,
     ``energy``, ``keypoints_2d (B, K, 2)``, ``flipped``, ``stage_energies (B, stages + 1)``,
     ``reprojection_error_px``, ``confident_keypoints``, ``fit_seconds`` (the batch's time per image) and
-    ``terms/<stage>/<term>`` (the batch-mean energy terms after each stage, repeated per image).
+    ``terms/<stage>/<term>`` (the batch-mean energy terms after each stage, repeated per image); with
+    ``write_meshes`` also ``mesh_obj`` and ``overlay_png`` (lists of B ``bytes``).
     """
 
     def __init__(self, model_path: str | None = None, gmm_path: str | None = None, skeleton: str = "lsp",
                  config: SMPLifyConfig = SMPLifyConfig(), threads: int | None = 1, min_confidence: float = 0.5,
-                 use_gpu: bool = False):
+                 write_meshes: bool = False, use_gpu: bool = False):
         if threads:
             torch.set_num_threads(int(threads))  # this process (a Ray actor) only
         self.device = torch.device("cuda") if use_gpu else torch.device("cpu")
@@ -217,6 +223,7 @@ class SMPLifyPredictor:
         self.skeleton = get_skeleton(skeleton)
         self.config = config
         self.min_confidence = min_confidence
+        self.write_meshes = write_meshes
 
     def __call__(self, items: list[FitItem]) -> dict[str, torch.Tensor]:
         dev, dt = self.model.device, self.model.dtype
@@ -239,7 +246,33 @@ class SMPLifyPredictor:
         for stage, terms in stage_terms:
             for k, v in terms.items():
                 out[f"terms/{stage}/{k}"] = torch.full((B,), float(v), dtype=torch.float64)
-        return {k: v.detach().cpu() for k, v in out.items()}
+        out = {k: v.detach().cpu() for k, v in out.items()}
+        if self.write_meshes:
+            out["mesh_obj"], out["overlay_png"] = self._draw(items, res, kps)
+        return out
+
+    def _draw(self, items: list[FitItem], res, kps: torch.Tensor) -> tuple[list[bytes], list[bytes]]:
+        """OBJ bytes of the posed meshes and PNG bytes of the overlays."""
+        with torch.no_grad():
+            verts = smpl_forward(self.model.with_betas(res.betas.shape[1]), res.betas, res.body_pose,
+                                 res.global_orient, res.camera_translation).vertices.cpu()
+        faces = self.model.faces.cpu()
+        meshes, pngs = [], []
+        for i, item in enumerate(items):
+            buf = io.BytesIO()
+            save_obj(buf, verts[i], faces)
+            meshes.append(buf.getvalue())
+            img = None
+            if item.image:
+                with Image.open(item.image) as im:
+                    img = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            center = torch.tensor([item.image_size[1] / 2, item.image_size[0] / 2])
+            pic, _ = overlay(img, verts[i], faces, item.image_size, self.config.focal_length, center,
+                             kps[i].cpu().numpy(), res.keypoints_2d[i].cpu().numpy())
+            buf = io.BytesIO()
+            Image.fromarray(to_uint8(pic, "overlay")).save(buf, format="PNG")
+            pngs.append(buf.getvalue())
+        return meshes, pngs
 
 
 # ------------------------------------------------------------------------------------------------ writer
@@ -256,19 +289,20 @@ class FitWriter:
         config: the job config (``batch_size``, ``write_meshes``, ``model``, ``fit.focal_length``).
         items: all the images of the run, in order.
 
-    Per image: ``meshes/<name>.obj`` and ``media/<name>.png`` (with ``write_meshes``), then
+    Per image: ``meshes/<name>.obj`` and ``media/<name>.png`` (with ``write_meshes``: the bytes the
+    predictor made), then
     ``params/<name>.safetensors`` holding the :data:`PARAMS`, ``keypoints_2d`` and the scalars
     ``energy``, ``reprojection_error_px``, ``confident_keypoints``, ``flipped``, ``fit_seconds``.
     """
 
     def __init__(self, run: runtime.Run, config: Any, items: list[FitItem]):
         self.run, self.config, self.items = run, config, list(items)
-        self.model = load_body_model(config.model)
         self.params_dir = run.dir / "params"
         self.mesh_dir = run.dir / "meshes"
         self.params_dir.mkdir(parents=True, exist_ok=True)
         if config.write_meshes:
             self.mesh_dir.mkdir(parents=True, exist_ok=True)
+            run.media_dir.mkdir(parents=True, exist_ok=True)
         self._pending: list[int] = []
         self._terms: dict[str, list[tuple[float, int]]] = {}
         self.written = 0
@@ -290,30 +324,16 @@ class FitWriter:
                 self._pending.extend(batch)
         return [self.items[i] for i in self._pending]
 
-    def __call__(self, indices: list[int], outputs: dict[str, torch.Tensor]) -> None:
+    def __call__(self, indices: list[int], outputs: dict[str, Any]) -> None:
         """Write one batch: ``indices`` into :meth:`pending`'s list, ``outputs`` the predictor's dict."""
-        rows = torch.arange(len(indices))
-        if self.config.write_meshes:
-            with torch.no_grad():
-                verts = smpl_forward(self.model.with_betas(outputs["betas"].shape[1]),
-                                     *(outputs[k].to(self.model.dtype) for k in PARAMS)).vertices
-        for r, i in zip(rows.tolist(), indices):
+        for r, i in enumerate(indices):
             item = self.items[self._pending[i]]
-            if self.config.write_meshes:
-                save_obj(self.mesh_dir / f"{item.name}.obj", verts[r], self.model.faces)
-                img = None
-                if item.image:
-                    from PIL import Image  # optional: only with real images
-
-                    with Image.open(item.image) as im:
-                        img = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-                center = torch.tensor([item.image_size[1] / 2, item.image_size[0] / 2])
-                pic, _ = overlay(img, verts[r], self.model.faces, item.image_size, self.config.fit.focal_length,
-                                 center, item.keypoints.numpy(), outputs["keypoints_2d"][r].numpy())
-                self.run.save_image(item.name, pic)
+            if "mesh_obj" in outputs:
+                _write_bytes(self.mesh_dir / f"{item.name}.obj", outputs["mesh_obj"][r])
+                _write_bytes(self.run.media_dir / f"{item.name}.png", outputs["overlay_png"][r])
             tensors = {k: outputs[k][r].contiguous() for k in PARAMS + ("keypoints_2d",)}
             tensors.update({k: outputs[k][r].reshape(1).to(torch.float32) for k in _SCALARS})
-            runtime.save_safetensors(self._params_path(item), tensors)
+            runtime.save_safetensors(self._params_path(item), tensors)  # last: the image is complete
         for k, v in outputs.items():
             if k.startswith("terms/"):
                 self._terms.setdefault(k, []).append((float(v[0]), len(indices)))
@@ -355,8 +375,15 @@ class FitWriter:
             self.run.log_scalars(stages.index(k.split("/")[1]), {f"energy/{k.split('/')[2]}":
                                                                    sum(v * n for v, n in vals) / total})
         if truth is not None:
-            metrics.update(ground_truth_metrics(self.model, fits, truth))
+            metrics.update(ground_truth_metrics(load_body_model(self.config.model), fits, truth))
         return metrics
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def ground_truth_metrics(model, fits: dict[str, torch.Tensor], truth: SyntheticPeople) -> dict[str, float]:

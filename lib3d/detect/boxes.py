@@ -10,7 +10,7 @@ decoding clamps ``dw, dh`` at ``log(1000 / 16)`` before the exponential.
 
 NMS is greedy (a box is kept unless a kept box of higher score overlaps it with IoU above the threshold)
 and computed exactly without a loop over boxes: the overlapping pairs ``(i, j)`` (j of higher score) are
-found in chunks, and ``keep[i] = not any(keep[j] for the pairs of i)`` is iterated to its fixed point,
+found by a sweep along x (only boxes whose x-extents can overlap enough are compared), and ``keep[i] = not any(keep[j] for the pairs of i)`` is iterated to its fixed point,
 which is unique because ``keep[i]`` only depends on higher-scored boxes (so it is the greedy answer); the
 number of rounds is the longest suppression chain, a few in practice.
 """
@@ -159,24 +159,64 @@ def _check_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float):
         raise ValueError(f"iou_threshold must lie in [0, 1], got {iou_threshold}")
 
 
+def _pair_iou(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """IoU of row-aligned box pairs ``(C, 4), (C, 4) -> (C,)`` (the same arithmetic as :func:`box_iou`)."""
+    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    wh = (torch.minimum(b1[:, 2:], b2[:, 2:]) - torch.maximum(b1[:, :2], b2[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    union = area1 + area2 - inter
+    return torch.where(inter > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny),
+                       torch.zeros((), dtype=inter.dtype, device=inter.device))
+
+
 def _overlap_pairs(boxes: torch.Tensor, iou_threshold: float,
                    idxs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pairs ``(i, j)``, ``j < i``, of score-sorted boxes (of the same ``idxs``) whose IoU exceeds the
-    threshold, computed in chunks of rows."""
+    threshold.
+
+    Candidates come from a sweep along x: ``IoU > t`` needs an x-overlap above ``t max(w_i, w_j)``, so with
+    boxes sorted by ``x0`` the partners of box i have ``x0_j`` in ``(x0_i - (1 - t) W_max, x0_i + (1 - t) w_i)``
+    (``W_max`` the widest box): one ``searchsorted`` gives each box's window, the windows are expanded into
+    candidate pairs in chunks, and the exact IoU decides.
+    """
     r = boxes.shape[0]
-    rows = max(1, _PAIR_CHUNK_ELEMENTS // max(r, 1))
+    dev = boxes.device
+    x0 = boxes[:, 0]
+    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    order = torch.sort(x0, stable=True).indices
+    xs = x0[order]
+    slack = 1e-6 * (float(boxes.abs().max()) + 1.0)
+    t = min(max(iou_threshold, 0.0), 1.0)
+    lo = torch.searchsorted(xs, xs - (1 - t) * float(w.max()) - slack, side="left")
+    hi = torch.searchsorted(xs, xs + (1 - t) * w[order] + slack, side="right")
+    counts = (hi - lo).clamp(min=0)
+    cum = torch.cumsum(counts, 0)
+    total = int(cum[-1]) if r else 0
     idx_i, idx_j = [], []
-    for s in range(0, r, rows):  # chunks of rows (memory bound), not a loop over boxes
-        e = min(r, s + rows)
-        iou = box_iou(boxes[s:e], boxes[:e])  # only columns j < e can be < i
-        jj = torch.arange(e, device=boxes.device)[None]
-        ii = torch.arange(s, e, device=boxes.device)[:, None]
-        hit = (iou > iou_threshold) & (jj < ii)
+    budget = max(_PAIR_CHUNK_ELEMENTS, 1)
+    start = 0
+    while start < r:  # chunks of rows whose candidate windows hold ~budget pairs (a loop over chunks)
+        done = int(cum[start - 1]) if start else 0
+        end = int(torch.searchsorted(cum, torch.tensor(done + budget, device=dev), side="right"))
+        end = min(max(end, start + 1), r)
+        c = counts[start:end]
+        a = torch.repeat_interleave(torch.arange(start, end, device=dev), c)
+        first = torch.repeat_interleave(lo[start:end], c)
+        offs = torch.arange(a.numel(), device=dev) - torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
+        b = first + offs
+        ii, jj = order[a], order[b]  # score-sorted indices
+        keep = jj < ii
         if idxs is not None:
-            hit &= idxs[s:e, None] == idxs[None, :e]
-        pi, pj = torch.nonzero(hit, as_tuple=True)
-        idx_i.append(pi + s)
-        idx_j.append(pj)
+            keep &= idxs[ii] == idxs[jj]
+        ii, jj = ii[keep], jj[keep]
+        hit = _pair_iou(boxes[ii], boxes[jj]) > iou_threshold
+        idx_i.append(ii[hit])
+        idx_j.append(jj[hit])
+        start = end
+    del total
+    if not idx_i:
+        return torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, dtype=torch.int64, device=dev)
     return torch.cat(idx_i), torch.cat(idx_j)
 
 

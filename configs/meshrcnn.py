@@ -129,3 +129,73 @@ PRESETS: dict[str, tuple[str, MeshRCNNJobConfig]] = {
                   steps=4, batch_size=2, warmup_steps=2, lr_decay_steps=(3,), eval_images=2, eval_mesh_samples=200,
                   vis_images=1, run=RunConfig(checkpoint_every=2, log_every=1, progress=False))),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshRCNNEvalConfig:
+    """Evaluate a trained Mesh R-CNN on held-out embedded images, in batches (in-process or Ray Data actors)."""
+
+    model: str = ""
+    """A run directory of ``jobs.meshrcnn`` (its config and latest checkpoint), or an official checkpoint file
+    (detectron2 layout, e.g. meshrcnn_R50.pth; then ``preset`` names the architecture)."""
+    preset: str = "paper"
+    """For an official checkpoint file: the ``jobs.meshrcnn`` preset whose model to build."""
+    num_classes: int = 0
+    """For an official checkpoint file: override the class count (Pix3D: 9); 0 keeps the preset's."""
+    data: FurnitureConfig = FurnitureConfig()
+    """The embedded dataset (its held-out split is evaluated); a run directory's own data config wins."""
+    images: int = 100
+    """Held-out images evaluated."""
+    batch_size: int = 8
+    """Images per predictor call."""
+    num_actors: int = 0
+    """0: in this process; N >= 1: N Ray Data actors; -1: one per GPU (with ``use_gpu``)."""
+    use_gpu: bool = False
+    """Predict on a GPU (one per actor)."""
+    mesh_samples: int = 10000
+    """Points per mesh (the ShapeNet / Pix3D protocols: 10,000)."""
+    output: str = "results/meshrcnn_eval"
+    """Folder of metrics.json and the per-image predictions."""
+
+
+EVAL_PRESETS: dict[str, tuple[str, MeshRCNNEvalConfig]] = {
+    "default": ("in this process", MeshRCNNEvalConfig()),
+    "ray": ("2 Ray Data actors", MeshRCNNEvalConfig(num_actors=2)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshRCNNDemoConfig:
+    """The book's ``demo.py`` + ``viz_demo_results.py``: detect, save mask PNGs and OBJ meshes, render them."""
+
+    input: str = ""
+    """The input image (an RGB PNG or JPEG)."""
+    output: str = "results/meshrcnn_demo"
+    """Output folder; files go to ``<output>/<image stem>/``."""
+    model: str = ""
+    """A ``jobs.meshrcnn`` run directory, or an official checkpoint (meshrcnn_R50.pth; then ``preset``)."""
+    preset: str = "paper"
+    """Architecture of an official checkpoint file."""
+    num_classes: int = 9
+    """Classes of an official checkpoint file (Pix3D: 9)."""
+    class_names: tuple[str, ...] = ()
+    """Names of the classes (default: the embedded data's for 5 classes, Pix3D's for 9)."""
+    onlyhighest: bool = False
+    """Only the highest-scoring detection (the book's ``--onlyhighest``)."""
+    score_thresh: float = 0.5
+    """Other detections need at least this score."""
+    focal_length: float = 20.0
+    """Focal length in the demo's units (mm on a 32 mm sensor: f = focal_length * W / 32 pixels)."""
+    dist: float = 1.0
+    """Render: camera distance from the mesh centre (in units of the mesh's largest extent)."""
+    elev: float = 0.0
+    """Render: camera elevation in degrees."""
+    azim: float = 0.0
+    """Render: camera azimuth in degrees (0: the input view's side)."""
+    render_size: int = 256
+    """Render: image side."""
+    use_gpu: bool = False
+    """Run on a GPU."""
+
+
+DEMO_PRESETS: dict[str, tuple[str, MeshRCNNDemoConfig]] = {"default": ("the book's demo", MeshRCNNDemoConfig())}

@@ -222,3 +222,60 @@ def _render_meshes(item, pred, focal: float, threshold: float = 0.5) -> torch.Te
             zr = z_ranges_from_dz(pred.z[sel, None], pred.classes[sel], pred.boxes[sel], ks[:, 0], zc)
             pred_meshes = meshes_to_camera([pred.meshes[k] for k in sel.tolist()], pred.boxes[sel], zr, ks)
     return torch.cat([render(pred_meshes), render(list(item.meshes))], 1)
+
+
+def model_from_run(model: str, preset_model=None, num_classes: int = 0, device="cpu"):
+    """Build a :class:`lib3d.detect.MeshRCNN` from a ``jobs.meshrcnn`` run directory (config.json + latest
+    checkpoint) or an official checkpoint file (``preset_model``: the architecture). Returns
+    ``(model in eval mode, the run's data config dict or None)``."""
+    import json
+    from pathlib import Path
+
+    from lib3d.detect import MeshRCNN, MeshRCNNConfig, load_official_meshrcnn
+
+    p = Path(model)
+    if p.is_dir():
+        cfg_file = p / "config.json"
+        if not cfg_file.is_file():
+            raise runtime.UserError(f"--model {p}: not a jobs.meshrcnn run directory (no config.json)")
+        saved = json.loads(cfg_file.read_text())
+        saved = saved.get("config", saved)
+        fields = {f.name: f for f in dataclasses.fields(MeshRCNNConfig)}
+        kw = {}
+        for k, v in saved["model"].items():
+            if k in fields:
+                kw[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        net = MeshRCNN(MeshRCNNConfig(**kw))
+        ck = runtime.load_checkpoint(p / "checkpoints")
+        if ck is None:
+            raise runtime.UserError(f"--model {p}: the run has no checkpoint")
+        from lib3d.nn import strict_load
+
+        sd = {k[len("model."):]: v for k, v in ck.tensors.items() if k.startswith("model.")}
+        strict_load(net, sd, f"Mesh R-CNN of run {p}")
+        data = saved.get("data")
+    elif p.is_file():
+        if preset_model is None:
+            raise runtime.UserError("an official checkpoint needs --preset (the architecture)")
+        cfg = preset_model if num_classes <= 0 else dataclasses.replace(preset_model, num_classes=num_classes)
+        net = MeshRCNN(cfg)
+        load_official_meshrcnn(p, net)
+        data = None
+    else:
+        raise runtime.UserError(f"--model {p}: no such run directory or checkpoint file")
+    return net.to(device).eval(), data
+
+
+class MeshRCNNPredictor:
+    """Ray Data / in-process predictor: loads the model once, maps a batch of ``(3, S, S) uint8`` images to
+    their predictions as dicts of :class:`lib3d.detect.Prediction`'s fields on the CPU (plain dicts travel
+    through Ray Data; ``Prediction(**d)`` rebuilds them)."""
+
+    def __init__(self, model: str, preset_model=None, num_classes: int = 0, use_gpu: bool = False):
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.model, _ = model_from_run(model, preset_model, num_classes, self.device)
+
+    def __call__(self, batch) -> list:
+        images = torch.stack(list(batch)).to(self.device, torch.float32) / 255.0
+        with torch.no_grad():
+            return [_to_cpu(p)._asdict() for p in self.model(images)]

@@ -183,12 +183,11 @@ def load_target_cloud(points: str | os.PathLike | None, num_points: int = 250, n
 # --------------------------------------------------------------------------------------------- pictures
 
 
-def _turntable_cameras(num: int, device, elev: float = 10.0, dist: float = 2.7):
-    from lib3d.geometry import FoVPerspectiveCameras, look_at_view_transform
+def _turntable_cameras(num: int, device):
+    """``num`` views at elevation 10 and distance 2.7, azimuths evenly over a full turn from 0 (the front)."""
+    from lib3d.data.renders import view_cameras
 
-    azim = torch.linspace(0.0, 360.0, num + 1)[:num] if num > 1 else torch.tensor([0.0])
-    R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim, device=device)
-    return FoVPerspectiveCameras(R=R, T=T, device=device)
+    return view_cameras(num, azimuth_range=180.0, elev=10.0, dist=2.7, device=device, endpoint=False)
 
 
 def render_views(meshes, num_views: int, image_size: int, chunk: int = 4) -> torch.Tensor:

@@ -194,3 +194,57 @@ def test_prior_jacobian_matches_autograd():
     ref = torch.autograd.functional.jacobian(lambda q: _prior_residuals(q, 10, prior, cfg, 57.4, 10.0, False)[0], p)
     ref = torch.stack([ref[n, :, n] for n in range(3)])  # people are independent: the diagonal blocks
     torch.testing.assert_close(J, ref)
+
+
+@pytest.mark.parametrize("stage", ["camera", "full"])
+def test_geometric_jacobian_normal_equations_match_autograd(synth, stage):
+    """The closed-form residual Jacobian (data, camera depth, overlapping sphere pairs only) gives the
+    normal equations J^T J, J^T r and the energy of autograd's Jacobian of ``smplify_residuals`` (float64,
+    with a pose that makes spheres overlap)."""
+    from lib3d.bodies.smplify import _geometric_jacobian
+
+    m = synth.to(dtype=torch.float64)
+    data = synthetic_people(m, 3, "lsp", generator=torch.Generator().manual_seed(2))
+    kp, jt = skeleton_model_indices(LSP14, m)
+    cfg = SMPLifyConfig()
+    pose = data.body_pose.clone()
+    pose[0, 3 * 15 + 1], pose[0, 3 * 17 + 1] = -2.5, -2.0  # the left arm folded into the torso
+    p = torch.cat([data.betas, pose, data.global_orient, data.camera_translation], 1)
+    if stage == "camera":
+        free = torch.arange(79, 85)
+        kw = dict(torso_only=(torch.tensor([8, 9, 2, 3]), jt[[8, 9, 2, 3]]),
+                  depth_init=1.1 * data.camera_translation[:, 2])
+    else:
+        free = torch.arange(85)
+        kw = dict(spheres=body_spheres(m, data.betas))
+    r, J = _geometric_jacobian(m, p, 10, free, data.keypoints, kp, jt, data.center, cfg, **kw)
+
+    def res(q):
+        return smplify_residuals(m, q, 10, data.keypoints, kp, jt, data.center, cfg, default_gmm_prior(
+            dtype=torch.float64), 1.0, 1.0, geometric_only=True, **kw)[0]
+
+    r0 = res(p)
+    ref = torch.func.jacfwd(res)(p)  # forward mode: 255 tangents instead of ~2,000 backward passes
+    ref = torch.stack([ref[n, :, n] for n in range(3)])[..., free]
+    if stage == "full":
+        assert r.shape[1] > 28  # some sphere pairs overlap: their rows are there
+    torch.testing.assert_close((r * r).sum(1), (r0 * r0).sum(1))
+    JtJ, ref_JtJ = J.transpose(1, 2) @ J, ref.transpose(1, 2) @ ref
+    torch.testing.assert_close(JtJ, ref_JtJ, rtol=1e-9, atol=1e-9 * float(ref_JtJ.abs().max()))
+    torch.testing.assert_close(J.transpose(1, 2) @ r[..., None], ref.transpose(1, 2) @ r0[..., None])
+
+
+def test_reprojection_error_hand_computed():
+    from lib3d.systems.smplify import reprojection_error
+
+    kps = torch.tensor([[[0.0, 0.0, 1.0], [10.0, 0.0, 0.9], [5.0, 5.0, 0.2], [1.0, 1.0, 1.0]],
+                        [[0.0, 0.0, 0.1], [0.0, 0.0, 0.0], [0.0, 0.0, 0.3], [0.0, 0.0, 0.0]]])
+    proj = torch.tensor([[[3.0, 4.0], [10.0, 0.0], [50.0, 50.0], [float("nan"), float("nan")]],
+                         [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
+    err, count = reprojection_error(kps, proj, min_confidence=0.5)
+    # image 0: keypoints 0 (5 px) and 1 (0 px); 2 is not confident, 3 has no model joint
+    assert count.tolist() == [2, 0] and err[0].item() == pytest.approx(2.5) and torch.isnan(err[1])
+    err, count = reprojection_error(kps, proj, min_confidence=0.1)
+    assert count.tolist() == [3, 2] and err[0].item() == pytest.approx((5 + 0 + 45 * math.sqrt(2)) / 3)
+    with pytest.raises(ValueError, match="projected"):
+        reprojection_error(kps, proj[:, :3])

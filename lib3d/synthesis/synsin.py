@@ -766,7 +766,8 @@ def official_state_dict_to_lib3d(state_dict: dict) -> dict[str, dict[str, torch.
     (the discriminator). The generator's ``encoder`` / ``pts_regressor`` / ``projector`` become
     ``feature_net`` / ``depth_net`` / ``refine_net``; ``pts_transformer.splatter.default_feature`` becomes
     ``default_feature``; the constant buffers (``xyzs``, ``min_z``, ``max_z``, ``discretized_zs``) and the
-    frozen VGG copy of the loss are dropped (``vgg`` holds the VGG tensors, keys ``slice{i}.{j}.weight``).
+    frozen VGG19 copy of the loss goes to ``vgg`` with ``lib3d.nn.VGGFeatures`` keys (``features.{j}.weight``:
+    the official ``slice{i}.{j}`` keep torchvision's layer indices).
 
     Returns:
         ``{"generator": ..., "discriminator": ..., "vgg": ...}`` state dicts.
@@ -787,9 +788,9 @@ def official_state_dict_to_lib3d(state_dict: dict) -> dict[str, dict[str, torch.
                 k = k[len("netD."):]
             disc[k] = value
             continue
-        m = re.match(r"^loss_function\.losses\.\d+\.model\.(.*)$", k)
-        if m:
-            vgg[m.group(1)] = value
+        m = re.match(r"^loss_function\.losses\.\d+\.model\.slice\d+\.(.*)$", k)
+        if m:  # the official VGG19 slices keep torchvision's layer indices
+            vgg["features." + m.group(1)] = value
             continue
         if _IGNORED.match(k):
             continue

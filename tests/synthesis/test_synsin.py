@@ -354,6 +354,11 @@ def test_official_state_dict_loads_strictly():
     disc = SynSinDiscriminator()
     disc.load_state_dict(parts["discriminator"], strict=True)
     assert len(parts["vgg"]) == 26
+    from lib3d.nn.vgg import VGGFeatures
+    from lib3d.nn.weights import strict_load
+
+    strict_load(VGGFeatures(19, taps=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+                            normalize_input=False), parts["vgg"], "SynSin's VGG19")
 
 
 def test_official_checkpoint_file_roundtrip_and_errors(tmp_path):

@@ -127,8 +127,8 @@ class NerfConfig:
 
 PRESETS: dict[str, tuple[str, NerfConfig]] = {
     "default": ("fast grid field on the embedded scene (minutes on a laptop CPU)", NerfConfig()),
-    "cow": ("fast grid field on the book's cow renders (made from data/cow_mesh/cow.obj; --data cow:PATH; "
-            "35 train / 5 test views)", NerfConfig(data=BOOK_COW)),
+    "cow": (("fast grid field on the book's cow renders (made from data/cow_mesh/cow.obj; --data cow:PATH; "
+             "35 train / 5 test views)"), NerfConfig(data=BOOK_COW)),
     "book": ("the book's NeRF and hyperparameters on the cow (very slow on CPU: use --run.time-limit-s)",
              NerfConfig(data=BOOK_COW, method="book", steps=3000, turntable_frames=0, threads=0,
                         run=RunConfig(checkpoint_every=50, log_every=5, keep_freed_memory=True))),

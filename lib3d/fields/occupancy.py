@@ -62,7 +62,7 @@ def voxel_resolution(aabb: torch.Tensor, num_voxels: int) -> tuple[int, int, int
         raise ValueError(f"num_voxels must be positive, got {num_voxels}")
     ext = (aabb[1] - aabb[0]).tolist()
     vox = (ext[0] * ext[1] * ext[2] / num_voxels) ** (1.0 / 3.0)
-    return tuple(max(2, int(round(e / vox))) for e in (ext[2], ext[1], ext[0]))
+    return tuple(max(2, round(e / vox)) for e in (ext[2], ext[1], ext[0]))
 
 
 def hull_box(hull: torch.Tensor, aabb: torch.Tensor, margin_voxels: int = 2) -> torch.Tensor:

@@ -138,7 +138,7 @@ _KERNEL_FUNCTIONS = {"gather": _gather, "rays_forward": _rays_forward, "rays_ins
                      "rays_points_at": _rays_points_at, "rows_at": _rows_at}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_kernel(name: str):
     """``torch.compile`` of a kernel above, made once per process on first use (a memo: it changes no
     result; ``torch.compile`` itself is lazy and automatic-dynamic, so changing sizes become symbolic)."""
@@ -153,10 +153,10 @@ def _kernel(name: str):
     def call(*args):
         try:
             return compiled(*args)
-        except Exception as err:  # noqa: BLE001 - any compiler failure is reported with its remedy
+        except Exception as err:
             raise RuntimeError(f"lib3d.render.trilinear: torch.compile of the trilinear kernel {name!r} failed "
-                               f"({type(err).__name__}: {str(err)[:300]}); pass compiled=False (in the jobs: "
-                               "--compiled-sampler False) to use grid_sample") from err
+                               f"({type(err).__name__}: {str(err)[:300]}); pass compiled=False (jobs.fit_volume: "
+                               "--no-compiled-sampler) to use grid_sample") from err
 
     return call
 

@@ -18,7 +18,13 @@ import torch
 
 from lib3d import runtime
 from lib3d._checks import check_tensor
-from lib3d.data.posed_images import PosedImages, camera_subset, check_data_spec, load_posed_images, split_indices
+from lib3d.data.posed_images import (
+    PosedImages,
+    camera_subset,
+    check_data_spec,
+    load_posed_images,
+    split_indices,
+)
 from lib3d.fields.losses import huber
 from lib3d.runtime import Evaluation, TrainState, WorkerContext
 

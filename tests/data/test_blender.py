@@ -86,7 +86,8 @@ def test_bad_json(tmp_path):
 
 
 def test_posed_images_from_blender(tmp_path):
-    from lib3d.fields.training import image_rays, load_posed_images
+    from lib3d.data.posed_images import load_posed_images
+    from lib3d.render import image_rays
 
     _write_dataset(tmp_path)
     data = load_posed_images(f"blender:{tmp_path}", image_size=8)
@@ -96,3 +97,21 @@ def test_posed_images_from_blender(tmp_path):
     centre = d[0, 3:5, 3:5].mean(dim=(0, 1))
     assert float(torch.nn.functional.normalize(centre, dim=0)[2]) < -0.99
     torch.testing.assert_close(o[0, 0, 0], torch.tensor([0.0, 0.0, 4.0]), atol=1e-4, rtol=0)
+
+
+def test_posed_images_data_spec_errors(tmp_path):
+    """A missing or empty dataset folder, a missing mesh and an unknown spec each name themselves (the job
+    turns them into one line and exit status 2)."""
+    from lib3d.data.posed_images import check_data_spec, load_posed_images
+
+    with pytest.raises(FileNotFoundError, match="no dataset folder '/missing/dir'"):
+        load_posed_images("blender:/missing/dir")
+    with pytest.raises(FileNotFoundError, match="holds no transforms_train.json"):
+        check_data_spec(f"blender:{tmp_path}")
+    with pytest.raises(FileNotFoundError, match="no mesh file '/missing/cow.obj'"):
+        check_data_spec("cow:/missing/cow.obj")
+    with pytest.raises(ValueError, match="cow:PATH/cow.obj"):
+        check_data_spec("lego")
+    check_data_spec("embedded")
+    _write_dataset(tmp_path)
+    check_data_spec(f"blender:{tmp_path}")

@@ -23,6 +23,13 @@ def test_view_cameras_recipe():
     # azim = linspace(-180, 180, 5) + 180 = 0, 90, 180, 270, 360: first and last on +Z, middle on -Z.
     torch.testing.assert_close(c[0], torch.tensor([0.0, 0.0, 2.7]), atol=1e-5, rtol=0)
     torch.testing.assert_close(c[2], torch.tensor([0.0, 0.0, -2.7]), atol=1e-5, rtol=0)
+    # endpoint=False: a turntable without the repeated frame, azim = 0, 90, 180, 270 (+180 phase)
+    t = view_cameras(4, 180.0, endpoint=False, fov=40.0).get_camera_center()
+    torch.testing.assert_close(t[0], torch.tensor([0.0, 0.0, 2.7]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t[1], torch.tensor([2.7, 0.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t[2], torch.tensor([0.0, 0.0, -2.7]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="num_views"):
+        view_cameras(0)
 
 
 def test_generate_renders_toy():

@@ -40,6 +40,18 @@ def test_cow_renders_subset(cow):
 
 
 @pytest.mark.slow
+def test_cow_data_spec_renders_the_books_views():
+    """``--data cow:PATH/cow.obj`` (jobs.nerf, jobs.fit_volume) renders the book's 40 views from the mesh; the
+    golden PyTorch3D renders are the oracle."""
+    from lib3d.data.posed_images import load_posed_images
+
+    path = book_path("cow_mesh/cow.obj")
+    data = load_posed_images(f"cow:{path}", image_size=128, num_views=40)
+    _check(data, _golden(), torch.arange(40))
+    assert data.background == 0.0
+
+
+@pytest.mark.slow
 def test_cow_renders_all_40(cow):
     golden = _golden()
     _check(generate_renders(cow, num_views=40, azimuth_range=180), golden, torch.arange(40))

@@ -70,9 +70,9 @@ def render_views(verts: torch.Tensor, faces: torch.Tensor, dist: float, elev: fl
 def main(args: list[str] | None = None) -> list[str]:
     config: MeshRCNNDemoConfig = runtime.cli(DEMO_PRESETS, description=__doc__, args=args)
     from lib3d.data.furniture import CATEGORIES
+    from lib3d.detect import predictions_to_camera
     from lib3d.io.images import save_image
     from lib3d.io.obj import save_obj
-    from lib3d.detect import predictions_to_camera
     from lib3d.systems.meshrcnn import draw_detections, model_from_run
 
     if not config.model:

@@ -87,8 +87,8 @@ def nms_workload(device):
 
 def _model_and_batch(preset: str, device):
     from configs.meshrcnn import QUICK_MODEL
-    from lib3d.detect import InstanceTargets, MeshRCNN, MeshRCNNConfig
     from lib3d.data.primitives import cube
+    from lib3d.detect import InstanceTargets, MeshRCNN, MeshRCNNConfig
 
     if preset == "quick":
         cfg, size = dataclass_replace(QUICK_MODEL), 128
@@ -201,7 +201,7 @@ def main(args: list[str] | None = None) -> dict:
             "fraction": frac, "bar": 0.10, "meets_bar": frac < 0.10}
         print(f"[bench.detect] {preset}: step {step:.3f} s, eval {2 / statistics.median(iw):.2f} img/s, "
               f"RoIAlign+NMS {100 * frac:.1f}% of a step, peak {peak:.0f} MB", flush=True)
-        del model
+
     out["load_average_end"] = os.getloadavg()
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

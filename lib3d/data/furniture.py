@@ -265,7 +265,7 @@ def _make_scene(pool: list, generator: torch.Generator, image_size: int, focal: 
                 break
         placed.append((x, z, radius))
         rot = _rot_y(_u(g, -math.pi, math.pi) if cls != 4 else _u(g, -0.6, 0.6))  # shelves face the camera
-        world = lambda p: (p @ rot.T + torch.tensor([x, -cam_h, z])) @ tilt.T  # noqa: E731
+        world = lambda p: (p @ rot.T + torch.tensor([x, -cam_h, z])) @ tilt.T
         vc, pc = world(v), world(pts)
         verts_all.append(vc)
         faces_all.append(f + nv)

@@ -22,8 +22,8 @@ from typing import NamedTuple
 import torch
 
 from lib3d.detect.boxes import box_iou
-from lib3d.detect.meshrcnn import Prediction, meshes_to_camera
 from lib3d.detect.mesh_head import z_ranges_from_dz
+from lib3d.detect.meshrcnn import Prediction, meshes_to_camera
 from lib3d.detect.roi_heads import paste_masks
 
 __all__ = ["GroundTruth", "evaluate_predictions", "match_detections"]
@@ -107,7 +107,7 @@ def evaluate_predictions(predictions: Sequence[Prediction], truths: Sequence[Gro
     if not all(p.meshes is not None and p.z is not None for p in predictions) or \
             not all(t.meshes is not None and t.K is not None for t in truths):
         return out
-    all_scores, all_classes, all_tp = [], [], []
+    all_scores, all_classes = [], []
     pred_m, gt_m, owners = [], [], []
     for i, (p, t) in enumerate(zip(predictions, truths)):  # loop over images
         m = match_detections(p.boxes, p.scores, p.classes, t.boxes, t.classes)

@@ -31,8 +31,15 @@ from torch import nn
 
 from lib3d._checks import check_shape, check_shapes
 from lib3d.detect.rpn import smooth_l1_loss
-from lib3d.ops import GraphConv, chamfer_distance, cubify, ico_sphere, mesh_edge_loss, sample_points_from_meshes
-from lib3d.ops import vert_align
+from lib3d.ops import (
+    GraphConv,
+    chamfer_distance,
+    cubify,
+    ico_sphere,
+    mesh_edge_loss,
+    sample_points_from_meshes,
+    vert_align,
+)
 
 __all__ = [
     "MeshHead",

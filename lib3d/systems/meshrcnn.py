@@ -192,8 +192,8 @@ def _render_meshes(item, pred, focal: float, threshold: float = 0.5) -> torch.Te
     and the ground-truth meshes, flat-shaded from the image's camera."""
     from lib3d.data.furniture import render_scene
     from lib3d.detect.evaluation import match_detections
-    from lib3d.detect.meshrcnn import meshes_to_camera
     from lib3d.detect.mesh_head import z_ranges_from_dz
+    from lib3d.detect.meshrcnn import meshes_to_camera
 
     s = item.image.shape[1]
     light = torch.nn.functional.normalize(torch.tensor([[0.3, 1.0, -0.6]]), dim=1)

@@ -148,10 +148,17 @@ def main(args: list[str] | None = None) -> dict:
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     res = out["results"]
+
+    def save():  # after every workload, so a stopped run keeps what it measured
+        if a.out:
+            out["load_average_end"] = os.getloadavg()
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(out, indent=1))
     for name, make in (("roi_align_fwd_bwd_512_p2p5_800px", roi_align_workload), ("nms_10000", nms_workload)):
         wall, cpu = _time(make(device), device, a.repeats)
         res[name] = {"median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu), "wall_s": wall}
         print(f"[bench.detect] {name}: {statistics.median(wall):.4f} s", flush=True)
+        save()
     for preset in a.presets:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -201,11 +208,9 @@ def main(args: list[str] | None = None) -> dict:
             "fraction": frac, "bar": 0.10, "meets_bar": frac < 0.10}
         print(f"[bench.detect] {preset}: step {step:.3f} s, eval {2 / statistics.median(iw):.2f} img/s, "
               f"RoIAlign+NMS {100 * frac:.1f}% of a step, peak {peak:.0f} MB", flush=True)
+        save()
 
-    out["load_average_end"] = os.getloadavg()
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(out, indent=1))
+    save()
     return out
 
 

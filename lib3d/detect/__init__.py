@@ -13,7 +13,8 @@ box coordinates and mapped to camera space (+X left, +Y up, +Z forward) with the
 Modules: ``boxes`` (IoU, deltas, clipping, NMS, matching, sampling), ``roi_align`` (RoIAlign, FPN pooler),
 ``rpn`` (anchors, RPN head, losses, proposals), ``roi_heads`` (box and mask heads, losses, inference,
 mask pasting), ``mesh_head`` (voxel, mesh refinement and z heads, losses, box coordinates), ``meshrcnn``
-(the model, its config and the official checkpoint mapping).
+(the model, its config and the official checkpoint mapping), ``voxmesh`` (the ShapeNet models and their
+official keys), ``evaluation`` (COCO box / mask AP and the mesh AP and metrics).
 """
 
 from lib3d.detect.boxes import (
@@ -74,6 +75,7 @@ from lib3d.detect.roi_heads import (
     paste_masks,
     sample_proposals,
 )
+from lib3d.detect.voxmesh import VoxMesh, load_official_voxmesh, official_voxmesh_rules
 from lib3d.detect.rpn import (
     AnchorGenerator,
     RPNHead,
@@ -93,5 +95,6 @@ __all__ = [
     "mask_loss", "match_boxes", "mesh_losses", "meshes_to_camera", "multilevel_roi_align", "nms", "nms_reference",
     "nonempty_boxes", "official_rules", "official_state_dict_to_lib3d", "paste_masks", "predictions_to_camera",
     "roi_align", "roi_align_reference", "rpn_losses", "sample_proposals", "smooth_l1_loss", "subsample_labels",
-    "voxel_loss", "voxelize_in_boxes", "z_loss", "z_ranges_from_dz",
+    "voxel_loss", "voxelize_in_boxes", "z_loss", "z_ranges_from_dz", "VoxMesh", "load_official_voxmesh",
+    "official_voxmesh_rules",
 ]

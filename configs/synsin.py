@@ -70,8 +70,8 @@ _PAPER_MODEL = SynSinModelConfig()  # official RealEstate10K: 256x256, ngf 64, r
 
 PRESETS: dict[str, tuple[str, SynSinConfig]] = {
     "default": ("quick CPU model: 64x64, slim networks, L1 loss, 2000 steps", SynSinConfig()),
-    "paper": ("official RealEstate10K architecture and optimiser at 256x256 (GPU; L1 + hinge GAN + feature "
-              "matching, + VGG with --vgg-weights)",
+    "paper": (("official RealEstate10K architecture and optimiser at 256x256 (GPU; L1 + hinge GAN + feature "
+               "matching, + VGG with --vgg-weights)"),
               SynSinConfig(model=_PAPER_MODEL, data=IndoorConfig(image_size=256, train_scenes=400, test_scenes=24),
                            steps=50000, batch_size=32, lr_g=5e-5, lr_d=2e-4, gan_weight=1.0,
                            run=RunConfig(checkpoint_every=1000, log_every=50), ray=RayConfig(use_gpu=True))),

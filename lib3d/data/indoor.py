@@ -32,7 +32,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from lib3d._checks import check_choice, check_shape
-from lib3d.data.primitives import cube, dodecahedron, octahedron
+from lib3d.data.primitives import dodecahedron, octahedron
 from lib3d.render import rasterize_face_verts
 
 __all__ = [
@@ -227,7 +227,7 @@ def _make_scene(g: torch.Generator) -> _Scene:
 
 def _trajectory(g: torch.Generator, scene: _Scene, frames: int, step: float, turn_deg: float) -> torch.Tensor:
     """(T, 4, 4) world-to-camera poses of a short walk inside the room, away from walls and furniture."""
-    W, Hh, D = (float(x) for x in scene.room)
+    W, _, D = (float(x) for x in scene.room)
     for _attempt in range(50):
         x, z = float(_rand(g, -0.3, 0.3)) * W, float(_rand(g, -0.3, 0.3)) * D
         if all(abs(x - cx) > sx / 2 + 0.7 or abs(z - cz) > sz / 2 + 0.7 for cx, cz, sx, sz in scene.furniture):
@@ -381,8 +381,8 @@ def load_indoor(config: IndoorConfig = IndoorConfig(), split: Literal["train", "
         try:
             t = load_file(str(path))
             return IndoorScenes(t["images"], t["depths"], t["poses"], t["K"])
-        except Exception:  # noqa: BLE001 - a damaged cache file is re-rendered
-            pass
+        except Exception:  # noqa: BLE001 - a damaged cache file is re-rendered below
+            path.unlink(missing_ok=True)
     n = config.train_scenes if split == "train" else config.test_scenes
     data = render_indoor_scenes(n, config.frames, config.image_size, _split_seed(config.seed, split),
                                 config.fov_degrees, config.step_m, config.turn_degrees)

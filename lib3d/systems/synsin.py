@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lib3d import runtime
-from lib3d.data.indoor import IndoorScenes, ViewPairs, fixed_pairs, load_indoor, sample_pairs
+from lib3d.data.indoor import ViewPairs, fixed_pairs, load_indoor, sample_pairs
 from lib3d.runtime import Evaluation, TrainState, WorkerContext, derive_seed
 from lib3d.synthesis.synsin import (
     SynSinDiscriminator,
@@ -43,7 +43,7 @@ from lib3d.synthesis.synsin import (
     splat_features,
 )
 
-__all__ = ["LoadedGenerator", "SynSinPredictor", "SynSinSystem", "SYNSIN_VGG19_TAPS", "SYNSIN_VGG19_WEIGHTS",
+__all__ = ["SYNSIN_VGG19_TAPS", "SYNSIN_VGG19_WEIGHTS", "LoadedGenerator", "SynSinPredictor", "SynSinSystem",
            "book_pose", "depth_agreement", "evaluate_pairs", "forward_walk_poses", "load_generator",
            "load_synsin_vgg", "perceptual_loss", "rgb_splat"]
 

@@ -143,7 +143,7 @@ def test_splat_gradcheck_float64():
     f = torch.rand(1, 2, P, dtype=torch.float64)
     pts.requires_grad_(True)
     f.requires_grad_(True)
-    fn = lambda p, x: splat_features(p, x, (4, 4), radius_px=1.2, points_per_pixel=3, tau=2.0)  # noqa: E731
+    fn = lambda p, x: splat_features(p, x, (4, 4), radius_px=1.2, points_per_pixel=3, tau=2.0)
     assert torch.autograd.gradcheck(fn, (pts, f), eps=1e-6, atol=1e-5)
 
 
@@ -328,10 +328,10 @@ def _official_keys(ngf=64, W=256):
 
 
 def _official_opts(**kw):
-    o = dict(model_type="zbuffer_pts", refine_model_type="resnet_256W8UpDown64", norm_G="sync:spectral_batch",
-             depth_predictor_type="unet", use_rgb_features=False, W=256, ngf=64, min_z=1.0, max_z=100.0,
-             use_inverse_depth=False, radius=4.0, pp_pixel=128, tau=1.0, rad_pow=2,
-             accumulation="alphacomposite", ndf=64, gpu_ids="0,1")
+    o = {"model_type": "zbuffer_pts", "refine_model_type": "resnet_256W8UpDown64", "norm_G": "sync:spectral_batch",
+         "depth_predictor_type": "unet", "use_rgb_features": False, "W": 256, "ngf": 64, "min_z": 1.0,
+         "max_z": 100.0, "use_inverse_depth": False, "radius": 4.0, "pp_pixel": 128, "tau": 1.0, "rad_pow": 2,
+         "accumulation": "alphacomposite", "ndf": 64, "gpu_ids": "0,1"}
     o.update(kw)
     return argparse.Namespace(**o)
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from lib3d import runtime
+from lib3d.bodies.model_io import load_smpl_model, save_smpl_model
+from lib3d.bodies.synthetic import synthetic_smpl_model
+
 
 def main(args: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(prog="python -m jobs.convert_body_model", description=__doc__,
@@ -18,17 +24,18 @@ def main(args: list[str] | None = None) -> str:
     p.add_argument("paths", nargs="+", help="IN OUT, or just OUT with --synthetic")
     p.add_argument("--synthetic", action="store_true", help="write the embedded synthetic body to OUT")
     a = p.parse_args(args)
-    from lib3d.bodies.model_io import load_smpl_model, save_smpl_model
-    from lib3d.bodies.synthetic import synthetic_smpl_model
-
     if a.synthetic:
         if len(a.paths) != 1:
             p.error("--synthetic takes exactly one path (OUT)")
-        model, out = synthetic_smpl_model(dtype=__import__("torch").float64), a.paths[0]
+        model, out = synthetic_smpl_model(dtype=torch.float64), a.paths[0]
     else:
         if len(a.paths) != 2:
             p.error("expected IN OUT")
-        model, out = load_smpl_model(a.paths[0], dtype=__import__("torch").float64), a.paths[1]
+        try:
+            model = load_smpl_model(a.paths[0], dtype=torch.float64)
+        except ValueError as e:  # not a body model file (the message names it): one line, exit status 2
+            raise runtime.UserError(str(e)) from None
+        out = a.paths[1]
     path = save_smpl_model(model, out)
     print(f"wrote {path}: V={model.num_verts} J={model.num_joints} S={model.num_betas} "
           f"extra={list(model.extra_joint_names)}")
@@ -36,4 +43,4 @@ def main(args: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    runtime.run_main(main)

@@ -10,59 +10,48 @@ Writes ``meshes/body<i>.obj``, ``media/body<i>.png`` (a front view), ``media/bod
 
 from __future__ import annotations
 
-import math
+import pickle
 
 import torch
 
 from configs.smpl_demo import PRESETS
 from lib3d import runtime
+from lib3d.bodies.pipeline import load_body_model, load_pose_prior
+from lib3d.bodies.priors import sample_gmm_poses
+from lib3d.bodies.visualize import front_views
+from lib3d.io import save_obj
+from lib3d.io.images import image_grid
 
 JOB = "smpl_demo"
 
 
 def main(args: list[str] | None = None) -> dict:
     config = runtime.cli(PRESETS, description=__doc__, args=args)
+    try:
+        model, prior = load_body_model(config.model), load_pose_prior(config.gmm)
+    except (ValueError, EOFError, pickle.UnpicklingError) as e:  # not a model / prior file: one line, exit 2
+        raise runtime.UserError(str(e)) from None
     run = runtime.start_run(JOB, config)
-    from lib3d.bodies.pipeline import load_body_model, load_pose_prior
-    from lib3d.bodies.priors import sample_gmm_poses
-    from lib3d.bodies.smpl import smpl_forward
-    from lib3d.bodies.visualize import render_body
-    from lib3d.io import save_obj
-    from lib3d.io.images import image_grid
-    from lib3d.runtime import save_safetensors
-
     gen = torch.Generator().manual_seed(config.run.seed)
-    model = load_body_model(config.model)
     n = config.num_bodies
     betas = config.beta_std * torch.randn(n, model.num_betas, generator=gen)
-    pose = config.pose_scale * sample_gmm_poses(load_pose_prior(config.gmm), n, generator=gen)
-    # camera frame (OpenCV axes): the body upright (R_x(pi)) 3 m in front of the camera
-    orient = torch.tensor([[math.pi, 0.0, 0.0]]).expand(n, 3)
-    with torch.no_grad():
-        out = smpl_forward(model, betas, pose, orient, torch.tensor([[0.0, 0.0, 3.0]]).expand(n, 3))
-    S = config.image_size
-    focal = 1.1 * S  # the 1.9 m body fills ~70% of the image at 3 m
-    images, methods = [], []
-    (run.dir / "meshes").mkdir(parents=True, exist_ok=True)
-    (run.dir / "params").mkdir(parents=True, exist_ok=True)
+    pose = config.pose_scale * sample_gmm_poses(prior, n, generator=gen)
+    verts, images, method = front_views(model, betas, pose, config.image_size)
+    for d in ("meshes", "params"):
+        (run.dir / d).mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        save_obj(run.dir / "meshes" / f"body{i}.obj", out.vertices[i], model.faces)
-        save_safetensors(run.dir / "params" / f"body{i}.safetensors", {"betas": betas[i], "body_pose": pose[i]})
-        v = out.vertices[i] - torch.tensor([0.0, float(out.vertices[i, :, 1].mean()), 0.0])
-        rgba, method = render_body(v, model.faces, (S, S), focal, torch.tensor([S / 2, S / 2]))
-        img = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])  # white background
-        images.append(torch.from_numpy(img))
-        methods.append(method)
-        run.save_image(f"body{i}", img)
-    run.save_image("bodies", image_grid(images, rows=1 if n <= 4 else 2))
-    metrics = {"bodies": n, "num_verts": model.num_verts, "render": methods[0], "model": model.description
-               or config.model, "height_m": [float(out.vertices[i, :, 1].amax() - out.vertices[i, :, 1].amin())
-                                             for i in range(n)]}
+        save_obj(run.dir / "meshes" / f"body{i}.obj", verts[i], model.faces)
+        runtime.save_safetensors(run.dir / "params" / f"body{i}.safetensors", {"betas": betas[i], "body_pose": pose[i]})
+        run.save_image(f"body{i}", images[i])
+    run.save_image("bodies", image_grid([torch.from_numpy(im) for im in images], rows=1 if n <= 4 else 2))
+    height = (verts[..., 1].amax(1) - verts[..., 1].amin(1)).tolist()
+    metrics = {"bodies": n, "num_verts": model.num_verts, "render": method, "model": model.description or config.model,
+               "height_m": height}
     run.write_metrics(metrics)
-    print(f"[{JOB}] {n} bodies -> {run.dir}", flush=True)
     run.close()
+    print(f"[{JOB}] {n} bodies -> {run.dir}", flush=True)
     return {"dir": run.dir, **metrics}
 
 
 if __name__ == "__main__":
-    main()
+    runtime.run_main(main)

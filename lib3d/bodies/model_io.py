@@ -17,11 +17,14 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save_file
 
 from lib3d.bodies.smpl import SMPL_JOINT_NAMES, SMPLModel
 
@@ -300,33 +303,40 @@ def load_smpl_model(path: str | Path, *, dtype: torch.dtype = torch.float32,
     ``.safetensors`` (lib3d's format, written by :func:`save_smpl_model`).
 
     Raises:
-        FileNotFoundError, ValueError (unknown suffix or malformed file), UnsafePickleError.
+        FileNotFoundError; ValueError (unknown suffix, or a file that is not a readable model: the message
+        names it); UnsafePickleError (a pickle that references code).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"body model file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        d = safe_load_pickle(path)
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a pickled dict of arrays, got {type(d).__name__}")
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    elif suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.numpy import load_file
-
-        d = dict(load_file(str(path)))
-        with safe_open(str(path), "np") as f:
-            meta = f.metadata() or {}
-        for k in ("joint_names", "extra_joint_names"):
-            if k in meta:
-                d[k] = json.loads(meta[k])
-        if "description" in meta:
-            d["description"] = meta["description"]
-    else:
+    if suffix not in (".pkl", ".npz", ".safetensors"):
         raise ValueError(f"unknown body model format {suffix!r} for {path}; expected .pkl, .npz or .safetensors")
+    try:
+        if suffix == ".pkl":
+            d = safe_load_pickle(path)
+            if not isinstance(d, dict):
+                raise ValueError(f"{path}: expected a pickled dict of arrays, got {type(d).__name__}")
+        elif suffix == ".npz":
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    d = {k: z[k] for k in z.files}
+            except ValueError as e:  # numpy: not an npz archive of plain arrays
+                raise ValueError(f"{path}: not a readable .npz body model ({e})") from None
+        else:
+            d = dict(load_file(str(path)))
+            with safe_open(str(path), "np") as f:
+                meta = f.metadata() or {}
+            for k in ("joint_names", "extra_joint_names"):
+                if k in meta:
+                    d[k] = json.loads(meta[k])
+            if "description" in meta:
+                d["description"] = meta["description"]
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, OSError, UnicodeDecodeError, zipfile.BadZipFile,
+            SafetensorError) as e:
+        raise ValueError(f"{path}: not a readable {suffix} body model ({type(e).__name__}: {e})") from None
     return smpl_model_from_arrays(d, dtype=dtype, device=device)
 
 
@@ -345,7 +355,6 @@ def save_smpl_model(model: SMPLModel, path: str | Path) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **d)
     elif suffix == ".safetensors":
-        from safetensors.numpy import save_file
 
         meta = {"format": "lib3d.bodies.smpl/1", "joint_names": json.dumps(list(model.joint_names)),
                 "description": model.description}

@@ -7,9 +7,12 @@ projected-vertex silhouette is drawn instead. Detected keypoints are green, proj
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
+from lib3d.bodies.smpl import SMPLModel, smpl_forward
 from lib3d.bodies.smplify import perspective_project
 from lib3d.geometry import PerspectiveCameras
 from lib3d.render.lighting import PointLights
@@ -17,7 +20,7 @@ from lib3d.render.mesh_rasterizer import RasterizationSettings
 from lib3d.render.shading import render_mesh
 from lib3d.structures import Meshes, TexturesVertex
 
-__all__ = ["draw_keypoints", "overlay", "render_body"]
+__all__ = ["draw_keypoints", "front_views", "overlay", "render_body"]
 
 
 def render_body(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int, int], focal_length: float,
@@ -102,3 +105,33 @@ def overlay(image: np.ndarray | None, verts: torch.Tensor, faces: torch.Tensor, 
     out = draw_keypoints(out, det, (0.0, 1.0, 0.0))
     out = draw_keypoints(out, projected, (1.0, 0.0, 0.0), radius=2)
     return out.clip(0, 1), method
+
+
+def front_views(model: SMPLModel, betas: torch.Tensor, body_pose: torch.Tensor, image_size: int
+                ) -> tuple[torch.Tensor, list[np.ndarray], str]:
+    """Posed bodies and a front view of each on white (the book's ``render_smpl.py``).
+
+    Each body stands upright (``R_x(pi)`` in OpenCV camera axes) 3 m in front of a camera of focal length
+    ``1.1 * image_size`` (a 1.9 m body fills ~70% of the image), centred vertically on its mean height.
+
+    Args:
+        model: the body model.
+        betas: (N, S) float shapes.
+        body_pose: (N, 69) float axis-angle poses.
+        image_size: H = W of the views.
+
+    Returns:
+        ``(vertices (N, V, 3) camera frame, N images (H, W, 3) float in [0, 1], render method)``.
+    """
+    n = betas.shape[0]
+    orient = torch.tensor([[math.pi, 0.0, 0.0]], dtype=model.dtype, device=model.device).expand(n, 3)
+    transl = torch.tensor([[0.0, 0.0, 3.0]], dtype=model.dtype, device=model.device).expand(n, 3)
+    with torch.no_grad():
+        verts = smpl_forward(model, betas, body_pose, orient, transl).vertices
+    S = image_size
+    images, method = [], "render"
+    for v in verts:
+        v = v - torch.tensor([0.0, float(v[:, 1].mean()), 0.0], dtype=v.dtype, device=v.device)
+        rgba, method = render_body(v, model.faces, (S, S), 1.1 * S, torch.tensor([S / 2, S / 2]))
+        images.append(rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:]))  # white background
+    return verts, images, method

@@ -30,6 +30,7 @@ import csv
 import io
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,8 @@ def reprojection_error(keypoints: torch.Tensor, projected: torch.Tensor, min_con
 def check_config(config: Any) -> None:
     """Raise ``runtime.UserError`` (one line, exit status 2) for a user's mistake before any work starts.
 
-    Checks that the keypoint file, image folder, body model and pose prior exist, and the sizes are sane.
+    Checks that the keypoint file and image folder exist, that the body model and pose prior load, and that
+    the sizes are sane.
     """
     for name in ("keypoints", "model", "gmm"):
         path = getattr(config, name)
@@ -110,6 +112,13 @@ def check_config(config: Any) -> None:
         raise runtime.UserError(f"--num-workers must be >= 0, got {config.num_workers}")
     if min(config.image_size) < 1:
         raise runtime.UserError(f"--image-size must be positive, got {config.image_size}")
+    # load what the actors will load, so that a bad file is one line here rather than a failed actor there
+    for name, load in (("model", load_body_model), ("gmm", load_pose_prior)):
+        if getattr(config, name) is not None:
+            try:
+                load(getattr(config, name))
+            except (ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+                raise runtime.UserError(f"--{name} {getattr(config, name)}: not a readable file ({e})") from None
 
 
 def _image_size(img: str | None, default: tuple[int, int]) -> tuple[int, int]:

@@ -69,6 +69,23 @@ def test_lsp_est_joints_reader(tmp_path):
         load_lsp_est_joints(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("job", ["convert", "demo"])
+def test_body_model_jobs_bad_model_file_one_line_exit_2(tmp_path, capsys, job):
+    from jobs.convert_body_model import main as convert
+    from jobs.smpl_demo import main as demo
+
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(np.random.default_rng(0).bytes(300))
+    for bad in (junk, tmp_path / "missing.pkl"):
+        with pytest.raises(SystemExit) as e:
+            if job == "convert":
+                runtime.run_main(lambda: convert([str(bad), str(tmp_path / "out.safetensors")]))
+            else:
+                runtime.run_main(lambda: demo(["smoke", "--model", str(bad), "--run.output-root", str(tmp_path)]))
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and str(bad.name) in err, err
+
+
 def test_smpl_demo_and_convert(tmp_path):
     from jobs.convert_body_model import main as convert
     from jobs.smpl_demo import main as demo
@@ -119,7 +136,7 @@ def test_smplify_resume_equals_uninterrupted(tmp_path, one_thread, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["missing", "random_bytes", "no_est_joints", "bad_shape", "bad_json",
-                                  "missing_images", "bad_batch"])
+                                  "missing_images", "bad_batch", "bad_model", "bad_gmm"])
 def test_smplify_user_mistakes_are_one_line_exit_2(tmp_path, capsys, case):
     from jobs.smplify import main
 
@@ -140,6 +157,11 @@ def test_smplify_user_mistakes_are_one_line_exit_2(tmp_path, capsys, case):
     elif case == "bad_batch":
         np.savez(path, est_joints=np.zeros((3, 14, 2)))
         extra = ["--batch-size", "0"]
+    elif case in ("bad_model", "bad_gmm"):
+        np.savez(path, est_joints=np.zeros((3, 14, 2)))
+        junk = tmp_path / "junk.pkl"
+        junk.write_bytes(np.random.default_rng(1).bytes(300))
+        extra = ["--model" if case == "bad_model" else "--gmm", str(junk)]
     with pytest.raises(SystemExit) as e:
         runtime.run_main(lambda: main(["smoke", "--keypoints", str(path), *extra, "--run.output-root",
                                        str(tmp_path / "out")]))

@@ -175,6 +175,9 @@ class GiraffeConfig:
     """Channels of the discriminator's last hidden layer (the official 512)."""
     eval: EvalConfig = EvalConfig()
     """Evaluation."""
+    evaluate_only: bool = False
+    """Do not train: evaluate the newest checkpoint of the run named by run.name again (metrics to
+    <run>/eval_step_<step>.json, images to <run>/media/eval_*)."""
     threads: int = 0
     """torch intra-op threads per worker (0: torch's default). Small models run faster on 1 thread of a busy
     2-core machine (two threads spin against each other)."""

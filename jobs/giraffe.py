@@ -3,6 +3,7 @@
     python -m jobs.giraffe                          # quick CPU run on the embedded 32x32 scenes
     python -m jobs.giraffe clevr64 --ray.num-workers 4 --ray.use-gpu
     python -m jobs.giraffe paper --data "images:data/comprehensive_cars/images/*.jpg"
+    python -m jobs.giraffe --run.name quick1 --evaluate-only       # evaluate a run's newest checkpoint again
     python -m jobs.giraffe --help
 
 Outputs in results/giraffe/<run>/: config.json, TensorBoard losses and evaluations, checkpoints (G, D,
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 from configs.giraffe import PRESETS
 from lib3d import runtime
-from lib3d.systems.giraffe import GiraffeSystem
+from lib3d.systems.giraffe import GiraffeSystem, evaluate_run
 
 
-def main(args: list[str] | None = None) -> runtime.FitResult:
+def main(args: list[str] | None = None) -> runtime.FitResult | dict:
     config = runtime.cli(PRESETS, description=__doc__, args=args)
+    if config.evaluate_only:
+        return evaluate_run(config)
     return runtime.train(GiraffeSystem(), config)
 
 

@@ -27,7 +27,7 @@ import torch
 from lib3d import runtime
 from lib3d.runtime import Evaluation, TrainState, WorkerContext, derive_seed
 
-__all__ = ["GiraffeSystem", "build", "build_generator", "feature_extractor", "translation_frames"]
+__all__ = ["GiraffeSystem", "build", "build_generator", "evaluate_run", "feature_extractor", "translation_frames"]
 
 
 def build_generator(model) -> torch.nn.Module:
@@ -263,6 +263,37 @@ class GiraffeSystem:
             grid = ema.sample(16, grid_rng, mode="eval", temperature=config.eval.temperature).clamp(0, 1).cpu()
         images = {"samples_ema": _grid(grid, 4).numpy(), "real_holdout": _grid(hold[:16], 4).numpy()}
         return Evaluation(metrics=metrics, images=images, gifs=gifs)
+
+
+def evaluate_run(config) -> dict:
+    """Evaluation alone: load the newest checkpoint of the run ``config`` names and evaluate it again (rank 0
+    of this process); writes ``<run>/eval_step_<step>.json`` and the images / GIFs to ``<run>/media/eval_*``.
+
+    Raises:
+        runtime.UserError: the run has no checkpoint.
+    """
+    import json
+
+    from lib3d.io import save_gif, save_image
+    from lib3d.runtime import load_train_state
+
+    system = GiraffeSystem()
+    run_dir = runtime.run_directory(system.name, config)
+    if runtime.latest_checkpoint(run_dir / "checkpoints") is None:
+        raise runtime.UserError(f"{run_dir}: no checkpoint to evaluate (train the run first)")
+    ctx = runtime.worker_context(config.ray.use_gpu)
+    state = system.init(config, ctx)
+    ck = runtime.load_checkpoint(run_dir / "checkpoints", map_location=ctx.device)
+    load_train_state(state, ck)
+    ev = system.evaluate(state, ck.step)
+    metrics = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in ev.metrics.items()}
+    (run_dir / f"eval_step_{ck.step}.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    for name, img in ev.images.items():
+        save_image(run_dir / "media" / f"eval_{name}.png", img)
+    for name, frames in ev.gifs.items():
+        save_gif(run_dir / "media" / f"eval_{name}.gif", frames)
+    print(f"[giraffe] evaluated {ck.path}: {json.dumps(metrics)}", flush=True)
+    return metrics
 
 
 def with_overrides(config, **fields):

@@ -69,7 +69,8 @@ def test_controllability_on_hand_built_scene():
     assert c["translation_spearman"] == pytest.approx(1.0) and c["translation_monotone_fraction"] == 1.0
     assert c["app_change_iou"] == pytest.approx(1.0)  # density does not depend on the appearance code
     assert c["bg_change_in_background"] > 0.05
-    assert c["bg_change_in_object"] < 0.25 * c["bg_change_in_background"]
+    # opacity-weighted: the soft mask edges (bilinear upsampling, blur) let some background through
+    assert c["bg_change_in_object"] < 0.4 * c["bg_change_in_background"]
     assert c["rotation_change_in_background"] < 1e-6  # a box-symmetric object: nothing outside it moves
     assert 0.01 < c["object_coverage"] < 0.9
 

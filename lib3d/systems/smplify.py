@@ -323,7 +323,8 @@ class FitWriter:
         """The items of the batches (``config.batch_size`` consecutive items) not completely written yet.
 
         Whole batches are kept together, so a resumed run fits exactly the batches an uninterrupted one
-        would have, with the same numbers.
+        would have, with the same numbers (resume with the same ``batch_size``: a person's fit depends on
+        the batch it shares the optimiser's stopping test with).
         """
         B = self.config.batch_size
         self._pending = []
@@ -357,7 +358,8 @@ class FitWriter:
         """Metrics of the whole run from the files written (so a resumed run reports all images):
         energies, the reprojection error (mean, median, 90th percentile, per image in ``fits.csv``), the
         flipped count, the fit time per image, and with ``truth`` the errors against the ground truth.
-        Logs the energy terms per stage (this process's batches) to TensorBoard; writes ``metrics.json``."""
+        Writes ``fits.csv`` and logs the energy terms per stage (this process's batches) to TensorBoard;
+        returns the metrics (the job writes ``metrics.json``)."""
         fits = self.load()
         err = fits["reprojection_error_px"][:, 0].double()
         ok = torch.isfinite(err)

@@ -305,8 +305,9 @@ class CameraFitSystem:
         return config.iterations
 
     def check_config(self, config) -> None:
-        """User mistakes (``runtime.UserError``): a missing or unsupported ``--mesh``, impossible sizes, more
-        than one worker, a start or target view at the origin or straight above/below it (no look-at frame)."""
+        """User mistakes (``runtime.UserError``): a missing or unsupported ``--mesh`` (a malformed one raises
+        ``FormatError``), impossible sizes, more than one worker, a start or target view at the origin or
+        straight above/below it (no look-at frame)."""
         from pathlib import Path
 
         if config.ray.num_workers > 1:
@@ -318,6 +319,9 @@ class CameraFitSystem:
                 raise runtime.UserError(f"--mesh {config.mesh}: no such file")
             if path.suffix.lower() not in (".obj", ".ply"):
                 raise runtime.UserError(f"--mesh {config.mesh}: expected an .obj or .ply file")
+            from lib3d.data.scenes import load_mesh
+
+            load_mesh(path)  # read here, in the driver: a malformed file is a FormatError before any worker
         for name, low in (("image_size", 8), ("iterations", 1), ("faces_per_pixel", 1), ("faces_per_pixel_rgb", 1),
                           ("frame_every", 1)):
             if getattr(config, name) < low:

@@ -153,6 +153,11 @@ def test_user_mistakes(tmp_path):
     (tmp_path / "m.stl").write_text("solid")
     with pytest.raises(runtime.UserError, match=r"\.obj or \.ply"):
         s.check_config(_cfg(tmp_path, "x", mesh=str(tmp_path / "m.stl")))
+    (tmp_path / "noise.obj").write_bytes(bytes(range(256)))
+    from lib3d.io import FormatError
+
+    with pytest.raises(FormatError, match=r"noise\.obj, line 1: control byte 0x00"):
+        s.check_config(_cfg(tmp_path, "x", mesh=str(tmp_path / "noise.obj")))
     with pytest.raises(runtime.UserError, match="--start: camera centre .* no look-at view"):
         s.check_config(_cfg(tmp_path, "x", start=(0.0, 0.0, 0.0)))
     with pytest.raises(runtime.UserError, match="--start: .*parallel"):

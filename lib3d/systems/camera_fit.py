@@ -26,7 +26,7 @@ The soft rasterization is perspective-correct, as PyTorch3D's for a perspective 
 barycentrics once divided by ``z1 z2 w0 + z0 z2 w1 + z0 z1 w2``, near zero at blurred pixels off a face,
 before the clipping cancelled it: float32 gradients were noise, (-1069, 2032, -3129) at the start position
 against float64's (1.38, 2.69, -6.75), and the textured fit stalled. ``rasterize_meshes`` now forms the
-clipped barycentrics without that division; ``tests/render/test_render_jobs.py`` checks float32 against
+clipped barycentrics without that division; ``tests/systems/test_camera_fit.py`` checks float32 against
 float64.)
 """
 

@@ -37,23 +37,24 @@ __all__ = [
 ]
 
 
-def boxes_to_rois(boxes: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+def boxes_to_rois(boxes: Sequence[torch.Tensor] | torch.Tensor, name: str = "rois") -> torch.Tensor:
     """Turn per-image boxes into RoIs ``(R, 5)`` ``(b, x0, y0, x1, y1)``.
 
     Args:
         boxes: a list of N ``(R_n, 4) float`` box tensors, or an ``(R, 5)`` RoI tensor (returned as is).
+        name: argument name used in error messages.
 
     Returns:
         ``(R, 5) float`` RoIs (image index first).
     """
     if torch.is_tensor(boxes):
-        check_shape("boxes", boxes, ("R", 5), dtype="float")
+        check_shape(name, boxes, ("R", 5), dtype="float")
         return boxes
     boxes = list(boxes)
     if not boxes:
-        raise ValueError("boxes must hold at least one image's boxes")
+        raise ValueError(f"{name} must hold at least one image's boxes")
     for i, b in enumerate(boxes):
-        check_shape(f"boxes[{i}]", b, ("R", 4), dtype="float")
+        check_shape(f"{name}[{i}]", b, ("R", 4), dtype="float")
     idx = torch.cat([torch.full((b.shape[0], 1), float(i), dtype=b.dtype, device=b.device)
                      for i, b in enumerate(boxes)])
     return torch.cat([idx, torch.cat(boxes)], 1)

@@ -60,10 +60,10 @@ def test_clip():
     assert torch.equal(clip_boxes(b, (60, 40)), torch.tensor([[0.0, 0, 40, 60]]))
 
 
-@pytest.mark.parametrize("thresh", [0.0, 0.3, 0.5, 0.7, 1.0])
+@pytest.mark.parametrize("thresh", [0.0, 0.3, 0.5, 0.7, 0.95])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_nms_matches_greedy_reference(thresh, seed):
-    boxes, scores = _random_boxes(300, seed)
+    boxes, scores = _random_boxes(150, seed, scale=60.0)
     assert torch.equal(nms(boxes, scores, thresh), nms_reference(boxes, scores, thresh))
 
 
@@ -87,8 +87,8 @@ def test_nms_long_chain_exact():
 
 
 def test_batched_nms_per_class():
-    boxes, scores = _random_boxes(200, 3)
-    idxs = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(0))
+    boxes, scores = _random_boxes(120, 3)
+    idxs = torch.randint(0, 4, (120,), generator=torch.Generator().manual_seed(0))
     keep = batched_nms(boxes, scores, idxs, 0.5)
     ref = torch.cat([torch.nonzero(idxs == c)[:, 0][nms_reference(boxes[idxs == c], scores[idxs == c], 0.5)]
                      for c in range(4)])

@@ -214,18 +214,23 @@ def render_views(meshes, num_views: int, image_size: int, chunk: int = 4) -> tor
 
 
 def render_points(points: torch.Tensor, image_size: int) -> torch.Tensor:
-    """``(H, W, 3) float`` dots of a ``(P, 3)`` cloud seen by the first turntable camera (the front view)."""
-    from PIL import Image, ImageDraw
-
+    """``(H, W, 3) float`` image (CPU) of a ``(P, 3)`` cloud seen by the first turntable camera (the front
+    view): a blue disc of radius ``max(1, H / 128)`` pixels around each projected point on white."""
     check_shape("points", points, ("P", 3), dtype="float")
     cams = _turntable_cameras(1, points.device)
     xy = cams.transform_points_screen(points[None], image_size=(image_size, image_size))[0, :, :2].cpu()
-    img = Image.new("RGB", (image_size, image_size), "white")
-    draw = ImageDraw.Draw(img)
     r = max(1.0, image_size / 128)
-    for x, y in xy.tolist():  # a few hundred dots drawn by Pillow
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=(30, 60, 160))
-    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(image_size, image_size, 3).float() / 255
+    k = int(r) + 1
+    d = torch.arange(-k, k + 1, dtype=xy.dtype)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    centre = xy.round()
+    px = (centre[:, None, 0] + dx.reshape(1, -1)).long()  # (P, D) candidate pixels of each disc
+    py = (centre[:, None, 1] + dy.reshape(1, -1)).long()
+    inside = ((px.to(xy.dtype) - xy[:, None, 0]) ** 2 + (py.to(xy.dtype) - xy[:, None, 1]) ** 2 <= r * r) \
+        & (px >= 0) & (px < image_size) & (py >= 0) & (py < image_size)
+    img = torch.ones(image_size, image_size, 3)
+    img[py[inside], px[inside]] = torch.tensor([30.0, 60.0, 160.0]) / 255
+    return img
 
 
 def final_chamfer(meshes, target: torch.Tensor, num_samples: int = 10000, seed: int = 0) -> float:

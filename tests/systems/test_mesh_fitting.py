@@ -121,6 +121,17 @@ def test_mesh_fitting_loss_terms_and_weights():
     assert not off.edge.requires_grad and off.edge > 0  # reported, outside the graph
 
 
+
+def test_render_points_hand_computed():
+    """The origin projects to the image centre (32, 32) of a 64 px front view; a disc of radius 1 px covers
+    that pixel and its 4 neighbours; points off the image are dropped."""
+    from lib3d.systems.mesh_fitting import render_points
+
+    img = render_points(torch.tensor([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0]]), 64)
+    blue = (img != 1.0).any(-1).nonzero().tolist()
+    assert sorted(blue) == [[31, 32], [32, 31], [32, 32], [32, 33], [33, 32]]
+    torch.testing.assert_close(img[32, 32], torch.tensor([30.0, 60.0, 160.0]) / 255)
+
 # ------------------------------------------------------------------------------------- resume equality
 
 

@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 GOLDEN_COW_RENDERS = Path(__file__).resolve().parents[3] / "shared" / "golden" / "cow_renders.safetensors"
-"""Default location of the golden cow dataset (``../shared`` beside the project)."""
+"""Default location of the golden cow dataset (``../shared`` beside the project): PyTorch3D's renders, the
+tests' oracle for ``generate_renders``. Jobs render the book's cow themselves (``--data cow:PATH/cow.obj``,
+``lib3d.data.posed_images``)."""
 
 SILHOUETTE_SIGMA = 1e-4
 SILHOUETTE_BLUR = math.log(1.0 / 1e-4 - 1.0) * SILHOUETTE_SIGMA
@@ -177,6 +179,8 @@ def generate_renders(meshes=None, num_views: int = 40, azimuth_range: float = 18
 
 def load_cow_renders_golden(path: str | Path | None = None, device=None) -> RenderedViews | None:
     """The golden cow dataset (PyTorch3D's renders of the book's cow) as ``RenderedViews``; None if absent.
+
+    A test oracle: jobs use ``generate_renders`` on the book's mesh instead (``lib3d.data.posed_images``).
 
     Args:
         path: the ``cow_renders.safetensors`` file; default ``../shared/golden/cow_renders.safetensors``.

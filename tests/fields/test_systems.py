@@ -83,7 +83,8 @@ def _assert_same(a: dict, b: dict):
 
 @pytest.mark.parametrize("system_class, config_of, module, crash_at", [
     (VolumeSystem, _volume_config, "model", 3),     # crashes at 3: resumes from the checkpoint of step 2
-    (GridNerfSystem, _grid_config, "field", 5),     # resumes at 4: the coarse grids, grown by step 4
+    pytest.param(GridNerfSystem, _grid_config, "field", 5,  # resumes at 4: the coarse grids, grown by step 4
+                 marks=pytest.mark.slow),
     (GridNerfSystem, _grid_config, "field", 7),     # resumes at 6: the grown grids, pruned occupancy
     (BookNerfSystem, _book_config, "nerf", 5),      # resumes at 4: after the learning-rate drop (step 4.5)
 ])

@@ -193,11 +193,11 @@ _QUICK_MODEL = ModelConfig(img_size=32, z_dim=64, z_dim_bg=32, feature_dim=32, h
 
 PRESETS: dict[str, tuple[str, GiraffeConfig]] = {
     "default": ("quick CPU run on the embedded 32x32 scenes (<= 15 min on 2 cores)",
-                GiraffeConfig(model=_QUICK_MODEL, batch_size=16, steps=3000, lr_g=1e-3, lr_d=2e-4, ema_decay=0.99,
+                GiraffeConfig(model=_QUICK_MODEL, batch_size=16, steps=1500, lr_g=1e-3, lr_d=2e-4, ema_decay=0.99,
                               disc_final_channels=128, threads=1,
                               eval=EvalConfig(n_samples=512, domain_feature_steps=300, controllability_scenes=12),
-                              run=RunConfig(checkpoint_every=500, log_every=25, eval_every=1000,
-                                            time_limit_s=540.0))),
+                              run=RunConfig(checkpoint_every=500, log_every=25, eval_every=750,
+                                            time_limit_s=780.0))),
     "clevr64": ("the paper's architecture on the embedded 64x64 scenes (GPU, or a long CPU run)",
                 GiraffeConfig(model=ModelConfig(n_boxes=2, object_count_probs=(0.5, 0.5), **_EMBEDDED),
                               n_scenes=8192, steps=20000,

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def main(args: list[str] | None = None) -> dict:
     out: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                  "host": platform.node(), "load_average_start": os.getloadavg(),
-                 "command": "python -m jobs.bench.detect " + " ".join(args if args is not None else []),
+                 "command": "python -m jobs.bench.detect " + " ".join(args if args is not None else sys.argv[1:]),
                  "results": {}}
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)

@@ -5,13 +5,13 @@ pixel; F faces; P points; C channels; S samples per ray.
 
 Modules (PyTorch3D's names; import from here or from the module):
 
-- ``mesh_rasterizer``  ``rasterize_meshes``, ``RasterizationSettings``, ``MeshRasterizer``, ``Fragments``;
+- ``mesh_rasterizer``  ``rasterize_meshes``, ``RasterizationSettings``, ``MeshRasterizer``, ``Fragments``,
+  ``barycentric_coordinates``;
 - ``point_rasterizer`` ``rasterize_points``, ``PointsRasterizationSettings``, ``PointsRasterizer``;
 - ``compositing``      ``alpha_composite``, ``norm_weighted_sum``, ``weighted_sum``, ``PointsRenderer``;
 - ``lighting``         ``AmbientLights``, ``PointLights``, ``DirectionalLights``, ``Materials``;
 - ``blending``         ``BlendParams``, ``hard_rgb_blend``, ``sigmoid_alpha_blend``, ``softmax_rgb_blend``;
 - ``shading``          Phong/Gouraud/flat shading, the shaders, ``MeshRenderer`` and ``render_mesh``;
-- ``camera_fitting``   the chapter-4 camera-position fit (silhouette and textured losses);
 - ``raysampling``      ray bundles and ray samplers, hierarchical sampling, depths along rays;
 - ``volumes``          ``Volumes``, ``sample_volume``, ``VolumeSampler``;
 - ``raymarching``      compositing weights (one routine), ray marchers, implicit/volume renderers, NeRF

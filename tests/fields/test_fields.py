@@ -178,3 +178,23 @@ def test_visual_hull_of_a_sphere():
     box = hull_box(hull, aabb, margin_voxels=0)
     assert bool((box[0] > -0.75).all() and (box[1] < 0.75).all() and (box[0] < -0.4).all())
     torch.testing.assert_close(hull_box(torch.zeros(3, 3, 3, dtype=torch.bool), aabb), aabb)
+
+
+def test_harmonic_embedding_diag_cov_is_the_expected_encoding():
+    """PyTorch3D's ``HarmonicEmbedding(...)(x, diag_cov=v)``: MipNeRF's integrated encoding equals the
+    Monte-Carlo mean of the plain encoding under N(x, diag(v)); zero variance gives the plain encoding."""
+    from lib3d.fields import HarmonicEmbedding
+
+    g = torch.Generator().manual_seed(0)
+    emb = HarmonicEmbedding(n_harmonic_functions=4, omega_0=1.0).double()
+    x = torch.rand(3, 2, generator=g, dtype=torch.float64)
+    var = torch.rand(3, 2, generator=g, dtype=torch.float64) * 0.05
+    torch.testing.assert_close(emb(x, diag_cov=torch.zeros_like(var)), emb(x))
+    samples = x + var.sqrt() * torch.randn(200_000, 3, 2, generator=g, dtype=torch.float64)
+    mc = emb(samples).mean(0)
+    ipe = emb(x, diag_cov=var)
+    n = 2 * 2 * 4
+    torch.testing.assert_close(ipe[:, :n], mc[:, :n], rtol=0, atol=5e-3)
+    torch.testing.assert_close(ipe[:, n:], x)  # the appended input is x itself
+    with pytest.raises(TypeError):
+        emb(x, unknown=1)

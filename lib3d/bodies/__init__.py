@@ -38,6 +38,7 @@ Example:
     >>> fit = smplify(model, data.keypoints, "lsp", image_size=(512, 512))
 """
 
+from lib3d.bodies.layer import SMPL
 from lib3d.bodies.metrics import mpjpe, pa_mpjpe
 from lib3d.bodies.model_io import (
     SMPL_EXTRA_VERTEX_IDS,
@@ -48,7 +49,6 @@ from lib3d.bodies.model_io import (
 )
 from lib3d.bodies.priors import GMMPrior, default_gmm_prior, gmm_pose_prior, load_gmm_prior
 from lib3d.bodies.skeletons import BODY25, COCO17, LSP14, Skeleton, get_skeleton
-from lib3d.bodies.layer import SMPL
 from lib3d.bodies.smpl import (
     SMPL_JOINT_NAMES,
     SMPL_PARENTS,

@@ -43,7 +43,6 @@ from typing import Literal, NamedTuple
 import torch
 
 from lib3d._checks import check_finite, check_shape
-from lib3d.geometry import matrix_to_axis_angle
 from lib3d.bodies.priors import (
     GMMPrior,
     angle_prior,
@@ -56,6 +55,7 @@ from lib3d.bodies.priors import (
 )
 from lib3d.bodies.skeletons import Skeleton, get_skeleton, skeleton_model_indices
 from lib3d.bodies.smpl import SMPLModel, batch_rodrigues, smpl_forward, smpl_joint_jacobian
+from lib3d.geometry import matrix_to_axis_angle
 
 __all__ = [
     "SMPLifyConfig",

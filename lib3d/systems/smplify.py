@@ -42,7 +42,13 @@ from PIL import Image
 from lib3d import runtime
 from lib3d._checks import check_shapes
 from lib3d.bodies.metrics import keypoint_error_2d, mpjpe, pa_mpjpe
-from lib3d.bodies.pipeline import FitItem, load_body_model, load_keypoints_json, load_lsp_est_joints, load_pose_prior
+from lib3d.bodies.pipeline import (
+    FitItem,
+    load_body_model,
+    load_keypoints_json,
+    load_lsp_est_joints,
+    load_pose_prior,
+)
 from lib3d.bodies.skeletons import get_skeleton
 from lib3d.bodies.smpl import smpl_forward
 from lib3d.bodies.smplify import SMPLifyConfig, SyntheticPeople, smplify, synthetic_people
@@ -191,9 +197,9 @@ def build_items(config: Any) -> tuple[list[FitItem], SyntheticPeople | None]:
 
 def predictor_kwargs(config: Any) -> dict[str, Any]:
     """The constructor arguments of :class:`SMPLifyPredictor` from a job config."""
-    return dict(model_path=config.model, gmm_path=config.gmm, skeleton=config.skeleton, config=config.fit,
-                threads=config.threads_per_worker, min_confidence=config.min_confidence,
-                write_meshes=config.write_meshes, use_gpu=config.ray.use_gpu)
+    return {"model_path": config.model, "gmm_path": config.gmm, "skeleton": config.skeleton, "config": config.fit,
+            "threads": config.threads_per_worker, "min_confidence": config.min_confidence,
+            "write_meshes": config.write_meshes, "use_gpu": config.ray.use_gpu}
 
 
 class SMPLifyPredictor:
@@ -205,7 +211,7 @@ class SMPLifyPredictor:
         model_path: body model file (None: the synthetic body).
         gmm_path: pose prior file (None: the embedded prior).
         skeleton: keypoint order of the items.
-        config: SMPLify settings.
+        config: SMPLify settings (None: the defaults).
         threads: torch threads of this process (None: leave as is). The tensors are small: one thread per
             actor and one actor per core is the fastest layout on CPU.
         min_confidence: confidence threshold of :func:`reprojection_error`.
@@ -222,7 +228,7 @@ class SMPLifyPredictor:
     """
 
     def __init__(self, model_path: str | None = None, gmm_path: str | None = None, skeleton: str = "lsp",
-                 config: SMPLifyConfig = SMPLifyConfig(), threads: int | None = 1, min_confidence: float = 0.5,
+                 config: SMPLifyConfig | None = None, threads: int | None = 1, min_confidence: float = 0.5,
                  write_meshes: bool = False, use_gpu: bool = False):
         if threads:
             torch.set_num_threads(int(threads))  # this process (a Ray actor) only
@@ -230,7 +236,7 @@ class SMPLifyPredictor:
         self.model = load_body_model(model_path).to(self.device)
         self.prior = load_pose_prior(gmm_path).to(self.device)
         self.skeleton = get_skeleton(skeleton)
-        self.config = config
+        self.config = config or SMPLifyConfig()
         self.min_confidence = min_confidence
         self.write_meshes = write_meshes
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from lib3d import runtime
+from tests.runtime.test_ray import ray_driver, ray_head  # noqa: F401  (the Ray head fixtures)
 
 
 @pytest.fixture
@@ -79,9 +80,10 @@ def test_body_model_jobs_bad_model_file_one_line_exit_2(tmp_path, capsys, job):
     for bad in (junk, tmp_path / "missing.pkl"):
         with pytest.raises(SystemExit) as e:
             if job == "convert":
-                runtime.run_main(lambda: convert([str(bad), str(tmp_path / "out.safetensors")]))
+                runtime.run_main(lambda bad=bad: convert([str(bad), str(tmp_path / "out.safetensors")]))
             else:
-                runtime.run_main(lambda: demo(["smoke", "--model", str(bad), "--run.output-root", str(tmp_path)]))
+                runtime.run_main(lambda bad=bad: demo(["smoke", "--model", str(bad), "--run.output-root",
+                                                       str(tmp_path)]))
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1 and str(bad.name) in err, err
 
@@ -173,14 +175,14 @@ def test_smplify_user_mistakes_are_one_line_exit_2(tmp_path, capsys, case):
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_smplify_two_ray_actors_crashed_batch_equals_in_process(ray_driver, tmp_path):
+def test_smplify_two_ray_actors_crashed_batch_equals_in_process(ray_driver, tmp_path):  # noqa: F811
     """2 Ray Data actors on a Ray head: one actor dies on its first batch, the batch is retried on a
     restarted actor, results arrive in input order and equal the in-process fit; a run resumed on the 2
     actors after losing a batch refits that batch and equals the uninterrupted in-process run."""
-    from jobs.smplify import main
-    from tests.bodies.helpers_smplify import CrashOncePredictor  # module-level: the actors import it
-    from lib3d.systems.smplify import FitWriter, build_items, predictor_kwargs
     from configs.smplify import PRESETS
+    from jobs.smplify import main
+    from lib3d.systems.smplify import FitWriter, build_items, predictor_kwargs
+    from tests.bodies.helpers_smplify import CrashOncePredictor  # module-level: the actors import it
 
     args = ["smoke", "--num-synthetic", "4", "--no-write-meshes", "--run.output-root", str(tmp_path)]
     main(args + ["--run.name", "local"])
@@ -208,9 +210,6 @@ def test_smplify_two_ray_actors_crashed_batch_equals_in_process(ray_driver, tmp_
     for name in local:
         for k in ("betas", "body_pose", "global_orient", "camera_translation"):
             torch.testing.assert_close(ray[name][k], local[name][k], rtol=0, atol=1e-6)
-
-
-from tests.runtime.test_ray import ray_driver, ray_head  # noqa: E402,F401  (the Ray head fixtures)
 
 
 def test_draw_keypoints_outside_image_draws_nothing():

@@ -212,11 +212,11 @@ def test_geometric_jacobian_normal_equations_match_autograd(synth, stage):
     p = torch.cat([data.betas, pose, data.global_orient, data.camera_translation], 1)
     if stage == "camera":
         free = torch.arange(79, 85)
-        kw = dict(torso_only=(torch.tensor([8, 9, 2, 3]), jt[[8, 9, 2, 3]]),
-                  depth_init=1.1 * data.camera_translation[:, 2])
+        kw = {"torso_only": (torch.tensor([8, 9, 2, 3]), jt[[8, 9, 2, 3]]),
+              "depth_init": 1.1 * data.camera_translation[:, 2]}
     else:
         free = torch.arange(85)
-        kw = dict(spheres=body_spheres(m, data.betas))
+        kw = {"spheres": body_spheres(m, data.betas)}
     r, J = _geometric_jacobian(m, p, 10, free, data.keypoints, kp, jt, data.center, cfg, **kw)
 
     def res(q):

@@ -378,11 +378,7 @@ class Meshes:
         Raises:
             ValueError: if the sizes are not non-negative ints summing to N.
         """
-        sizes = list(split_sizes)
-        if not all(isinstance(k, int) and k >= 0 for k in sizes) or sum(sizes) != len(self):
-            raise ValueError(f"split: split_sizes must be non-negative ints summing to {len(self)}, got {sizes}")
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return [self[list(range(a, a + k))] for a, k in zip(starts, sizes)]
+        return packing.split_batch(self, split_sizes)
 
     def get_mesh_verts_faces(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(verts (V_i, 3), faces (F_i, 3))`` of mesh ``index``."""

@@ -75,3 +75,16 @@ def list_to_padded(xs: Sequence[torch.Tensor], pad_value: float = 0.0,
 def padded_to_list(padded: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
     """Split ``padded (N, M, *D)`` into ``[(M_i, *D)]`` using ``sizes``."""
     return [padded[i, :s] for i, s in enumerate(sizes)]
+
+
+def split_batch(batch, split_sizes: Sequence[int]) -> list:
+    """``batch`` (a ``Meshes`` or ``Pointclouds``) cut into consecutive groups of ``split_sizes[k]`` elements.
+
+    Raises:
+        ValueError: if the sizes are not non-negative ints summing to ``len(batch)``.
+    """
+    sizes = list(split_sizes)
+    if not all(isinstance(k, int) and k >= 0 for k in sizes) or sum(sizes) != len(batch):
+        raise ValueError(f"split: split_sizes must be non-negative ints summing to {len(batch)}, got {sizes}")
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [batch[list(range(a, a + k))] for a, k in zip(starts, sizes)]

@@ -236,16 +236,12 @@ class Pointclouds:
         return (self.points_list()[index], None if nl is None else nl[index], None if fl is None else fl[index])
 
     def split(self, split_sizes: Sequence[int]) -> list["Pointclouds"]:
-        """Consecutive groups of ``split_sizes[k]`` clouds (``sum(split_sizes)`` must be N).
+        """Consecutive groups of ``split_sizes[k]`` clouds (``sum(split_sizes)`` must be N), PyTorch3D's ``split``.
 
         Raises:
             ValueError: if the sizes are not non-negative ints summing to N.
         """
-        sizes = list(split_sizes)
-        if not all(isinstance(k, int) and k >= 0 for k in sizes) or sum(sizes) != len(self):
-            raise ValueError(f"split: split_sizes must be non-negative ints summing to {len(self)}, got {sizes}")
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        return [self[list(range(a, a + k))] for a, k in zip(starts, sizes)]
+        return packing.split_batch(self, split_sizes)
 
     def subsample(self, max_points: int | Sequence[int], generator: torch.Generator | None = None
                   ) -> "Pointclouds":

@@ -45,9 +45,9 @@ from lib3d.render import (
 )
 from lib3d.runtime import Evaluation, TrainState, WorkerContext
 from lib3d.systems.volume import (
+    PosedImageSystem,
     book_huber_loss,
     book_lr_schedule,
-    check_data,
     heldout_grid,
     load_system_data,
     turntable,
@@ -183,7 +183,7 @@ def _evaluate(state: TrainState, render, rays_per_step: int) -> Evaluation:
                       images={"heldout": heldout_grid(renders, targets)}, gifs=gifs)
 
 
-class GridNerfSystem:
+class GridNerfSystem(PosedImageSystem):
     """``runtime.train``'s contract for the fast grid NeRF (config: ``configs.nerf.NerfConfig``, method grid).
 
     Args:
@@ -191,16 +191,6 @@ class GridNerfSystem:
     """
 
     name = "nerf"
-
-    def __init__(self, data: PosedImages | None = None) -> None:
-        self.data = data
-
-    def check_config(self, config) -> None:
-        if self.data is None:
-            check_data(config)
-
-    def num_steps(self, config) -> int:
-        return config.steps
 
     def init(self, config, ctx: WorkerContext) -> TrainState:
         data, train_idx, test_idx = _prepare(config, ctx, self.data)
@@ -283,7 +273,7 @@ def render_book_images(nerf, cameras, height: int, width: int, n_pts_per_ray: in
     return torch.cat(imgs).clamp(0, 1), torch.cat(sils)
 
 
-class BookNerfSystem:
+class BookNerfSystem(PosedImageSystem):
     """``runtime.train``'s contract for the book's NeRF (config: ``configs.nerf.NerfConfig``, method book).
 
     Args:
@@ -291,16 +281,6 @@ class BookNerfSystem:
     """
 
     name = "nerf"
-
-    def __init__(self, data: PosedImages | None = None) -> None:
-        self.data = data
-
-    def check_config(self, config) -> None:
-        if self.data is None:
-            check_data(config)
-
-    def num_steps(self, config) -> int:
-        return config.steps
 
     def init(self, config, ctx: WorkerContext) -> TrainState:
         data, train_idx, test_idx = _prepare(config, ctx, self.data)

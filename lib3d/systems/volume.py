@@ -107,7 +107,26 @@ def volume_model(config: Any, height: int, width: int):
     return VolumeModel(renderer, [config.volume_size] * 3, config.volume_extent_world / config.volume_size)
 
 
-class VolumeSystem:
+class PosedImageSystem:
+    """What the systems trained on posed images share: data given directly (tests, notebooks) or loaded from
+    ``config.data`` (checked in the driver by ``check_config``), and ``config.steps`` steps.
+
+    Args:
+        data: posed images to train on instead of loading ``config.data``.
+    """
+
+    def __init__(self, data: PosedImages | None = None) -> None:
+        self.data = data
+
+    def check_config(self, config) -> None:
+        if self.data is None:
+            check_data(config)
+
+    def num_steps(self, config) -> int:
+        return config.steps
+
+
+class VolumeSystem(PosedImageSystem):
     """``runtime.train``'s contract for chapter 5 (config: ``configs.fit_volume.FitVolumeConfig``).
 
     Args:
@@ -118,13 +137,6 @@ class VolumeSystem:
     """
 
     name = "fit_volume"
-
-    def __init__(self, data: PosedImages | None = None) -> None:
-        self.data = data
-
-    def check_config(self, config) -> None:
-        if self.data is None:
-            check_data(config)
 
     def num_steps(self, config) -> int:
         return config.iterations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from configs.common import RunConfig
+from lib3d.runtime import RunConfig
 
 
 @dataclasses.dataclass(frozen=True)

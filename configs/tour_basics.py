@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs.common import RunConfig
+from lib3d.runtime import RunConfig
 
 
 @dataclasses.dataclass(frozen=True)

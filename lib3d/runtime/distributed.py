@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -429,7 +430,7 @@ def _to_cpu(x: Any) -> Any:
 def _take(inputs: Any, index: Any) -> Any:
     """The items ``index`` (an int array) of ``inputs``: a tensor slice, or a list of items."""
     if isinstance(inputs, torch.Tensor):
-        return inputs[torch.as_tensor(index, dtype=torch.long)]
+        return inputs[torch.tensor(index, dtype=torch.long)]
     return [inputs[int(i)] for i in index]
 
 
@@ -504,6 +505,7 @@ def evaluate(
     progress: bool = True,
     desc: str = "evaluate",
     on_batch: Callable[[list[int], Any], None] | None = None,
+    keep_outputs: bool = True,
 ) -> Any:
     """Map a predictor over ``inputs`` in batches (Ray Data ``map_batches``) and gather outputs in input order.
 
@@ -533,9 +535,12 @@ def evaluate(
         progress: show a tqdm bar.
         desc: progress-bar label.
         on_batch: called with (the batch's input indices, its outputs) as each batch arrives, in order.
+        keep_outputs: gather and return every output; False keeps none (for large outputs that ``on_batch``
+            writes away as they come) and returns None.
 
     Returns:
-        The per-batch outputs concatenated: a ``(N, ...)`` tensor, a dict of them, or a list of N items.
+        The per-batch outputs concatenated: a ``(N, ...)`` tensor, a dict of them, or a list of N items
+        (None with ``keep_outputs=False``).
 
     Raises:
         ValueError: for batch_size < 1, num_actors < -1 or empty inputs.
@@ -555,7 +560,8 @@ def evaluate(
 
     def take(cols: dict[str, Any]) -> None:
         index = [int(i) for i in cols["__index__"]]
-        chunks.append(cols)
+        if keep_outputs:
+            chunks.append(cols)
         if on_batch is not None:
             on_batch(index, _from_columns([cols]))
         bar.update(len(index))
@@ -565,7 +571,7 @@ def evaluate(
             local = _BatchPredictor(predictor, tuple(predictor_args), kwargs, inputs)
             for start in range(0, n, batch_size):
                 take(local({"__index__": np.arange(start, min(start + batch_size, n))}))
-            return _from_columns(chunks)
+            return _from_columns(chunks) if keep_outputs else None
 
         import ray
         import ray.data
@@ -587,16 +593,22 @@ def evaluate(
         try:
             ds = ray.data.from_items([{"__index__": i} for i in range(n)],
                                      override_num_blocks=-(-n // batch_size))
-            ds = ds.map_batches(
-                _BatchPredictor, batch_size=batch_size, batch_format="numpy",
-                fn_constructor_args=(predictor, tuple(predictor_args), kwargs, inputs),
-                concurrency=num_actors, num_cpus=cpus_per_actor, num_gpus=1 if use_gpu else 0,
-                max_restarts=max_retries, max_task_retries=max_retries)
+            with warnings.catch_warnings():
+                # Ray 2.60 has no named parameter for the actors' retry limits yet and warns that the
+                # generic ones go in 2.64; without them a batch that always fails would be retried forever
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+                ds = ds.map_batches(
+                    _BatchPredictor, batch_size=batch_size, batch_format="numpy",
+                    fn_constructor_args=(predictor, tuple(predictor_args), kwargs, inputs),
+                    compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=cpus_per_actor,
+                    num_gpus=1 if use_gpu else 0, max_restarts=max_retries, max_task_retries=max_retries)
             for cols in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 take(cols)
         finally:
             (context.execution_options.preserve_order, context.actor_task_retry_on_errors,
              context.enable_progress_bars) = saved
+        if not keep_outputs:
+            return None
         order = np.argsort(np.concatenate([c["__index__"] for c in chunks]), kind="stable")
         merged = {k: np.concatenate([c[k] for c in chunks])[order] for k in chunks[0]}
         return _from_columns([merged])

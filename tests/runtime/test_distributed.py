@@ -103,3 +103,17 @@ def test_evaluate_in_process_keeps_order():
         runtime.evaluate(AffinePredictor, x, batch_size=0)
     with pytest.raises(ValueError, match="empty"):
         runtime.evaluate(AffinePredictor, [], batch_size=2)
+
+
+def test_evaluate_streams_batches_and_can_keep_nothing():
+    """In-process ``evaluate``: ``on_batch`` sees each batch in order as it comes; ``keep_outputs=False``
+    returns None (large outputs written away by ``on_batch`` are not gathered)."""
+    from tests.runtime.helpers_eval import AffinePredictor
+
+    seen = []
+    out = runtime.evaluate(AffinePredictor, torch.arange(7.0), batch_size=3, predictor_args=(2.0,),
+                           progress=False, on_batch=lambda idx, o: seen.append((idx, o["y"].tolist())))
+    assert torch.equal(out["y"], 2 * torch.arange(7.0))
+    assert seen == [([0, 1, 2], [0.0, 2.0, 4.0]), ([3, 4, 5], [6.0, 8.0, 10.0]), ([6], [12.0])]
+    assert runtime.evaluate(AffinePredictor, torch.arange(7.0), batch_size=3, predictor_args=(2.0,),
+                            progress=False, keep_outputs=False) is None

@@ -37,7 +37,7 @@ def main(args: list[str] | None = None) -> dict:
             runtime.init_ray(config.ray)
         runtime.evaluate(SMPLifyPredictor, todo, batch_size=config.batch_size, num_actors=config.num_workers,
                          use_gpu=config.ray.use_gpu, predictor_kwargs=predictor_kwargs(config), on_batch=writer,
-                         progress=config.run.progress, desc=JOB)
+                         progress=config.run.progress, desc=JOB, keep_outputs=False)
     wall = time.perf_counter() - t0
     metrics = {**writer.finish(truth), "fitted_now": len(todo)}
     if todo:  # a finished run re-run keeps the throughput of the run that fitted

@@ -11,8 +11,13 @@ subpackage never slows the others down):
 - ``lib3d.fields``      NeRF, voxel grids and their encodings.
 - ``lib3d.bodies``      the SMPL body model and SMPLify.
 - ``lib3d.data``        procedural scenes, rendered datasets and real-format loaders.
-- ``lib3d.metrics``     image metrics (PSNR, SSIM).
-- ``lib3d.runtime``     the machinery shared by jobs: run directories, checkpoints, Ray Train, batch eval.
+- ``lib3d.nn``          shared networks (ResNet + FPN, VGG, AlexNet, FID Inception, UNet), GAN parts, weight files.
+- ``lib3d.metrics``     PSNR, SSIM, FID/KID, perceptual similarity and LPIPS, COCO AP, mesh metrics.
+- ``lib3d.synthesis``   GIRAFFE and SynSin (the book's chapters 7 and 9).
+- ``lib3d.detect``      boxes, NMS, RoIAlign, RPN, ROI heads and Mesh R-CNN (chapter 10).
+- ``lib3d.systems``     every book system as a training recipe for ``lib3d.runtime.train``.
+- ``lib3d.runtime``     what jobs share: the training contract and its one loop, run directories,
+  checkpoints, Ray Train, Ray Data evaluation.
 
 Conventions (PyTorch3D's): row-vector transforms ``points @ R + T``; view space +X left, +Y up,
 +Z into the scene; NDC with +X left and +Y up; quaternions real part first (w, x, y, z).

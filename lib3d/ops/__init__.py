@@ -10,7 +10,7 @@ mesh; C channels (features); H/W feature-map size; D/H/W voxel grid depth/height
 
 from lib3d.ops.chamfer import chamfer_distance
 from lib3d.ops.cubify import cubify
-from lib3d.ops.graph_conv import GraphConv, gather_scatter, graph_conv
+from lib3d.ops.graph_conv import GraphConv, gather_scatter, gather_scatter_python, graph_conv
 from lib3d.ops.ico_sphere import ico_sphere
 from lib3d.ops.knn import KNN, knn_gather, knn_points
 from lib3d.ops.laplacian import cot_laplacian, laplacian, norm_laplacian
@@ -20,6 +20,7 @@ from lib3d.ops.mesh_losses import (
     mesh_normal_consistency,
 )
 from lib3d.ops.packed import packed_to_padded, padded_to_packed
+from lib3d.ops.points_normals import estimate_pointcloud_normals
 from lib3d.ops.sample_points import sample_points_from_meshes
 from lib3d.ops.subdivide import SubdivideMeshes, subdivide_meshes
 from lib3d.ops.vert_align import vert_align
@@ -31,7 +32,9 @@ __all__ = [
     "chamfer_distance",
     "cot_laplacian",
     "cubify",
+    "estimate_pointcloud_normals",
     "gather_scatter",
+    "gather_scatter_python",
     "graph_conv",
     "ico_sphere",
     "knn_gather",

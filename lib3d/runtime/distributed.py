@@ -422,6 +422,8 @@ def _to_cpu(x: Any) -> Any:
         return x.detach().to("cpu")
     if isinstance(x, dict):
         return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a NamedTuple: rebuilt field by field
+        return type(x)(*(_to_cpu(v) for v in x))
     if isinstance(x, (list, tuple)):
         return type(x)(_to_cpu(v) for v in x)
     return x

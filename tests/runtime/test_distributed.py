@@ -117,3 +117,17 @@ def test_evaluate_streams_batches_and_can_keep_nothing():
     assert seen == [([0, 1, 2], [0.0, 2.0, 4.0]), ([3, 4, 5], [6.0, 8.0, 10.0]), ([6], [12.0])]
     assert runtime.evaluate(AffinePredictor, torch.arange(7.0), batch_size=3, predictor_args=(2.0,),
                             progress=False, keep_outputs=False) is None
+
+
+def test_outputs_moved_to_cpu_keep_named_tuples():
+    from typing import NamedTuple
+
+    from lib3d.runtime.distributed import _to_cpu
+
+    class Pred(NamedTuple):
+        boxes: torch.Tensor
+        label: str
+
+    out = _to_cpu({"p": [Pred(torch.ones(2, requires_grad=True), "chair")], "t": (torch.zeros(1),)})
+    assert isinstance(out["p"][0], Pred) and out["p"][0].label == "chair" and not out["p"][0].boxes.requires_grad
+    assert isinstance(out["t"], tuple)

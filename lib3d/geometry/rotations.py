@@ -22,7 +22,6 @@ require exactly one, ``N``); dtype and device follow the input.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -595,7 +594,7 @@ def _rodrigues_factors(theta2: torch.Tensor, eps: float, need_c: bool = True):
     t4 = t2 * t2
     a_small = 1.0 - t2 / 6.0 + t4 / 120.0
     b_small = 0.5 - t2 / 24.0 + t4 / 720.0
-    c: Optional[torch.Tensor] = None
+    c: torch.Tensor | None = None
     if need_c:
         c_big = (t - sin) / (t2s * t)
         c_small = 1.0 / 6.0 - t2 / 120.0 + t4 / 5040.0

@@ -31,7 +31,7 @@ def packed_to_padded(inputs: torch.Tensor, first_idxs: torch.Tensor, max_size: i
     check_tensor("inputs", inputs)
     check_shape("first_idxs", first_idxs, (None,), dtype="int")
     if inputs.dim() < 1:
-        raise ValueError(f"inputs must have shape (F, *D), got a 0-d tensor")
+        raise ValueError("inputs must have shape (F, *D), got a 0-d tensor")
     trailing = tuple(inputs.shape[1:])
     x = inputs.reshape(inputs.shape[0], -1)
     n = first_idxs.shape[0]

@@ -17,7 +17,7 @@ vertices pays for the topology once.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -62,8 +62,16 @@ class Meshes:
         >>> m.verts_packed().shape, m.faces_packed().max() < m.verts_packed().shape[0]
     """
 
-    __slots__ = ("_verts_packed", "_faces_packed", "_num_verts", "_num_faces", "textures", "_topo", "_geo",
-                 "_verts_given")
+    __slots__ = (
+        "_faces_packed",
+        "_geo",
+        "_num_faces",
+        "_num_verts",
+        "_topo",
+        "_verts_given",
+        "_verts_packed",
+        "textures",
+    )
 
     def __init__(self, verts, faces, textures=None, verts_normals=None):
         v_list, v_pad = _as_list_input("verts", verts, 3, integer=False)
@@ -372,7 +380,7 @@ class Meshes:
 
         return self._cached(self._topo, "laplacian", lambda: laplacian(self._verts_packed, self.edges_packed()))
 
-    def split(self, split_sizes: Sequence[int]) -> list["Meshes"]:
+    def split(self, split_sizes: Sequence[int]) -> list[Meshes]:
         """Consecutive groups of ``split_sizes[k]`` meshes (``sum(split_sizes)`` must be N), PyTorch3D's ``split``.
 
         Raises:
@@ -387,11 +395,11 @@ class Meshes:
         return self.verts_list()[index], self.faces_list()[index]
 
     # ------------------------------------------------------------------------- new meshes from this
-    def _with_verts_packed(self, verts_packed: torch.Tensor) -> "Meshes":
+    def _with_verts_packed(self, verts_packed: torch.Tensor) -> Meshes:
         return Meshes._from_packed(verts_packed, self._faces_packed, self._num_verts, self._num_faces,
                                    self.textures, self._topo)
 
-    def offset_verts(self, vert_offsets_packed: torch.Tensor) -> "Meshes":
+    def offset_verts(self, vert_offsets_packed: torch.Tensor) -> Meshes:
         """New meshes with vertices moved by ``vert_offsets_packed`` ``(sum V, 3)`` or ``(3,)`` float."""
         check_tensor("vert_offsets_packed", vert_offsets_packed, dtype="float")
         if vert_offsets_packed.shape not in ((3,), self._verts_packed.shape):
@@ -399,14 +407,14 @@ class Meshes:
                              f"got {tuple(vert_offsets_packed.shape)}")
         return self._with_verts_packed(self._verts_packed + vert_offsets_packed)
 
-    def scale_verts(self, scale) -> "Meshes":
+    def scale_verts(self, scale) -> Meshes:
         """New meshes with vertices scaled by a float or per-mesh ``(N,)`` float tensor."""
         if not torch.is_tensor(scale):
             scale = torch.full((len(self),), float(scale), device=self.device, dtype=self.dtype)
         check_shape("scale", scale, (len(self),), dtype="float")
         return self._with_verts_packed(self._verts_packed * scale[self.verts_packed_to_mesh_idx()][:, None])
 
-    def update_padded(self, new_verts_padded: torch.Tensor) -> "Meshes":
+    def update_padded(self, new_verts_padded: torch.Tensor) -> Meshes:
         """New meshes with the same faces and vertices ``new_verts_padded (N, V, 3)`` float."""
         check_shape("new_verts_padded", new_verts_padded, (len(self), max(self._num_verts + [0]), 3),
                     dtype="float")
@@ -414,24 +422,24 @@ class Meshes:
                                           self._verts_packed.shape[0])
         return self._with_verts_packed(packed)
 
-    def update_packed(self, new_verts_packed: torch.Tensor) -> "Meshes":
+    def update_packed(self, new_verts_packed: torch.Tensor) -> Meshes:
         """New meshes with the same faces and vertices ``new_verts_packed (sum V, 3)`` float."""
         check_shape("new_verts_packed", new_verts_packed, tuple(self._verts_packed.shape), dtype="float")
         return self._with_verts_packed(new_verts_packed)
 
-    def clone(self) -> "Meshes":
+    def clone(self) -> Meshes:
         """A deep copy (tensors cloned; autograd history kept)."""
         tex = self.textures.clone() if self.textures is not None else None
         return Meshes._from_packed(self._verts_packed.clone(), self._faces_packed.clone(), self._num_verts,
                                    self._num_faces, tex)
 
-    def detach(self) -> "Meshes":
+    def detach(self) -> Meshes:
         """A copy whose tensors are detached from autograd."""
         tex = self.textures.detach() if self.textures is not None else None
         return Meshes._from_packed(self._verts_packed.detach(), self._faces_packed, self._num_verts,
                                    self._num_faces, tex, self._topo)
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "Meshes":
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Meshes:
         """A copy on ``device`` (and with float ``dtype`` for vertices/texture data if given)."""
         device = torch.device(device) if device is not None else self.device
         if device == self.device and (dtype is None or dtype == self.dtype):
@@ -440,13 +448,13 @@ class Meshes:
         return Meshes._from_packed(self._verts_packed.to(device=device, dtype=dtype or self.dtype),
                                    self._faces_packed.to(device), self._num_verts, self._num_faces, tex)
 
-    def cpu(self) -> "Meshes":
+    def cpu(self) -> Meshes:
         return self.to("cpu")
 
-    def cuda(self) -> "Meshes":
+    def cuda(self) -> Meshes:
         return self.to("cuda")
 
-    def __getitem__(self, index) -> "Meshes":
+    def __getitem__(self, index) -> Meshes:
         """Select meshes by int, slice, list of ints, or a 1-D long/bool tensor."""
         n = len(self)
         if isinstance(index, int):
@@ -472,7 +480,7 @@ class Meshes:
         tex = self.textures[ids] if self.textures is not None else None
         return Meshes([vl[i] for i in ids], [fl[i] for i in ids], textures=tex)
 
-    def extend(self, n: int) -> "Meshes":
+    def extend(self, n: int) -> Meshes:
         """Each mesh repeated ``n`` times in a row: ``[m0, m0, ..., m1, m1, ...]`` (PyTorch3D's order)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")

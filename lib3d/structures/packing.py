@@ -10,7 +10,7 @@ Dimension names: N batch elements; M_i the rows of element i (vertices, faces, p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -9,7 +9,7 @@ built from lists was given (so gradients reach the caller's leaf tensors exactly
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -29,7 +29,7 @@ class Pointclouds:
         ValueError: sizes that disagree with ``points`` or non-finite points.
     """
 
-    __slots__ = ("_points", "_normals", "_features", "_num", "_cache", "_lists")
+    __slots__ = ("_cache", "_features", "_lists", "_normals", "_num", "_points")
 
     def __init__(self, points, normals=None, features=None):
         pts, num = self._pack("points", points, 3, None)
@@ -71,7 +71,7 @@ class Pointclouds:
         return packed, sizes
 
     @classmethod
-    def _from_packed(cls, points, normals, features, num) -> "Pointclouds":
+    def _from_packed(cls, points, normals, features, num) -> Pointclouds:
         p = cls.__new__(cls)
         p._init(points, normals, features, num)
         return p
@@ -179,7 +179,7 @@ class Pointclouds:
     def _with_points(self, points):
         return Pointclouds._from_packed(points, self._normals, self._features, self._num)
 
-    def offset(self, offsets_packed: torch.Tensor) -> "Pointclouds":
+    def offset(self, offsets_packed: torch.Tensor) -> Pointclouds:
         """Points moved by ``offsets_packed`` ``(sum P, 3)`` or ``(3,)`` float."""
         check_tensor("offsets_packed", offsets_packed, dtype="float")
         if offsets_packed.shape not in ((3,), self._points.shape):
@@ -187,7 +187,7 @@ class Pointclouds:
                              f"got {tuple(offsets_packed.shape)}")
         return self._with_points(self._points + offsets_packed)
 
-    def scale(self, scale) -> "Pointclouds":
+    def scale(self, scale) -> Pointclouds:
         """Points scaled by a float or per-cloud ``(N,)`` float tensor."""
         if not torch.is_tensor(scale):
             scale = torch.full((len(self),), float(scale), device=self.device, dtype=self.dtype)
@@ -195,7 +195,7 @@ class Pointclouds:
         return self._with_points(self._points * scale[self.packed_to_cloud_idx()][:, None])
 
     def update_padded(self, new_points_padded: torch.Tensor, new_normals_padded: torch.Tensor | None = None,
-                      new_features_padded: torch.Tensor | None = None) -> "Pointclouds":
+                      new_features_padded: torch.Tensor | None = None) -> Pointclouds:
         """Same clouds with new padded points (and optionally normals / features), as PyTorch3D.
 
         Args:
@@ -235,7 +235,7 @@ class Pointclouds:
         nl, fl = self.normals_list(), self.features_list()
         return (self.points_list()[index], None if nl is None else nl[index], None if fl is None else fl[index])
 
-    def split(self, split_sizes: Sequence[int]) -> list["Pointclouds"]:
+    def split(self, split_sizes: Sequence[int]) -> list[Pointclouds]:
         """Consecutive groups of ``split_sizes[k]`` clouds (``sum(split_sizes)`` must be N), PyTorch3D's ``split``.
 
         Raises:
@@ -244,7 +244,7 @@ class Pointclouds:
         return packing.split_batch(self, split_sizes)
 
     def subsample(self, max_points: int | Sequence[int], generator: torch.Generator | None = None
-                  ) -> "Pointclouds":
+                  ) -> Pointclouds:
         """At most ``max_points`` points per cloud, drawn uniformly without replacement (PyTorch3D's
         ``subsample``); clouds already small enough are kept whole (same order).
 
@@ -268,7 +268,7 @@ class Pointclouds:
         rank = rank - self.cloud_to_packed_first_idx()[elem]
         keep = rank < torch.tensor(limits, device=counts.device)[elem]
         num = [min(n, k) for n, k in zip(self._num, limits)]
-        sel = lambda t: None if t is None else t[keep]  # noqa: E731
+        sel = lambda t: None if t is None else t[keep]
         return Pointclouds._from_packed(self._points[keep], sel(self._normals), sel(self._features), num)
 
     def inside_box(self, box: torch.Tensor) -> torch.Tensor:
@@ -310,7 +310,7 @@ class Pointclouds:
         return estimate_pointcloud_normals(self, neighborhood_size, disambiguate_directions,
                                            use_symeig_workaround=use_symeig_workaround)
 
-    def __getitem__(self, index) -> "Pointclouds":
+    def __getitem__(self, index) -> Pointclouds:
         n = len(self)
         if isinstance(index, int):
             ids = [index % n]
@@ -329,29 +329,29 @@ class Pointclouds:
         return Pointclouds([pl[i] for i in ids], None if nl is None else [nl[i] for i in ids],
                            None if fl is None else [fl[i] for i in ids])
 
-    def extend(self, n: int) -> "Pointclouds":
+    def extend(self, n: int) -> Pointclouds:
         """Each cloud repeated ``n`` times in a row."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         return self[[i for i in range(len(self)) for _ in range(n)]]
 
-    def clone(self) -> "Pointclouds":
-        c = lambda t: None if t is None else t.clone()  # noqa: E731
+    def clone(self) -> Pointclouds:
+        c = lambda t: None if t is None else t.clone()
         return Pointclouds._from_packed(self._points.clone(), c(self._normals), c(self._features), self._num)
 
-    def detach(self) -> "Pointclouds":
-        d = lambda t: None if t is None else t.detach()  # noqa: E731
+    def detach(self) -> Pointclouds:
+        d = lambda t: None if t is None else t.detach()
         return Pointclouds._from_packed(self._points.detach(), d(self._normals), d(self._features), self._num)
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "Pointclouds":
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Pointclouds:
         def mv(t):
             return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
         return Pointclouds._from_packed(mv(self._points), mv(self._normals), mv(self._features), self._num)
 
-    def cpu(self) -> "Pointclouds":
+    def cpu(self) -> Pointclouds:
         return self.to("cpu")
 
-    def cuda(self) -> "Pointclouds":
+    def cuda(self) -> Pointclouds:
         return self.to("cuda")
 
 

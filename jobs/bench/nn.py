@@ -26,15 +26,11 @@ import os
 import platform
 import resource
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from jobs.bench.ops import _time
 
 
 def _rss_mb() -> float:
@@ -83,15 +79,7 @@ def _run(name: str, device: str, batch: int, repeats: int, threads: int | None, 
     rss_before = _rss_mb() if os.path.exists("/proc/self/statm") else None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    step()
-    _sync(dev)
-    times, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        step()
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+    times, cpu = _time(step, dev, repeats)  # one warm-up call, then ``repeats`` timed ones
     med = statistics.median(times)
     res = {"batch": batch, "median_s": med, "times_s": times, "median_process_cpu_s": statistics.median(cpu),
            "images_per_s": batch / med, "rss_before_mb": rss_before,

@@ -162,8 +162,10 @@ def roi_align(input: torch.Tensor, rois: torch.Tensor | Sequence[torch.Tensor], 
     padded[b, pos] = grid
     samples = F.grid_sample(input, padded.view(n, r_max * ph * sy, pw * sx, 2), mode="bilinear",
                             padding_mode="border", align_corners=True)  # (N, C, R_max*PH*SY, PW*SX)
-    samples = samples.view(n, c, r_max, ph * sy, pw * sx)[b, :, pos]  # (R, C, PH*SY, PW*SX)
-    samples = samples.view(r, c, ph, sy, pw, sx)
+    # Gather each RoI's rows with index_select (its backward is an index_add, far faster on CPU than the
+    # accumulating index_put behind advanced indexing).
+    samples = samples.view(n, c, r_max, ph * sy * pw * sx).transpose(1, 2).reshape(n * r_max, c, -1)
+    samples = samples.index_select(0, b * r_max + pos).view(r, c, ph, sy, pw, sx)
     # Sum of valid samples / count: out = sum_{s, t} vy[s] vx[t] f(y_s, x_t) / (gy gx).
     return torch.einsum("rcysxt,rys,rxt->rcyx", samples, vy, vx) / count[:, None, None, None]
 

@@ -39,6 +39,24 @@ class FurnitureConfig:
     """Held-out instances per category."""
     seed: int = 0
     """Seed of the generator (the data is cached per argument set under ~/.cache/lib3d/furniture)."""
+    source: Literal["furniture", "pix3d"] = "furniture"
+    """``furniture``: the embedded procedural data (the fields above); ``pix3d``: the real Pix3D dataset under
+    ``pix3d_root`` with Mesh R-CNN's split (``lib3d.data.pix3d_items``): images scaled to a longest side of
+    ``image_size`` and padded square, read lazily; the model then gets Pix3D's 9 classes whatever
+    ``model.num_classes`` says, and the furniture fields other than ``image_size`` are unused."""
+    pix3d_root: str = ""
+    """Pix3D's folder (``img/``, ``mask/``, ``model/``, ``pix3d.json`` and Mesh R-CNN's ``pix3d_s1_train.json``
+    / ``pix3d_s1_test.json`` from its ``datasets/pix3d/download_pix3d.sh``), for ``source=pix3d``."""
+    pix3d_split: Literal["s1", "s2"] = "s1"
+    """Mesh R-CNN's split: ``<pix3d_root>/pix3d_<split>_train.json`` trains, ``..._test.json`` evaluates (s1: the
+    paper's main split; s2: test models unseen in training)."""
+    train_json: str = ""
+    """Another training split file instead (relative to ``pix3d_root`` or absolute): Mesh R-CNN's COCO layout
+    or Pix3D's own ``pix3d.json`` layout."""
+    test_json: str = ""
+    """Another held-out split file instead (as ``train_json``)."""
+    model_cache: int = 128
+    """Pix3D models (mesh and voxels) each worker keeps parsed, most recently used first (0: none)."""
 
 
 QUICK_MODEL = MeshRCNNConfig(

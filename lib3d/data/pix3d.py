@@ -15,6 +15,13 @@ Dimension names: G objects of an image; H/W image size; V views of a model; D/H/
 - ``load_r2n2_views``: the renders of one ShapeNet model (``rendering/renderings.txt``, the PNGs and
   ``rendering_metadata.txt``: azimuth, elevation, in-plane rotation, distance ratio, field of view).
 - ``read_mask``: a mask PNG as ``(H, W) bool`` (Pix3D masks are 8-bit, object > 127).
+- ``load_pix3d_split``: Mesh R-CNN's split json (``pix3d_s1_train.json``, ...) as the same :class:`Pix3DRecord` s
+  that ``load_pix3d`` gives (one per annotation; ``K``, ``rot_mat``, ``trans_mat``, ``model``, ``voxel`` and
+  the mask path ``segmentation`` checked).
+- ``read_voxel_mat``: Pix3D's ``voxel.mat`` (a 128^3 occupancy) as Mesh R-CNN's ``read_voxel`` makes it: the
+  occupied voxels as points in the model frame.
+
+``PIX3D_CATEGORIES`` are Pix3D's 9 categories in Mesh R-CNN's (and the split jsons') class order.
 
 Malformed files raise :class:`lib3d.io.FormatError` naming the file and the line (json: the decoder's line;
 text files: the line) or the entry; missing files raise ``FileNotFoundError`` naming them.
@@ -33,15 +40,21 @@ import torch
 from lib3d.io.errors import FormatError
 
 __all__ = [
+    "PIX3D_CATEGORIES",
     "COCOImage",
     "Pix3DRecord",
     "R2N2Views",
     "load_coco_json",
     "load_pix3d",
+    "load_pix3d_split",
     "load_r2n2_views",
     "read_binvox",
     "read_mask",
+    "read_voxel_mat",
 ]
+
+PIX3D_CATEGORIES = ("bed", "bookcase", "chair", "desk", "misc", "sofa", "table", "tool", "wardrobe")
+"""Pix3D's categories; the class index is the position (the sorted names, as the split jsons' ids 1..9)."""
 
 
 def _read_json(path: Path) -> Any:
@@ -376,3 +389,105 @@ def read_mask(path: str | Path) -> torch.Tensor:
     if arr.ndim == 3:
         arr = arr[..., 0]
     return torch.from_numpy(arr > 127)
+
+
+def load_pix3d_split(json_path: str | Path, root: str | Path | None = None,
+                     check_files: bool = False) -> list[Pix3DRecord]:
+    """Read Mesh R-CNN's Pix3D split json (``pix3d_s1_train.json`` / ``pix3d_s1_test.json``, COCO layout).
+
+    Each non-crowd annotation becomes a :class:`Pix3DRecord` (Pix3D has one object per image): ``bbox``
+    (XYWH) becomes XYXY; ``K`` is the json's ``(f, px, py)`` (``f = focal_length * W / 32`` pixels, ``(px, py)
+    = (W / 2, H / 2)``, Mesh R-CNN's issue 8); ``R``, ``t`` are ``rot_mat``, ``trans_mat``; the mask is the
+    annotation's ``segmentation`` path; ``category`` is the name of its ``category_id`` and ``class_id`` its
+    contiguous index (sorted ids, detectron2's rule).
+
+    Args:
+        json_path: the file.
+        root: Pix3D's folder, against which image, mask, model and voxel paths are resolved (default: the
+            json's directory).
+        check_files: raise ``FileNotFoundError`` for an image, mask, model or voxel file that does not exist.
+
+    Returns:
+        The records, in image-id order.
+
+    Raises:
+        FormatError: malformed json (see :func:`load_coco_json`), or an annotation without a mask path or a
+            model, or with a ``K`` / ``rot_mat`` / ``trans_mat`` that is not finite numbers of shape
+            ``(3,)`` / ``(3, 3)`` / ``(3,)`` (file and line named).
+        FileNotFoundError: no such json (or, with ``check_files``, a referenced file).
+    """
+    path = Path(json_path)
+    root = path.parent if root is None else Path(root)
+    images, names = load_coco_json(path, root)
+    out = []
+    for im in images:
+        for g, e in enumerate(im.extra):
+            if bool(im.iscrowd[g]):
+                continue
+            where = _entry_line(path, f'"id": {e["id"]}') if "id" in e else None
+            where = where or f"annotation of image {im.image_id}"
+            shaped = {}
+            for key, shape in (("K", (3,)), ("rot_mat", (3, 3)), ("trans_mat", (3,))):
+                try:
+                    arr = np.asarray(e.get(key), dtype=np.float64)
+                except (TypeError, ValueError):
+                    arr = None
+                if arr is None or arr.shape != shape or not np.isfinite(arr).all():
+                    raise FormatError(str(path), where, f"the annotation of image {im.image_id} needs {key!r} as "
+                                                        f"finite numbers of shape {shape}, got {e.get(key)!r}")
+                shaped[key] = torch.from_numpy(arr).float()
+            for key in ("segmentation", "model"):
+                if not isinstance(e.get(key), Path):
+                    raise FormatError(str(path), where, f"the annotation of image {im.image_id} needs {key!r} as a "
+                                                        f"file path, got {e.get(key)!r}")
+            rec = Pix3DRecord(
+                image=im.file_name, mask=e["segmentation"], model=e["model"],
+                voxel=e["voxel"] if isinstance(e.get("voxel"), Path) else None,
+                category=names[int(im.classes[g])], class_id=int(im.classes[g]), image_size=(im.width, im.height),
+                box=im.boxes[g].clone(), K=shaped["K"], R=shaped["rot_mat"], t=shaped["trans_mat"],
+                truncated=bool(e.get("truncated", False)), occluded=bool(e.get("occluded", False)))
+            if check_files:
+                for f in (rec.image, rec.mask, rec.model, rec.voxel):
+                    if f is not None and not f.is_file():
+                        raise FileNotFoundError(f"{path}, image {im.image_id}: {f} does not exist")
+            out.append(rec)
+    return out
+
+
+def read_voxel_mat(path: str | Path) -> torch.Tensor:
+    """Pix3D's ``voxel.mat`` as points in the model frame (Mesh R-CNN's ``read_voxel``).
+
+    The ``voxel`` array ``(D, H, W)`` is rotated by 270 degrees in its last two axes (``numpy.rot90(v, 3,
+    axes=(1, 2))``), its occupied voxels' indices become points, which are centred on their bounding box and
+    divided by twice their largest distance from that centre (a unit-diameter bounding sphere).
+
+    Args:
+        path: the ``.mat`` file (MATLAB v5, as Pix3D ships it).
+
+    Returns:
+        ``(Q, 3) float32`` points, Q the occupied voxels (no point for an empty grid).
+
+    Raises:
+        FileNotFoundError: no such file.
+        FormatError: not a MATLAB file, or no 3-D ``voxel`` array in it.
+    """
+    import scipy.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such voxel file")
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except (ValueError, TypeError, OSError, NotImplementedError) as e:
+        raise FormatError(str(path), None, f"not a readable MATLAB file ({e})") from None
+    vox = mat.get("voxel")
+    if not isinstance(vox, np.ndarray) or vox.ndim != 3:
+        raise FormatError(str(path), None, "needs a 3-D array named 'voxel', got "
+                                           f"{None if vox is None else getattr(vox, 'shape', type(vox))}")
+    occ = torch.rot90(torch.from_numpy(np.ascontiguousarray(vox > 0)), 3, (1, 2))
+    pts = torch.nonzero(occ).to(torch.float32)
+    if pts.shape[0] == 0:
+        return pts
+    pts = pts - (pts.amax(0) + pts.amin(0)) / 2
+    scale = pts.square().sum(1).max().sqrt() * 2
+    return pts / scale.clamp(min=1e-12)

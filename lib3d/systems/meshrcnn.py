@@ -1,5 +1,9 @@
-"""Mesh R-CNN as a lib3d system (the book's chapter 10): train on the embedded furniture data, evaluate box /
-mask / mesh AP on held-out images (see ``configs/meshrcnn.py`` and ``jobs/meshrcnn.py``).
+"""Mesh R-CNN as a lib3d system (the book's chapter 10): train on the embedded furniture data or on Pix3D,
+evaluate box / mask / mesh AP on held-out images (see ``configs/meshrcnn.py`` and ``jobs/meshrcnn.py``).
+
+The data is anything with the :class:`MeshRCNNData` interface (``load_data`` picks it from ``config.data``):
+the embedded :class:`lib3d.data.furniture.FurnitureData`, or :class:`lib3d.data.pix3d_items.Pix3DData` whose
+splits read each image when it is indexed. Their items are :class:`lib3d.data.furniture.FurnitureImage`.
 
 Everything that trains lives in the ``TrainState``: the model (``"model"``), its optimizer and learning-rate
 schedule (linear warm-up, /10 at ``lr_decay_steps``). Each step draws ``batch_size`` training images with a
@@ -11,13 +15,76 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
 
 from lib3d import runtime
 from lib3d.runtime import Evaluation, TrainState, WorkerContext
 
-__all__ = ["MeshRCNNSystem", "batch_targets", "draw_detections", "lr_factor"]
+__all__ = ["MeshRCNNData", "MeshRCNNSystem", "batch_targets", "data_num_classes", "draw_detections", "load_data",
+           "lr_factor"]
+
+
+class MeshRCNNData(Protocol):
+    """What the system reads of a dataset.
+
+    Attributes:
+        train, test: sequences of :class:`lib3d.data.furniture.FurnitureImage` (lists, or lazy splits that
+            read an item when indexed; a slice of one is again such a sequence).
+        image_size: S, the items' square side.
+        focal: the focal length in pixels shared by all items, or None when it differs (each item's ``K``).
+        categories: the class names (class ``k`` is ``categories[k]``).
+    """
+
+    train: Sequence[Any]
+    test: Sequence[Any]
+    image_size: int
+    focal: float | None
+    categories: tuple
+
+
+def _get(data_config, name: str, default=None):
+    return data_config.get(name, default) if isinstance(data_config, dict) else getattr(data_config, name, default)
+
+
+def data_num_classes(data_config) -> int | None:
+    """The class count a data config fixes for the model: Pix3D's 9 for ``source="pix3d"``, None for the
+    embedded data (``model.num_classes`` must then match its categories). Accepts the config or its dict."""
+    if _get(data_config, "source", "furniture") == "pix3d":
+        from lib3d.data.pix3d import PIX3D_CATEGORIES
+
+        return len(PIX3D_CATEGORIES)
+    return None
+
+
+def load_data(data_config, check_files: bool = False) -> MeshRCNNData:
+    """The dataset of a ``configs.meshrcnn.FurnitureConfig`` (or its dict).
+
+    ``source="furniture"``: :func:`lib3d.data.furniture.load_furniture` with the config's generator fields
+    (cached on disk). ``source="pix3d"``: :func:`lib3d.data.pix3d_items.load_pix3d_data` (the jsons are read,
+    images and models are read lazily; ``check_files`` checks now that every file exists).
+
+    Raises:
+        runtime.UserError: a Pix3D source without ``pix3d_root``.
+        FileNotFoundError, lib3d.io.FormatError: a missing or malformed Pix3D file (named).
+    """
+    if _get(data_config, "source", "furniture") == "pix3d":
+        from lib3d.data.pix3d_items import load_pix3d_data
+
+        root = _get(data_config, "pix3d_root", "")
+        if not root:
+            raise runtime.UserError("--data.source pix3d needs --data.pix3d-root (Pix3D's folder)")
+        return load_pix3d_data(root, int(_get(data_config, "image_size")), _get(data_config, "pix3d_split", "s1"),
+                               _get(data_config, "train_json", "") or None, _get(data_config, "test_json", "") or None,
+                               int(_get(data_config, "model_cache", 128)), check_files=check_files)
+    from lib3d.data.furniture import load_furniture, make_furniture
+
+    names = inspect.signature(make_furniture).parameters
+    fields = data_config if isinstance(data_config, dict) else dataclasses.asdict(data_config)
+    return load_furniture(**{k: v for k, v in fields.items() if k in names})
 
 
 def lr_factor(step: int, warmup_steps: int, warmup_factor: float, decay_steps: tuple[int, ...]) -> float:
@@ -73,7 +140,7 @@ def draw_detections(image: torch.Tensor, pred, threshold: float = 0.5) -> torch.
 
 
 class MeshRCNNSystem:
-    """Mesh R-CNN (``lib3d.detect.MeshRCNN``) on the embedded furniture dataset."""
+    """Mesh R-CNN (``lib3d.detect.MeshRCNN``) on the embedded furniture dataset or Pix3D (``config.data``)."""
 
     name = "meshrcnn"
 
@@ -93,19 +160,28 @@ class MeshRCNNSystem:
                                     f"({config.ray.num_workers})")
         if config.steps < 1:
             raise runtime.UserError(f"--steps must be positive, got {config.steps}")
+        if config.data.source == "pix3d":
+            try:
+                data = load_data(config.data, check_files=True)
+            except (FileNotFoundError, NotADirectoryError) as e:
+                raise runtime.UserError(str(e)) from None
+            if len(data.train) == 0:
+                raise runtime.UserError(f"--data.pix3d-root {config.data.pix3d_root}: the training split has no images")
 
     def init(self, config, ctx: WorkerContext) -> TrainState:
-        from lib3d.data.furniture import load_furniture
         from lib3d.detect import MeshRCNN, load_official_meshrcnn
 
         if config.threads > 0:
             torch.set_num_threads(config.threads)
-        data = load_furniture(**dataclasses.asdict(config.data))
-        if config.model.num_classes != len(data.categories):
+        data = load_data(config.data)
+        model_config = config.model
+        if data_num_classes(config.data) is not None:  # the data fixes the classes (Pix3D: 9)
+            model_config = dataclasses.replace(model_config, num_classes=len(data.categories))
+        if model_config.num_classes != len(data.categories):
             raise runtime.UserError(f"--model.num-classes {config.model.num_classes} must equal the dataset's "
                                     f"{len(data.categories)} categories")
         torch.manual_seed(runtime.derive_seed(config.run.seed, "init"))  # the same weights on every rank
-        model = MeshRCNN(config.model)
+        model = MeshRCNN(model_config)
         if config.backbone_weights:
             from lib3d.nn import load_resnet
 
@@ -160,7 +236,7 @@ class MeshRCNNSystem:
         from lib3d.detect.evaluation import GroundTruth, evaluate_predictions
 
         config, data = state.data["config"], state.data["data"]
-        items = data.test[: config.eval_images]
+        items = list(data.test[: config.eval_images])  # a lazy split reads its items once, here
         preds = self.predict(state, items)
         truths = [GroundTruth(x.boxes, x.classes, x.masks, x.meshes, x.K) for x in items]
         cpu_preds = [_to_cpu(p) for p in preds]
@@ -187,9 +263,10 @@ def _to_cpu(p):
     return Prediction(p.boxes.cpu(), p.scores.cpu(), p.classes.cpu(), cpu(p.masks), cpu(p.voxels), meshes, cpu(p.z))
 
 
-def _render_meshes(item, pred, focal: float, threshold: float = 0.5) -> torch.Tensor:
+def _render_meshes(item, pred, focal: float | None, threshold: float = 0.5) -> torch.Tensor:
     """``(S, 2 S, 3)``: the predicted meshes (depth from the z head around the matched ground truth's centre)
-    and the ground-truth meshes, flat-shaded from the image's camera."""
+    and the ground-truth meshes, flat-shaded from the image's camera (``focal`` None: the item's ``K``, its
+    principal point reached by shearing the meshes, ``X += (S / 2 - c) Z / f``, which keeps every projection)."""
     from lib3d.data.furniture import render_scene
     from lib3d.detect.evaluation import match_detections
     from lib3d.detect.mesh_head import z_ranges_from_dz
@@ -207,7 +284,12 @@ def _render_meshes(item, pred, focal: float, threshold: float = 0.5) -> torch.Te
         ok = verts[:, 2] > 0.1
         if not bool(ok.all()):
             return torch.zeros(s, s, 3)
-        rgb, _ = render_scene([verts], [faces], [torch.full((faces.shape[0], 3), 0.8)], s, focal, light)
+        f = focal
+        if f is None:
+            f = float(item.K[0])
+            shift = (s / 2 - (item.K[1:] - 1)).to(verts.dtype)  # principal point (px - 1, py - 1) -> S / 2
+            verts = torch.cat([verts[:, :2] + shift * verts[:, 2:] / f, verts[:, 2:]], 1)
+        rgb, _ = render_scene([verts], [faces], [torch.full((faces.shape[0], 3), 0.8)], s, f, light)
         return rgb[0]
 
     pred_meshes = []
@@ -245,6 +327,9 @@ def model_from_run(model: str, preset_model=None, num_classes: int = 0, device="
         for k, v in saved["model"].items():
             if k in fields:
                 kw[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        fixed = data_num_classes(saved.get("data") or {})
+        if fixed is not None:  # the run's data fixed the classes (see MeshRCNNSystem.init)
+            kw["num_classes"] = fixed
         net = MeshRCNN(MeshRCNNConfig(**kw))
         ck = runtime.load_checkpoint(p / "checkpoints")
         if ck is None:

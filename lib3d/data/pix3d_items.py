@@ -100,7 +100,7 @@ def resize_image(path: str | Path, expected_size: tuple[int, int], size: int, ma
                 small = band.convert("L").resize((w, h), Image.BILINEAR)
             else:
                 small = im.convert("RGB").resize((w, h), Image.BILINEAR)
-            arr = np.asarray(small)
+            arr = np.array(small)  # a writable copy
     except (UnidentifiedImageError, OSError) as e:
         raise FormatError(str(path), None, f"not a readable image ({e})") from None
     if mask:
@@ -108,7 +108,7 @@ def resize_image(path: str | Path, expected_size: tuple[int, int], size: int, ma
         out[:h, :w] = torch.from_numpy(arr > 127)
         return out
     out = torch.zeros(3, size, size, dtype=torch.uint8)
-    out[:, :h, :w] = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    out[:, :h, :w] = torch.from_numpy(arr).permute(2, 0, 1)
     return out
 
 

@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file
 
 from lib3d import runtime
-from tests.runtime.test_ray import ray_driver, ray_head  # noqa: F401  (the Ray head fixtures)
 
 
 @pytest.fixture
@@ -175,7 +174,7 @@ def test_smplify_user_mistakes_are_one_line_exit_2(tmp_path, capsys, case):
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_smplify_two_ray_actors_crashed_batch_equals_in_process(ray_driver, tmp_path):  # noqa: F811
+def test_smplify_two_ray_actors_crashed_batch_equals_in_process(ray_driver, tmp_path):
     """2 Ray Data actors on a Ray head: one actor dies on its first batch, the batch is retried on a
     restarted actor, results arrive in input order and equal the in-process fit; a run resumed on the 2
     actors after losing a batch refits that batch and equals the uninterrupted in-process run."""

@@ -7,8 +7,6 @@ import json
 import pytest
 import torch
 
-from tests.runtime.test_ray import ray_driver, ray_head  # noqa: F401 - the Ray head fixtures
-
 
 def _run(tmp_path, *args):
     from jobs.nerf import main
@@ -61,7 +59,7 @@ def test_fit_volume_tiny(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_fit_volume_two_ray_workers_resume(ray_driver, tmp_path):  # noqa: F811 - the fixture
+def test_fit_volume_two_ray_workers_resume(ray_driver, tmp_path):
     """2 Ray Train workers stopped by the time limit after one step and resumed end where 2 uninterrupted
     workers end (parameters to 1e-6; each rank's cameras come from the per-step generator)."""
     from lib3d import runtime

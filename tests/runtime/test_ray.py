@@ -7,10 +7,8 @@ Every test here is slow (a Ray head costs ~10 s to start on 2 cores); the bounde
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,70 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ci,
               pytest.mark.skipif(not Path(RAY_CLI).exists(), reason="ray CLI not installed")]
 
 
-def _read_env(path: Path) -> dict:
-    return dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
-
-
-def _refresh_ray_auth_config():
-    """Ray caches RAY_AUTH_MODE when first imported (another test may have imported it before the head's
-    environment was set): re-read it, as Ray itself does when it turns token authentication on."""
-    if "ray" in sys.modules:
-        from ray._raylet import Config
-
-        Config.initialize("")
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    """A Ray head started by cluster/local.sh in its own state dir; stopped (by its pid) afterwards."""
-    state = Path(tempfile.mkdtemp(prefix="l3r"))  # short: Ray's unix socket paths must stay < 108 chars
-    env = {**os.environ, "LIB3D_RAY_DIR": str(state), "PYTHON": sys.executable}
-    env.pop("RAY_ADDRESS", None)
-    try:
-        p = subprocess.run(["bash", str(LOCAL_SH), "start", "--num-cpus", "4"], env=env, capture_output=True,
-                           text=True, timeout=240)
-        assert p.returncode == 0, p.stdout + p.stderr
-        pid = int((state / "head.pid").read_text())
-        head_env = _read_env(state / "env")
-        assert head_env["RAY_ADDRESS"].startswith("http://127.0.0.1:")
-        with pytest.MonkeyPatch.context() as mp:
-            for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-                if k in head_env:
-                    mp.setenv(k, head_env[k])
-            mp.delenv("RAY_ADDRESS", raising=False)
-            _refresh_ray_auth_config()
-            yield {"env": {**env, **head_env}, "pid": pid, "state": state, **head_env}
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        _refresh_ray_auth_config()
-        subprocess.run(["bash", str(LOCAL_SH), "stop"], env=env, capture_output=True, timeout=180, check=False)
-        alive = True
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except (ProcessLookupError, NameError, UnboundLocalError):
-                alive = False
-                break
-            time.sleep(0.2)
-        shutil.rmtree(state, ignore_errors=True)
-        assert not alive, "the Ray head did not stop"
-
-
-@pytest.fixture(scope="module")
-def ray_driver(ray_head):
-    """This test process connected to the head as a Ray driver."""
-    import ray
-
-    runtime.init_ray(RayConfig(address=ray_head["RAY_GCS_ADDRESS"]))
-    assert ray.cluster_resources().get("CPU", 0) >= 4
-    yield ray_head
-    ray.shutdown()
-
-
-def test_job_submit_smoke(ray_head, tmp_path):
+def test_job_submit_smoke(ray_env, tmp_path):
+    ray_head = ray_env
     from ray.job_submission import JobStatus, JobSubmissionClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

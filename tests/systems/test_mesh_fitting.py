@@ -271,5 +271,3 @@ def test_fit_translation_two_ray_workers_resume_equals_one_worker(ray_driver, tm
     assert runtime.load_checkpoint(root / "two" / "checkpoints").step == 12
 
 
-if Path(sys.executable).with_name("ray").exists():  # the Ray head fixtures of the runtime's Ray tests
-    from tests.runtime.test_ray import ray_driver, ray_head  # noqa: F401

@@ -10,6 +10,10 @@ Presets:
   warm-up 1000, steps at 8k/10k) on 256 px embedded images (a GPU job); ``paper_sphere`` / ``paper_voxel``
   its ablations;
 - ``smoke``: a few tiny steps (tests, CI).
+
+Every preset trains on the embedded data by default; ``--data.source pix3d --data.pix3d-root DIR`` trains it on
+the real Pix3D with Mesh R-CNN's S1 split instead (``--data.pix3d-split s2``; ``--data.image-size`` sets the
+longest image side), with Pix3D's 9 classes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from lib3d.runtime import RayConfig, RunConfig
 
 @dataclasses.dataclass(frozen=True)
 class FurnitureConfig:
-    """The embedded procedural furniture dataset (``lib3d.data.furniture``)."""
+    """The data: the embedded procedural furniture dataset (``lib3d.data.furniture``), or Pix3D with
+    ``source="pix3d"`` (``lib3d.data.pix3d_items``)."""
 
     num_train: int = 800
     """Training images."""
@@ -77,7 +82,7 @@ class MeshRCNNJobConfig:
     model: MeshRCNNConfig = QUICK_MODEL
     """Architecture and loss recipe (``lib3d.detect.MeshRCNNConfig``)."""
     data: FurnitureConfig = FurnitureConfig()
-    """The embedded dataset."""
+    """The embedded dataset, or Pix3D (``--data.source pix3d``)."""
     steps: int = 3000
     """Training steps."""
     batch_size: int = 4
@@ -162,7 +167,8 @@ class MeshRCNNEvalConfig:
     num_classes: int = 0
     """For an official checkpoint file: override the class count (Pix3D: 9); 0 keeps the preset's."""
     data: FurnitureConfig = FurnitureConfig()
-    """The embedded dataset (its held-out split is evaluated); a run directory's own data config wins."""
+    """The data whose held-out split is evaluated: a run directory's own data config, updated with the fields
+    given here that differ from the defaults (e.g. ``--data.source pix3d --data.pix3d-root DIR``)."""
     images: int = 100
     """Held-out images evaluated."""
     batch_size: int = 8

@@ -391,6 +391,24 @@ def read_mask(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr > 127)
 
 
+def _annotation_line(path: Path, ann_id) -> str | None:
+    """The line of the annotation with id ``ann_id`` (the first ``"id": <ann_id>`` after ``"annotations"``)."""
+    import re
+
+    pattern = re.compile(r'"id"\s*:\s*' + re.escape(json.dumps(ann_id)) + r"(?![\w.])")
+    seen = False
+    try:
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            start = 0
+            if not seen and '"annotations"' in line:
+                seen, start = True, line.index('"annotations"')
+            if seen and pattern.search(line, start):
+                return f"line {i}"
+    except OSError:  # pragma: no cover
+        return None
+    return None
+
+
 def load_pix3d_split(json_path: str | Path, root: str | Path | None = None,
                      check_files: bool = False) -> list[Pix3DRecord]:
     """Read Mesh R-CNN's Pix3D split json (``pix3d_s1_train.json`` / ``pix3d_s1_test.json``, COCO layout).
@@ -424,7 +442,7 @@ def load_pix3d_split(json_path: str | Path, root: str | Path | None = None,
         for g, e in enumerate(im.extra):
             if bool(im.iscrowd[g]):
                 continue
-            where = _entry_line(path, f'"id": {e["id"]}') if "id" in e else None
+            where = _annotation_line(path, e["id"]) if "id" in e else None
             where = where or f"annotation of image {im.image_id}"
             shaped = {}
             for key, shape in (("K", (3,)), ("rot_mat", (3, 3)), ("trans_mat", (3,))):

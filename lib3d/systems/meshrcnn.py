@@ -151,6 +151,8 @@ class MeshRCNNSystem:
         """User mistakes, reported before any worker starts."""
         from pathlib import Path
 
+        from lib3d.io.errors import FormatError
+
         for field in ("backbone_weights", "weights"):
             p = getattr(config, field)
             if p is not None and not Path(p).is_file():
@@ -163,7 +165,9 @@ class MeshRCNNSystem:
         if config.data.source == "pix3d":
             try:
                 data = load_data(config.data, check_files=True)
-            except (FileNotFoundError, NotADirectoryError) as e:
+            except FormatError:
+                raise  # one line naming the file and the line already
+            except (FileNotFoundError, NotADirectoryError, ValueError) as e:
                 raise runtime.UserError(str(e)) from None
             if len(data.train) == 0:
                 raise runtime.UserError(f"--data.pix3d-root {config.data.pix3d_root}: the training split has no images")

@@ -26,7 +26,7 @@ Batch inference: ``runtime.evaluate(PredictorClass, inputs, batch_size, num_acto
 
 Lower-level pieces stay public for code outside the contract: ``start_run`` / ``Run`` (run directory,
 TensorBoard, checkpoints), ``fit`` (any per-worker loop on Ray Train), ``worker_context``,
-``shard_indices``, ``all_reduce_gradients``, ``prepare_model``.
+``shard_indices``, ``all_reduce_gradients``, ``broadcast_module``, ``sync_buffers``, ``prepare_model``.
 
 Dimension names used in docstrings: N batch / samples, B batch of an evaluation call, T frames,
 H/W image height/width, C channels.
@@ -55,6 +55,7 @@ from lib3d.runtime.distributed import (
     WorkerContext,
     all_reduce_gradients,
     all_reduce_mean,
+    broadcast_module,
     derive_seed,
     evaluate,
     fit,
@@ -63,6 +64,7 @@ from lib3d.runtime.distributed import (
     rank_generator,
     seed_everything,
     shard_indices,
+    sync_buffers,
     unwrap_model,
     worker_context,
 )
@@ -92,6 +94,7 @@ __all__ = [
     "WorkerContext",
     "all_reduce_gradients",
     "all_reduce_mean",
+    "broadcast_module",
     "capture_rng_state",
     "cli",
     "config_to_dict",
@@ -119,6 +122,7 @@ __all__ = [
     "start_run",
     "state_digest",
     "step_generator",
+    "sync_buffers",
     "train",
     "train_state_tensors",
     "unflatten_optimizer_state",

@@ -48,9 +48,11 @@ from lib3d.runtime.config import RayConfig, find_field
 from lib3d.runtime.distributed import (
     FitResult,
     WorkerContext,
+    broadcast_module,
     derive_seed,
     fit,
     seed_everything,
+    sync_buffers,
     unwrap_model,
     worker_context,
 )
@@ -295,6 +297,9 @@ def _train_loop(system: System, job_name: str, config: Any) -> dict[str, Any]:
         seed_everything(rc.seed, ctx.rank)
         total = int(system.num_steps(config))
         state = system.init(config, ctx)
+        if ctx.world_size > 1:  # every rank starts from rank 0's networks, as DistributedDataParallel does
+            for module in state.modules.values():
+                broadcast_module(module)
         ck = run.load_checkpoint(generators=state.generators, restore_rng=False, map_location=ctx.device)
         start = 0
         if ck is not None:
@@ -317,6 +322,9 @@ def _train_loop(system: System, job_name: str, config: Any) -> dict[str, Any]:
         while step < total:
             _reseed_global(derive_seed(rc.seed, "global", ctx.rank, step), ctx.device)
             last = system.train_step(state, step, step_generator(rc.seed, ctx.rank, step, ctx.device))
+            if ctx.world_size > 1:
+                for module in state.modules.values():
+                    sync_buffers(module)
             step += 1
             if first_step_s is None:
                 first_step_s = time.time() - _process_start()

@@ -2,6 +2,7 @@
 
 Ray Train (2 workers vs 1, a killed worker resuming) is tested against a real Ray head in test_ray.py."""
 
+import copy
 import dataclasses
 import subprocess
 import sys
@@ -131,3 +132,44 @@ def test_outputs_moved_to_cpu_keep_named_tuples():
     out = _to_cpu({"p": [Pred(torch.ones(2, requires_grad=True), "chair")], "t": (torch.zeros(1),)})
     assert isinstance(out["p"][0], Pred) and out["p"][0].label == "chair" and not out["p"][0].boxes.requires_grad
     assert isinstance(out["t"], tuple)
+
+
+def _sync_worker(rank: int, world: int, store_path: str, out_path: str) -> None:
+    import torch.distributed as dist
+
+    from lib3d.runtime import all_reduce_gradients, broadcast_module, sync_buffers
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world)
+    torch.manual_seed(rank)  # rank-dependent initial weights: broadcast_module makes them rank 0's
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    broadcast_module(net)
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(rank))  # a different shard per rank
+    net(x).square().sum().backward()
+    all_reduce_gradients(net)
+    sync_buffers(net)
+    torch.save({k: v.clone() for k, v in net.state_dict().items()} | {"grad": net[0].weight.grad.clone()},
+               f"{out_path}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_broadcast_module_and_sync_buffers_keep_ranks_equal(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "out")
+    mp.spawn(_sync_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
+    r0, r1 = (torch.load(f"{out}.{r}") for r in range(2))
+    for k in r0:
+        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0)  # identical on both ranks
+    # The reference: each rank's own running mean after one step, averaged; gradients summed / 2.
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    means, grads = [], []
+    for rank in range(2):
+        net = copy.deepcopy(ref)
+        net(torch.randn(8, 3, generator=torch.Generator().manual_seed(rank))).square().sum().backward()
+        means.append(net[1].running_mean)
+        grads.append(net[0].weight.grad)
+    torch.testing.assert_close(r0["1.running_mean"], (means[0] + means[1]) / 2)
+    torch.testing.assert_close(r0["grad"], (grads[0] + grads[1]) / 2)
+    assert int(r0["1.num_batches_tracked"]) == 1
+    assert not torch.equal(means[0], means[1])  # the shards differ, so the test can fail

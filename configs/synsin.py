@@ -29,8 +29,9 @@ class SynSinConfig:
     (no spectral norm, no noise), radius 1.5 px (6 px at 256) and K = 8."""
     data: IndoorConfig = IndoorConfig()
     """The procedural indoor dataset (image size must equal ``model.image_size``)."""
-    steps: int = 2000
-    """Training steps."""
+    steps: int = 1500
+    """Training steps (measured: 1,466 steps of the quick default took 20 min on one vCPU with 1 thread, the
+    other vCPU busy, and gave +4.8 dB over the identity baseline on held-out pairs)."""
     batch_size: int = 8
     """Global batch of pairs per step (split evenly over the workers)."""
     max_gap: int = 4
@@ -70,7 +71,7 @@ class SynSinConfig:
 _PAPER_MODEL = SynSinModelConfig()  # official RealEstate10K: 256x256, ngf 64, radius 4, K 128, alpha compositing
 
 PRESETS: dict[str, tuple[str, SynSinConfig]] = {
-    "default": ("quick CPU model: 64x64, slim networks, L1 loss, 2000 steps", SynSinConfig()),
+    "default": ("quick CPU model: 64x64, slim networks, L1 loss, 1500 steps", SynSinConfig()),
     "paper": (("official RealEstate10K architecture and optimiser at 256x256 (GPU; L1 + hinge GAN + feature "
                "matching, + VGG with --vgg-weights)"),
               SynSinConfig(model=_PAPER_MODEL, data=IndoorConfig(image_size=256, train_scenes=400, test_scenes=24),

@@ -1,6 +1,6 @@
 """Train SynSin (view synthesis from a single image, the book's chapter 9) on the embedded indoor dataset.
 
-    python -m jobs.synsin                        # quick CPU model, 64x64, 2000 steps, in this process
+    python -m jobs.synsin                        # quick CPU model, 64x64, 1500 steps, in this process
     python -m jobs.synsin --run.time-limit-s 600 # stop (checkpoint, evaluate) after 10 minutes of steps
     python -m jobs.synsin ddp                    # 2 Ray Train workers (DDP, gloo)
     python -m jobs.synsin paper --vgg-weights vgg19.pth   # the official architecture at 256x256 (GPU)

@@ -15,6 +15,7 @@ Dimension names: N views or meshes; V vertices; F faces; H/W image size.
 - ``lib3d.data.realestate``   RealEstate10K camera files and KITTI odometry poses + calibration.
 - ``lib3d.data.furniture``    Pix3D-like furniture in rooms with boxes, masks, meshes, voxels (Mesh R-CNN, ch. 10).
 - ``lib3d.data.pix3d``        Pix3D json, ShapeNet R2N2 renders and ``.binvox``, COCO-format json.
+- ``lib3d.data.pix3d_items``  real Pix3D as Mesh R-CNN training / evaluation items, read lazily.
 
 Submodules are imported on demand so that each stays light.
 """

@@ -29,6 +29,7 @@ from lib3d._checks import check_shape, check_shapes, check_tensor
 
 __all__ = [
     "GridRaysampler",
+    "HeterogeneousRayBundle",
     "MonteCarloRaysampler",
     "MultinomialRaysampler",
     "NDCGridRaysampler",
@@ -65,6 +66,57 @@ class RayBundle(NamedTuple):
     directions: torch.Tensor
     lengths: torch.Tensor
     xys: torch.Tensor
+
+
+class HeterogeneousRayBundle(NamedTuple):
+    """Rays drawn over a whole batch of cameras (PyTorch3D's ``HeterogeneousRayBundle``).
+
+    Returned by the raysamplers when ``n_rays_total`` is set: ``R_total`` rays packed along the batch
+    dimension, camera by camera; the rays of camera ``camera_ids[j]`` are ``camera_counts[j]`` consecutive
+    rows (in the order of ``camera_ids``).
+
+    Attributes:
+        origins: ``(R_total, ..., 3)`` float (``...`` is ``(1,)`` for ``MonteCarloRaysampler``, ``(1, 1)``
+            for ``MultinomialRaysampler``).
+        directions: ``(R_total, ..., 3)`` float.
+        lengths: ``(R_total, ..., S)`` float.
+        xys: ``(R_total, ..., 2)`` float NDC locations.
+        camera_ids: ``(M,)`` long, the sorted distinct cameras drawn (indices into the batch), or None.
+        camera_counts: ``(M,)`` long, how many rays each of them has (sum ``R_total``), or None.
+    """
+
+    origins: torch.Tensor
+    directions: torch.Tensor
+    lengths: torch.Tensor
+    xys: torch.Tensor
+    camera_ids: torch.Tensor | None = None
+    camera_counts: torch.Tensor | None = None
+
+
+def _sample_cameras(n_rays_total: int, n_cameras: int, generator: torch.Generator | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n_rays_total`` cameras uniformly with replacement -> ``(distinct ids (M,), counts (M,))``."""
+    if not isinstance(n_rays_total, int) or isinstance(n_rays_total, bool) or n_rays_total < 1:
+        raise ValueError(f"n_rays_total must be a positive int, got {n_rays_total!r}")
+    if n_cameras < 1:
+        raise ValueError("n_rays_total needs at least one camera")
+    device = generator.device if generator is not None else torch.device("cpu")
+    ids = torch.randint(0, n_cameras, (n_rays_total,), generator=generator, device=device)
+    return torch.unique(ids, return_counts=True)
+
+
+def _pack_ray_bundle(bundle: RayBundle, camera_ids: torch.Tensor, camera_counts: torch.Tensor
+                     ) -> HeterogeneousRayBundle:
+    """Keep the first ``camera_counts[j]`` rays of row ``j`` of a ``(M, R, ...)`` bundle, packed to
+    ``(sum counts, 1, ...)``."""
+    m, r = bundle.origins.shape[:2]
+    keep = torch.arange(r, device=bundle.origins.device)[None] < camera_counts.to(bundle.origins.device)[:, None]
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        return x[keep][:, None]  # boolean (M, R) mask: rows in camera order, rays in drawing order
+
+    return HeterogeneousRayBundle(pack(bundle.origins), pack(bundle.directions), pack(bundle.lengths),
+                                  pack(bundle.xys), camera_ids, camera_counts)
 
 
 def ray_bundle_variables_to_ray_points(origins: torch.Tensor, directions: torch.Tensor,
@@ -170,11 +222,15 @@ def xy_to_ray_bundle(cameras, xy_grid: torch.Tensor, min_depth: float, max_depth
 
 
 def _safe_multinomial(weights: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Multinomial without replacement that falls back to replacement when too few non-zero weights."""
-    try:
+    """Per row: ``n`` draws without replacement when the row has at least ``n`` non-zero weights, else with
+    replacement (PyTorch3D's ``_safe_multinomial``; a zero weight is never drawn)."""
+    short = (weights > 0).sum(dim=-1) < n  # (B,) rows that cannot be drawn without replacement
+    if not bool(short.any()):
         return torch.multinomial(weights, n, replacement=False, generator=generator)
-    except RuntimeError:
-        return torch.multinomial(weights, n, replacement=True, generator=generator)
+    out = torch.multinomial(weights, n, replacement=True, generator=generator)
+    if not bool(short.all()):
+        out[~short] = torch.multinomial(weights[~short], n, replacement=False, generator=generator)
+    return out
 
 
 class MultinomialRaysampler(torch.nn.Module):
@@ -182,7 +238,10 @@ class MultinomialRaysampler(torch.nn.Module):
 
     The grid has ``image_height x image_width`` points spanning ``[min_x, max_x] x [min_y, max_y]``
     (``torch.linspace``); with ``n_rays_per_image`` set, that many grid points are drawn per camera
-    (uniformly, or proportionally to ``mask``).
+    (uniformly, or proportionally to ``mask``, without replacement when enough points have a non-zero
+    weight); with ``n_rays_total`` set, that many rays are drawn over the whole batch: ``n_rays_total``
+    cameras are drawn uniformly with replacement and one grid point for each draw (distinct points within a
+    camera), returned as a ``HeterogeneousRayBundle``.
 
     Args:
         min_x, max_x, min_y, max_y: NDC extent of the grid (centres of the border pixels).
@@ -190,6 +249,7 @@ class MultinomialRaysampler(torch.nn.Module):
         n_pts_per_ray: ``S``.
         min_depth, max_depth: depth range.
         n_rays_per_image: optional number of grid rays drawn per camera.
+        n_rays_total: optional number of rays drawn over the batch (not with ``n_rays_per_image``).
         unit_directions: normalise the directions.
         stratified_sampling: jitter depths within their strata.
 
@@ -201,14 +261,16 @@ class MultinomialRaysampler(torch.nn.Module):
 
     def __init__(self, *, min_x: float, max_x: float, min_y: float, max_y: float, image_width: int,
                  image_height: int, n_pts_per_ray: int, min_depth: float, max_depth: float,
-                 n_rays_per_image: int | None = None, unit_directions: bool = False,
-                 stratified_sampling: bool = False) -> None:
+                 n_rays_per_image: int | None = None, n_rays_total: int | None = None,
+                 unit_directions: bool = False, stratified_sampling: bool = False) -> None:
         super().__init__()
         self._n_pts_per_ray = int(n_pts_per_ray)
         self._min_depth, self._max_depth = float(min_depth), float(max_depth)
         self._n_rays_per_image = n_rays_per_image
+        self._n_rays_total = n_rays_total
         self._unit_directions = unit_directions
         self._stratified_sampling = stratified_sampling
+        self.min_x, self.max_x, self.min_y, self.max_y = min_x, max_x, min_y, max_y
         ys = torch.linspace(min_y, max_y, image_height, dtype=torch.float32)
         xs = torch.linspace(min_x, max_x, image_width, dtype=torch.float32)
         Y, X = torch.meshgrid(ys, xs, indexing="ij")
@@ -217,25 +279,43 @@ class MultinomialRaysampler(torch.nn.Module):
     def forward(self, cameras, *, mask: torch.Tensor | None = None, min_depth: float | None = None,
                 max_depth: float | None = None, n_rays_per_image: int | None = None,
                 n_pts_per_ray: int | None = None, stratified_sampling: bool | None = None,
-                generator: torch.Generator | None = None, **kwargs) -> RayBundle:
+                n_rays_total: int | None = None, generator: torch.Generator | None = None,
+                **kwargs) -> RayBundle | HeterogeneousRayBundle:
         """Sample rays for a batch of ``N`` cameras.
 
         Args:
-            cameras: ``N`` cameras (``unproject_points``, ``R``).
-            mask: optional ``(N, H, W)`` sampling weights for ``n_rays_per_image`` draws.
-            min_depth, max_depth, n_rays_per_image, n_pts_per_ray, stratified_sampling: overrides.
-            generator: random generator (ray draws and jitter).
+            cameras: ``N`` cameras (``unproject_points``, ``R``, indexable by a long tensor).
+            mask: optional ``(N, H, W)`` sampling weights for ``n_rays_per_image`` / ``n_rays_total`` draws.
+            min_depth, max_depth, n_rays_per_image, n_pts_per_ray, stratified_sampling, n_rays_total:
+                overrides of the constructor's values.
+            generator: random generator (camera draws, ray draws and jitter).
 
         Returns:
             ``RayBundle``: origins/directions ``(N, H, W, 3)``, lengths ``(N, H, W, S)``, xys
-            ``(N, H, W, 2)``; with ``n_rays_per_image = R`` the spatial shape is ``(R, 1)``.
+            ``(N, H, W, 2)``; with ``n_rays_per_image = R`` (or a mask: the smallest mask's count) the
+            spatial shape is ``(R, 1)``. With ``n_rays_total = R_total``: a ``HeterogeneousRayBundle`` of
+            spatial shape ``(1, 1)`` and batch ``R_total``.
+
+        Raises:
+            ValueError: both ``n_rays_per_image`` and ``n_rays_total`` set (here or in the constructor).
         """
+        n_rays_total = n_rays_total or self._n_rays_total
+        n_rays_per_image = n_rays_per_image or self._n_rays_per_image
+        if n_rays_total is not None and n_rays_per_image is not None:
+            raise ValueError("n_rays_total and n_rays_per_image cannot both be set, got "
+                             f"{n_rays_total} and {n_rays_per_image}")
+        camera_ids = camera_counts = None
+        if n_rays_total:
+            camera_ids, camera_counts = _sample_cameras(n_rays_total, len(cameras), generator)
+            cameras = cameras[camera_ids]
+            if mask is not None:
+                mask = mask[camera_ids.to(mask.device)]
+            n_rays_per_image = int(camera_counts.max())
         batch_size = cameras.R.shape[0]
         device = cameras.R.device
         xy_grid = self._xy_grid.to(device).expand(batch_size, *self._xy_grid.shape)
         if mask is not None and n_rays_per_image is None:
             n_rays_per_image = int(mask.sum(dim=(1, 2)).min().item())
-        n_rays_per_image = n_rays_per_image if n_rays_per_image is not None else self._n_rays_per_image
         if n_rays_per_image is not None:
             num_rays = xy_grid.shape[1] * xy_grid.shape[2]
             if mask is not None:
@@ -245,7 +325,7 @@ class MultinomialRaysampler(torch.nn.Module):
                 weights = xy_grid.new_ones(batch_size, num_rays)
             rays_idx = _safe_multinomial(weights, n_rays_per_image, generator)[..., None].expand(-1, -1, 2)
             xy_grid = torch.gather(xy_grid.reshape(batch_size, num_rays, 2), 1, rays_idx)[:, :, None]
-        return xy_to_ray_bundle(
+        bundle = xy_to_ray_bundle(
             cameras, xy_grid,
             self._min_depth if min_depth is None else min_depth,
             self._max_depth if max_depth is None else max_depth,
@@ -253,6 +333,7 @@ class MultinomialRaysampler(torch.nn.Module):
             self._unit_directions,
             self._stratified_sampling if stratified_sampling is None else stratified_sampling,
             generator=generator)
+        return bundle if camera_ids is None else _pack_ray_bundle(bundle, camera_ids, camera_counts)
 
 
 class NDCMultinomialRaysampler(MultinomialRaysampler):
@@ -264,13 +345,13 @@ class NDCMultinomialRaysampler(MultinomialRaysampler):
 
     Args:
         image_width, image_height: ``W``, ``H``.
-        n_pts_per_ray, min_depth, max_depth, n_rays_per_image, unit_directions, stratified_sampling: as
-            ``MultinomialRaysampler``.
+        n_pts_per_ray, min_depth, max_depth, n_rays_per_image, n_rays_total, unit_directions,
+            stratified_sampling: as ``MultinomialRaysampler``.
     """
 
     def __init__(self, *, image_width: int, image_height: int, n_pts_per_ray: int, min_depth: float,
-                 max_depth: float, n_rays_per_image: int | None = None, unit_directions: bool = False,
-                 stratified_sampling: bool = False) -> None:
+                 max_depth: float, n_rays_per_image: int | None = None, n_rays_total: int | None = None,
+                 unit_directions: bool = False, stratified_sampling: bool = False) -> None:
         if image_width >= image_height:
             range_x, range_y = image_width / image_height, 1.0
         else:
@@ -281,7 +362,8 @@ class NDCMultinomialRaysampler(MultinomialRaysampler):
                          min_y=range_y - half_pix_height, max_y=-range_y + half_pix_height,
                          image_width=image_width, image_height=image_height, n_pts_per_ray=n_pts_per_ray,
                          min_depth=min_depth, max_depth=max_depth, n_rays_per_image=n_rays_per_image,
-                         unit_directions=unit_directions, stratified_sampling=stratified_sampling)
+                         n_rays_total=n_rays_total, unit_directions=unit_directions,
+                         stratified_sampling=stratified_sampling)
 
 
 GridRaysampler = MultinomialRaysampler
@@ -291,43 +373,61 @@ NDCGridRaysampler = NDCMultinomialRaysampler
 class MonteCarloRaysampler(torch.nn.Module):
     """Rays through uniformly random image points (PyTorch3D's ``MonteCarloRaysampler``).
 
+    Exactly one of ``n_rays_per_image`` (``R`` rays per camera) and ``n_rays_total`` (``R_total`` rays over
+    the batch: ``R_total`` cameras drawn uniformly with replacement, one random point per draw) is set.
+
     Args:
         min_x, max_x, min_y, max_y: NDC rectangle to draw from.
-        n_rays_per_image: ``R`` rays per camera.
+        n_rays_per_image: ``R`` rays per camera, or None with ``n_rays_total``.
         n_pts_per_ray: ``S``.
         min_depth, max_depth: depth range.
         unit_directions: normalise directions.
         stratified_sampling: jitter depths within their strata.
+        n_rays_total: ``R_total`` rays over the batch (keyword only), or None.
 
     Returns (forward):
-        ``RayBundle`` with origins/directions ``(N, R, 3)``, lengths ``(N, R, S)``, xys ``(N, R, 2)``.
+        ``RayBundle`` with origins/directions ``(N, R, 3)``, lengths ``(N, R, S)``, xys ``(N, R, 2)``; with
+        ``n_rays_total``: a ``HeterogeneousRayBundle`` with origins ``(R_total, 1, 3)``, ...
+
+    Raises:
+        ValueError (forward): not exactly one of ``n_rays_per_image`` and ``n_rays_total`` set.
     """
 
-    def __init__(self, min_x: float, max_x: float, min_y: float, max_y: float, n_rays_per_image: int,
+    def __init__(self, min_x: float, max_x: float, min_y: float, max_y: float, n_rays_per_image: int | None,
                  n_pts_per_ray: int, min_depth: float, max_depth: float, unit_directions: bool = False,
-                 stratified_sampling: bool = False) -> None:
+                 stratified_sampling: bool = False, *, n_rays_total: int | None = None) -> None:
         super().__init__()
         self._min_x, self._max_x, self._min_y, self._max_y = min_x, max_x, min_y, max_y
         self._n_rays_per_image = n_rays_per_image
+        self._n_rays_total = n_rays_total
         self._n_pts_per_ray = n_pts_per_ray
         self._min_depth, self._max_depth = min_depth, max_depth
         self._unit_directions = unit_directions
         self._stratified_sampling = stratified_sampling
 
     def forward(self, cameras, *, stratified_sampling: bool | None = None,
-                generator: torch.Generator | None = None, **kwargs) -> RayBundle:
-        """Draw ``R`` random rays per camera (see the class docstring)."""
+                generator: torch.Generator | None = None, **kwargs) -> RayBundle | HeterogeneousRayBundle:
+        """Draw the rays (see the class docstring); ``generator`` drives every draw."""
+        if (self._n_rays_total is None) == (self._n_rays_per_image is None):
+            raise ValueError("exactly one of n_rays_per_image and n_rays_total must be set, got "
+                             f"{self._n_rays_per_image} and {self._n_rays_total}")
+        camera_ids = camera_counts = None
+        n_rays = self._n_rays_per_image
+        if self._n_rays_total is not None:
+            camera_ids, camera_counts = _sample_cameras(self._n_rays_total, len(cameras), generator)
+            cameras = cameras[camera_ids]
+            n_rays = int(camera_counts.max())
         batch_size = cameras.R.shape[0]
         device = cameras.R.device
-        u = torch.rand((batch_size, self._n_rays_per_image, 2), generator=generator, dtype=torch.float32,
-                       device=device)
+        u = torch.rand((batch_size, n_rays, 2), generator=generator, dtype=torch.float32, device=device)
         lo = torch.tensor([self._min_x, self._min_y], dtype=torch.float32, device=device)
         hi = torch.tensor([self._max_x, self._max_y], dtype=torch.float32, device=device)
         rays_xy = u * (hi - lo) + lo
-        return xy_to_ray_bundle(cameras, rays_xy, self._min_depth, self._max_depth, self._n_pts_per_ray,
-                                self._unit_directions,
-                                self._stratified_sampling if stratified_sampling is None else stratified_sampling,
-                                generator=generator)
+        bundle = xy_to_ray_bundle(cameras, rays_xy, self._min_depth, self._max_depth, self._n_pts_per_ray,
+                                  self._unit_directions,
+                                  self._stratified_sampling if stratified_sampling is None else stratified_sampling,
+                                  generator=generator)
+        return bundle if camera_ids is None else _pack_ray_bundle(bundle, camera_ids, camera_counts)
 
 
 def sample_images_at_mc_locs(target_images: torch.Tensor, sampled_rays_xy: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ features (SynSin trains through them).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -43,44 +45,116 @@ def _check(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.Tensor)
     return valid, torch.where(valid, alphas, torch.zeros((), dtype=alphas.dtype, device=alphas.device))
 
 
-class _WeightedGatherSum(torch.autograd.Function):
-    """``out[n, :, y, x] = sum_k w[n, k, y, x] * feats[:, idx[n, k, y, x]]`` without a (N, K, H, W, C) tensor.
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix (rows sorted, columns sorted and unique within each row, as torch requires)."""
+    with warnings.catch_warnings():  # torch warns once that sparse CSR support is in beta
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
-    Forward and backward loop over the K slots (each step touches (N, H, W, C)), so memory stays
-    O(N H W C) whatever K; the backward recomputes the gathers instead of saving them.
+
+class _PairWeightedSum(torch.autograd.Function):
+    """``out[r] = sum_{i: row_i = r} w_i feats[col_i]`` over M (row, col) pairs, as one sparse matmul.
+
+    The pairs form a sparse (R, Q) matrix S in CSR layout (``crow``, ``col``; the weights are its values):
+    ``out = S @ feats``, ``grad_w_i = <grad_out[row_i], feats[col_i]>`` (a sampled dense-dense product on
+    S's pattern) and ``grad_feats = S^T @ grad_out`` with S^T in CSR layout too (``crow_t``, ``col_t``, the
+    pairs in ``by_col`` order). No (M, C) tensor is built.
     """
 
     @staticmethod
-    def forward(ctx, idx: torch.Tensor, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        fT = feats.t()  # (P, C)
-        safe = idx.clamp_min(0)
-        N, K, H, W = idx.shape
-        out = feats.new_zeros((N, H, W, feats.shape[0]))
-        for k in range(K):
-            out += w[:, k, :, :, None] * fT[safe[:, k]]
-        ctx.save_for_backward(safe, w, feats)
-        return out.permute(0, 3, 1, 2)
+    def forward(ctx, crow, col, crow_t, col_t, by_col, w, feats):
+        R, Q = crow.numel() - 1, crow_t.numel() - 1
+        ctx.save_for_backward(crow, col, crow_t, col_t, by_col, w, feats)
+        if w.numel() == 0:
+            return feats.new_zeros((R, feats.shape[1]))
+        return _csr(crow, col, w, (R, Q)) @ feats
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        safe, w, feats = ctx.saved_tensors
-        fT = feats.t()
-        g = grad_out.permute(0, 2, 3, 1)  # (N, H, W, C)
+    def backward(ctx, grad_out):
+        crow, col, crow_t, col_t, by_col, w, feats = ctx.saved_tensors
+        R, Q = crow.numel() - 1, crow_t.numel() - 1
         grad_w = grad_f = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.stack([(g * fT[safe[:, k]]).sum(-1) for k in range(safe.shape[1])], dim=1)
-        if ctx.needs_input_grad[2]:
-            gT = feats.new_zeros(fT.shape)
-            C = g.shape[-1]
-            for k in range(safe.shape[1]):
-                gT.index_add_(0, safe[:, k].reshape(-1), (g * w[:, k, :, :, None]).reshape(-1, C))
-            grad_f = gT.t()
-        return None, grad_w, grad_f
+        g = grad_out.contiguous()
+        if ctx.needs_input_grad[5]:
+            grad_w = torch.zeros_like(w) if w.numel() == 0 else torch.sparse.sampled_addmm(
+                _csr(crow, col, w, (R, Q)), g, feats.t(), beta=0.0).values()
+        if ctx.needs_input_grad[6]:
+            grad_f = torch.zeros_like(feats) if w.numel() == 0 else _csr(crow_t, col_t, w[by_col], (Q, R)) @ g
+        return None, None, None, None, None, grad_w, grad_f
+
+
+def _pair_weighted_sum(row: torch.Tensor, col: torch.Tensor, w: torch.Tensor, feats: torch.Tensor,
+                       num_rows: int, by_col: torch.Tensor | None = None) -> torch.Tensor:
+    """``out[r] = sum_{i: row_i = r} w_i feats[col_i]``, differentiable w.r.t. ``w`` and ``feats``.
+
+    Args:
+        row: (M,) int64 output row of each pair, ascending.
+        col: (M,) int64 feature row of each pair, ascending and unique within each output row.
+        w: (M,) float weights.
+        feats: (Q, C) float.
+        num_rows: R.
+        by_col: optional (M,) int64 permutation listing the pairs by ``col`` (rows ascending within a
+            col); computed with a stable sort when not given.
+
+    Returns:
+        (R, C) float.
+    """
+    device = row.device
+    Q = feats.shape[0]
+    small = max(num_rows, Q, row.numel()) < 2 ** 31 - 1
+    itype = torch.int32 if small else torch.int64
+    if by_col is None:
+        by_col = torch.sort(col.to(itype), stable=True).indices
+    crow = torch.zeros(num_rows + 1, dtype=torch.int64, device=device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
+    crow_t = torch.zeros(Q + 1, dtype=torch.int64, device=device)
+    crow_t[1:] = torch.cumsum(torch.bincount(col, minlength=Q), 0)
+    return _PairWeightedSum.apply(crow.to(itype), col.to(itype), crow_t.to(itype), row[by_col].to(itype), by_col,
+                                  w, feats.contiguous())
+
+
+def _pair_alpha_weights(pix: torch.Tensor, rank: torch.Tensor, alphas: torch.Tensor, num_pixels: int
+                        ) -> torch.Tensor:
+    """Front-to-back weights ``w = alpha_k prod_{j<k} (1 - alpha_j)`` of pixel-major (pixel, slot) pairs.
+
+    Args:
+        pix: (M,) int64 pixel of each pair; rank: (M,) int64 its slot k (unique within a pixel).
+        alphas: (M,) float.
+        num_pixels: number of pixels.
+
+    Returns:
+        (M,) float weights, the same numbers as ``alpha_composite``'s on the padded (K, ...) layout: the
+        exclusive cumulative product runs over a (pixels, max slot + 1) table with 1 in empty slots.
+    """
+    kmax = int(rank.max()) + 1 if rank.numel() else 1
+    flat = pix * kmax + rank
+    one_minus = alphas.new_ones(num_pixels * kmax).index_put((flat,), 1.0 - alphas).view(num_pixels, kmax)
+    trans = torch.cumprod(torch.cat((torch.ones_like(one_minus[:, :1]), one_minus[:, :-1]), dim=1), dim=1)
+    return alphas * trans.reshape(-1)[flat]
+
+
+def _pair_norm_weights(pix: torch.Tensor, alphas: torch.Tensor, num_pixels: int) -> torch.Tensor:
+    """``w = alpha / max(sum of the pixel's alphas, 1e-4)`` per pair; pix (M,) int64, alphas (M,) float."""
+    denom = alphas.new_zeros(num_pixels).index_add(0, pix, alphas).clamp_min(_NORM_EPS)
+    return alphas / denom[pix]
 
 
 def _weighted_gather_sum(idx: torch.Tensor, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-    return _WeightedGatherSum.apply(idx, w, feats)
+    """``out[n, :, y, x] = sum_k w[n, k, y, x] * feats[:, idx[n, k, y, x]]`` over the slots with idx >= 0.
+
+    The valid slots become (pixel, point) pairs (a point repeated in a pixel's slots is one pair with the
+    summed weight) and ``_pair_weighted_sum`` does the rest: no (N, K, H, W, C) tensor is built.
+    """
+    N, K, H, W = idx.shape
+    C, P = feats.shape
+    slot_idx = idx.permute(0, 2, 3, 1).reshape(-1)  # pixel-major slots
+    slot = torch.nonzero(slot_idx >= 0).squeeze(1)
+    key = torch.div(slot, K, rounding_mode="floor") * P + slot_idx[slot]
+    key, inv = torch.unique(key, sorted=True, return_inverse=True)
+    wu = w.new_zeros(key.numel()).index_add(0, inv, w.permute(0, 2, 3, 1).reshape(-1)[slot])
+    out = _pair_weighted_sum(torch.div(key, P, rounding_mode="floor"), key % P, wu, feats.t(), N * H * W)
+    return out.view(N, H, W, C).permute(0, 3, 1, 2)
 
 
 def alpha_composite(pointsidx: torch.Tensor, alphas: torch.Tensor, pt_clds: torch.Tensor) -> torch.Tensor:

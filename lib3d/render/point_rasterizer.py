@@ -112,71 +112,183 @@ def rasterize_packed_points(points: torch.Tensor, cloud_to_packed_first_idx: tor
     device, dtype = points.device, points.dtype
     rad = _packed_radius(radius, P, device, dtype)
     HW = H * W
-    xs, ys = pixel_centers_ndc((H, W), device=device, dtype=dtype)
-
     with torch.no_grad():
-        pts = points.detach()
-        cloud = torch.full((P,), -1, dtype=torch.int64, device=device)
-        if P > 0 and N > 0:
-            counts = num_points_per_cloud.to(device=device, dtype=torch.int64)
-            starts = cloud_to_packed_first_idx.to(device=device, dtype=torch.int64)
-            ids = torch.repeat_interleave(torch.arange(N, device=device), counts)
-            pidx = torch.repeat_interleave(starts, counts) + (
-                torch.arange(ids.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
-                                                                                 counts))
-            cloud[pidx] = ids
-        ok = (cloud >= 0) & (pts[:, 2] >= 0) & torch.isfinite(pts).all(1) & (rad > 0)
-        sel_pts = torch.nonzero(ok).squeeze(1)
-        # Depth order (ties: lower index first): a point's z is the same at all its pixels, so pairs
-        # enumerated in this order reach every pixel nearest first and a pixel's first K hits are its
-        # answer. No per-pixel sort of candidates is needed and saturated pixels are skipped early.
-        sel_pts = sel_pts[torch.argsort(pts[sel_pts, 2], stable=True)]
-        x, y, r = pts[sel_pts, 0], pts[sel_pts, 1], rad[sel_pts]
-        ix0, ix1 = _pixel_range(x - r, x + r, W, H)
-        iy0, iy1 = _pixel_range(y - r, y + r, H, W)
-        table = torch.stack((x, y, r * r))  # (3, P_ok)
-        pix_base = cloud[sel_pts] * HW
-        hits_so_far = torch.zeros(N * HW, dtype=torch.int64, device=device)
-        out_pix, out_p, out_rank = [], [], []
-        for j, col, row in _pair_chunks(ix0, ix1, iy0, iy1, W, H, max_pairs_per_chunk):
-            tj = table.index_select(1, j)
-            dx = tj[0] - xs[col]
-            dy = tj[1] - ys[row]
-            hit = dx * dx + dy * dy < tj[2]
-            pix = pix_base[j] + row * W + col
-            hit = torch.nonzero(hit & (hits_so_far[pix] < K)).squeeze(1)
-            pix, j = pix[hit], j[hit]
-            # Stable sort by pixel keeps each pixel's pairs in depth order; rank = earlier hits + position.
-            order = torch.sort(pix, stable=True).indices
-            pix, j = pix[order], j[order]
-            m = pix.numel()
-            pos = torch.arange(m, device=device)
-            start = torch.ones(m, dtype=torch.bool, device=device)
-            if m > 1:
-                start[1:] = pix[1:] != pix[:-1]
-            rank = pos - torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=0).values
-            rank = rank + hits_so_far[pix]
-            keep = torch.nonzero(rank < K).squeeze(1)
-            pix, j, rank = pix[keep], j[keep], rank[keep]
-            hits_so_far.index_add_(0, pix, torch.ones_like(pix))
-            out_pix.append(pix)
-            out_p.append(sel_pts[j])
-            out_rank.append(rank)
-        e = torch.zeros(0, dtype=torch.int64, device=device)
-        sel_pix, sel_p, sel_rank = (torch.cat(v) if v else e for v in (out_pix, out_p, out_rank))
-        sel_row, sel_col = (sel_pix % HW) // W, sel_pix % W
-
-    # Differentiable recompute on the selected pairs.
-    sp = points[sel_p]
-    dx = sp[:, 0] - xs[sel_col]
-    dy = sp[:, 1] - ys[sel_row]
-    flat = sel_pix * K + sel_rank
+        cloud = _cloud_of_points(cloud_to_packed_first_idx, num_points_per_cloud, P, device)
+        hits = _select_hits(points.detach(), cloud, N, rad, H, W, K, max_pairs_per_chunk)
+    # Differentiable recompute on the selected pairs: zbuf = z, dists = dx^2 + dy^2.
+    sel_p = hits.order[hits.j]
+    zbuf_p, dists_p = _pair_z_dists(points, sel_p, hits.pix, H, W)
+    flat = hits.pix * K + hits.rank
     total_slots = N * HW * K
     idx = torch.full((total_slots,), -1, dtype=torch.int64, device=device)
     idx[flat] = sel_p
-    zbuf = points.new_full((total_slots,), -1.0).index_put_((flat,), sp[:, 2])
-    dists = points.new_full((total_slots,), -1.0).index_put_((flat,), dx * dx + dy * dy)
+    zbuf = points.new_full((total_slots,), -1.0).index_put_((flat,), zbuf_p)
+    dists = points.new_full((total_slots,), -1.0).index_put_((flat,), dists_p)
     return PointFragments(idx.view(N, H, W, K), zbuf.view(N, H, W, K), dists.view(N, H, W, K))
+
+
+def _cloud_of_points(first: torch.Tensor, counts: torch.Tensor, P: int, device) -> torch.Tensor:
+    """(P,) int64 cloud of each packed point; -1 for points of no cloud."""
+    cloud = torch.full((P,), -1, dtype=torch.int64, device=device)
+    N = first.numel()
+    if P > 0 and N > 0:
+        counts = counts.to(device=device, dtype=torch.int64)
+        starts = first.to(device=device, dtype=torch.int64)
+        ids = torch.repeat_interleave(torch.arange(N, device=device), counts)
+        pidx = torch.repeat_interleave(starts, counts) + (
+            torch.arange(ids.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
+                                                                             counts))
+        cloud[pidx] = ids
+    return cloud
+
+
+def _pair_z_dists(points: torch.Tensor, p: torch.Tensor, pix: torch.Tensor, H: int, W: int):
+    """Differentiable ``(z, dx^2 + dy^2)`` of the (point ``p``, flat pixel ``pix``) pairs, each (M,)."""
+    xs, ys = pixel_centers_ndc((H, W), device=points.device, dtype=points.dtype)
+    sp = points.index_select(0, p)
+    col = pix % W
+    row = torch.div(pix, W, rounding_mode="floor") % H
+    dx = sp[:, 0] - xs[col]
+    dy = sp[:, 1] - ys[row]
+    return sp[:, 2], dx * dx + dy * dy
+
+
+class _PointHits(NamedTuple):
+    """The selected (pixel, point) pairs of a rasterization, before any autograd (internal).
+
+    ``order`` lists the kept points by (z, index); a pair refers to its point by ``j``, the position in
+    that order. Pairs are pixel-major: pixel ascending, then nearest first (``j`` ascending).
+
+    Attributes:
+        order: (P_ok,) int64 packed indices of the rasterized points, by (z, index).
+        pix: (M,) int64 flat pixel ``n * H * W + row * W + col``, ascending.
+        j: (M,) int64 position of the pair's point in ``order``.
+        rank: (M,) int64 slot of the pair in its pixel (0: nearest), below K.
+        by_point: (M,) int64 permutation: the pairs grouped by ``j`` ascending, pixel ascending within
+            each point (``pix[by_point]`` is sorted within each group).
+    """
+
+    order: torch.Tensor
+    pix: torch.Tensor
+    j: torch.Tensor
+    rank: torch.Tensor
+    by_point: torch.Tensor
+
+
+def _window_chunks(x, y, r2, ix0, ix1, iy0, iy1, xs, ys, W: int, H: int, budget: int):
+    """Hits of equal-sized pixel windows, ``budget`` candidate pairs at a time (equal radii).
+
+    Point i's candidate pixels are its unflipped index box [ix0, ix1] x [iy0, iy1], tested as one dense
+    (points, rows, cols) block: ``dx^2 + dy^2 < r^2`` with dx, dy taken per column and per row, the same
+    float operations as the pair-by-pair test.
+
+    Yields:
+        (item (m,), row (m,), col (m,)) int64 hits, item ascending, then pixel (row, col) ascending.
+    """
+    device = x.device
+    nc = (ix1 - ix0 + 1).clamp_min(0)
+    nr = (iy1 - iy0 + 1).clamp_min(0)
+    if nc.numel() == 0:
+        return
+    bx, by = int(nc.max()), int(nr.max())
+    if bx == 0 or by == 0:
+        return
+    step = max(1, int(budget) // (bx * by))
+    ax, ay = torch.arange(bx, device=device), torch.arange(by, device=device)
+    for s in range(0, x.numel(), step):
+        e = min(s + step, x.numel())
+        # Image columns ascending: col = (W - 1) - ix, so the window starts at the box's last ix.
+        col = (W - 1 - ix1[s:e, None]) + ax  # (m, bx)
+        row = (H - 1 - iy1[s:e, None]) + ay  # (m, by)
+        cok = ax < nc[s:e, None]
+        rok = ay < nr[s:e, None]
+        dx = x[s:e, None] - xs[col.clamp(0, W - 1)]
+        dy = y[s:e, None] - ys[row.clamp(0, H - 1)]
+        dx2 = torch.where(cok, dx * dx, torch.full_like(dx, float("inf")))
+        dy2 = torch.where(rok, dy * dy, torch.full_like(dy, float("inf")))
+        hit = (dx2[:, None, :] + dy2[:, :, None]) < r2[s:e, None, None]
+        i, a, b = torch.nonzero(hit, as_tuple=True)
+        yield i + s, row[i, a], col[i, b]
+
+
+def _select_hits(points: torch.Tensor, cloud: torch.Tensor, N: int, rad: torch.Tensor, H: int, W: int, K: int,
+                 budget: int) -> _PointHits:
+    """Which points each pixel keeps (no autograd): PyTorch3D's per-pixel K nearest by (z, index).
+
+    Args:
+        points: (P, 3) float packed points (x/y NDC, z depth), detached.
+        cloud: (P,) int64 cloud of each point, -1: none.
+        N: number of clouds.
+        rad: (P,) float NDC radii.
+        H, W: image size; K: points per pixel; budget: most candidate pairs tested at once.
+    """
+    device, dtype = points.device, points.dtype
+    HW = H * W
+    xs, ys = pixel_centers_ndc((H, W), device=device, dtype=dtype)
+    ok = (cloud >= 0) & (points[:, 2] >= 0) & torch.isfinite(points).all(1) & (rad > 0)
+    order = torch.nonzero(ok).squeeze(1)
+    # Depth order (ties: lower index first): a point's z is the same at all its pixels, so pairs
+    # enumerated point by point in this order reach every pixel nearest first, and a stable sort by
+    # pixel then lists each pixel's hits nearest first.
+    order = order[torch.argsort(points[order, 2], stable=True)]
+    x, y, r = points[order, 0], points[order, 1], rad[order]
+    r2 = r * r
+    ix0, ix1 = _pixel_range(x - r, x + r, W, H)
+    iy0, iy1 = _pixel_range(y - r, y + r, H, W)
+    on_screen = torch.nonzero((ix1 >= ix0) & (iy1 >= iy0)).squeeze(1)  # the others cover no pixel
+    if on_screen.numel() < order.numel():
+        order, x, y, r, r2 = order[on_screen], x[on_screen], y[on_screen], r[on_screen], r2[on_screen]
+        ix0, ix1, iy0, iy1 = ix0[on_screen], ix1[on_screen], iy0[on_screen], iy1[on_screen]
+    base = cloud[order] * HW
+    equal_radii = r.numel() == 0 or bool((r == r[0]).all())
+    if equal_radii:
+        chunks = _window_chunks(x, y, r2, ix0, ix1, iy0, iy1, xs, ys, W, H, budget)
+    else:
+        chunks = ((j, row, col) for j, col, row in _pair_chunks(ix0, ix1, iy0, iy1, W, H, budget))
+    hits_so_far = torch.zeros(N * HW, dtype=torch.int64, device=device)
+    out_pix, out_j = [], []
+    for j, row, col in chunks:
+        if not equal_radii:
+            dx = x[j] - xs[col]
+            dy = y[j] - ys[row]
+            keep = torch.nonzero(dx * dx + dy * dy < r2[j]).squeeze(1)
+            j, row, col = j[keep], row[keep], col[keep]
+        pix = base[j] + row * W + col
+        if out_pix:  # early depth culling: pixels already holding K nearer hits
+            keep = torch.nonzero(hits_so_far[pix] < K).squeeze(1)
+            pix, j = pix[keep], j[keep]
+        hits_so_far += torch.bincount(pix, minlength=N * HW)
+        out_pix.append(pix)
+        out_j.append(j)
+    e = torch.zeros(0, dtype=torch.int64, device=device)
+    pix = torch.cat(out_pix) if out_pix else e
+    j = torch.cat(out_j) if out_j else e
+    # Pixel-major order by a stable sort (int32 keys when they fit: half the memory traffic).
+    key = pix.int() if N * HW < 2 ** 31 else pix
+    pm = torch.sort(key, stable=True).indices
+    pix, j = pix[pm], j[pm]
+    counts = torch.bincount(pix, minlength=N * HW)
+    pos = torch.arange(pix.numel(), device=device)
+    rank = pos - (torch.cumsum(counts, 0) - counts)[pix]
+    keep = rank < K
+    # by_point: the hits were produced point by point, pixel ascending within a point on the window
+    # path, so the inverse of ``pm`` lists them by point; the general path sorts.
+    if equal_radii:
+        inv = torch.empty_like(pm)
+        inv[pm] = pos
+        if bool(keep.all()):
+            by_point = inv
+        else:
+            new = torch.cumsum(keep, 0) - 1
+            kept_in = torch.zeros(pm.numel(), dtype=torch.bool, device=device)
+            kept_in[pm[keep]] = True
+            by_point = new[inv[kept_in]]
+            pix, j, rank = pix[keep], j[keep], rank[keep]
+    else:
+        pix, j, rank = pix[keep], j[keep], rank[keep]
+        jk = j.int() if order.numel() < 2 ** 31 else j
+        by_point = torch.sort(jk, stable=True).indices
+    return _PointHits(order, pix, j, rank, by_point)
 
 
 def _packed_radius(radius, P: int, device, dtype) -> torch.Tensor:

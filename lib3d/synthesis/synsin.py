@@ -328,21 +328,56 @@ def splat_features(points_ndc: torch.Tensor, features: torch.Tensor, image_size:
     Returns:
         (N, C, H, W) float splatted features (zero where no point lands).
     """
-    sizes = check_shapes(points_ndc=(points_ndc, ("N", "P", 3)), features=(features, ("N", "C", "P")),
-                         dtype="float")
+    check_shapes(points_ndc=(points_ndc, ("N", "P", 3)), features=(features, ("N", "C", "P")), dtype="float")
     composite = {"alphacomposite": alpha_composite, "wsum": weighted_sum, "wsumnorm": norm_weighted_sum}
     check_choice("accumulation", accumulation, tuple(composite))
     H, W = int(image_size[0]), int(image_size[1])
-    N, P, C = sizes["N"], sizes["P"], sizes["C"]
+    if H <= 0 or W <= 0:
+        raise ValueError(f"image_size must be positive, got {(H, W)}")
+    if int(points_per_pixel) < 1:
+        raise ValueError(f"points_per_pixel must be >= 1, got {points_per_pixel}")
     radius = 2.0 * float(radius_px) / min(H, W)
+    return _splat_pairs(points_ndc, features, H, W, radius, int(points_per_pixel), tau, rad_pow, accumulation)
+
+
+def _splat_pairs(points_ndc: torch.Tensor, features: torch.Tensor, H: int, W: int, radius: float, K: int,
+                 tau: float, rad_pow: int, accumulation: str) -> torch.Tensor:
+    """``splat_features`` computed on the rasterizer's (pixel, point) pair list.
+
+    The same numbers as ``rasterize_packed_points`` followed by the compositor on (N, K, H, W) fragments,
+    without building them: the rasterizer's selection gives the M kept pairs pixel-major (nearest first),
+    alphas and weights are computed per pair, and the weighted sum of features is one sparse matmul.
+
+    Args:
+        points_ndc: (N, P, 3) float; features: (N, C, P) float.
+        H, W: image size; radius: NDC radius; K: points per pixel; tau, rad_pow, accumulation: as
+            ``splat_features``.
+
+    Returns:
+        (N, C, H, W) float.
+    """
+    from lib3d.render.compositing import _pair_alpha_weights, _pair_norm_weights, _pair_weighted_sum
+    from lib3d.render.point_rasterizer import _DEFAULT_PAIRS_PER_CHUNK, _pair_z_dists, _select_hits
+
+    N, P, _ = points_ndc.shape
+    C = features.shape[1]
     dev = points_ndc.device
-    first = torch.arange(N, device=dev, dtype=torch.int64) * P
-    counts = torch.full((N,), P, device=dev, dtype=torch.int64)
-    frags = rasterize_packed_points(points_ndc.reshape(N * P, 3), first, counts, (H, W), radius,
-                                    points_per_pixel)
-    alphas = alphas_from_dists(frags.dists, radius, tau, rad_pow).permute(0, 3, 1, 2)
-    packed = features.permute(1, 0, 2).reshape(C, N * P)
-    return composite[accumulation](frags.idx.permute(0, 3, 1, 2), alphas, packed)
+    pts = points_ndc.reshape(N * P, 3)
+    with torch.no_grad():
+        cloud = torch.arange(N, device=dev).repeat_interleave(P)
+        rad = torch.full((N * P,), radius, device=dev, dtype=pts.dtype)
+        hits = _select_hits(pts.detach(), cloud, N, rad, H, W, K, _DEFAULT_PAIRS_PER_CHUNK)
+    _, dists = _pair_z_dists(pts, hits.order[hits.j], hits.pix, H, W)
+    alphas = alphas_from_dists(dists, radius, tau, rad_pow)
+    if accumulation == "alphacomposite":
+        w = _pair_alpha_weights(hits.pix, hits.rank, alphas, N * H * W)
+    elif accumulation == "wsumnorm":
+        w = _pair_norm_weights(hits.pix, alphas, N * H * W)
+    else:
+        w = alphas
+    feats = features.permute(0, 2, 1).reshape(N * P, C).index_select(0, hits.order)  # (P_ok, C), depth order
+    out = _pair_weighted_sum(hits.pix, hits.j, w, feats, N * H * W, by_col=hits.by_point)
+    return out.view(N, H, W, C).permute(0, 3, 1, 2)
 
 
 def depth_from_logits(logits: torch.Tensor, min_z: float, max_z: float, inverse: bool = False) -> torch.Tensor:

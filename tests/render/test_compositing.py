@@ -101,3 +101,108 @@ def test_bad_inputs_raise():
         alpha_composite(idx.float(), alphas, feats)
     with pytest.raises(ValueError, match="pt_clds"):
         norm_weighted_sum(idx, alphas, feats[0])
+
+
+def _pairs(R=7, Q=9, C=3, seed=0, dtype=torch.float64):
+    """Random (row, col) pairs, rows ascending, columns ascending and unique within a row."""
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.rand(R, Q, generator=g) < 0.4
+    row, col = torch.nonzero(keep, as_tuple=True)
+    w = torch.rand(row.numel(), generator=g, dtype=dtype)
+    feats = torch.rand(Q, C, generator=g, dtype=dtype)
+    return row, col, w, feats
+
+
+def test_pair_weighted_sum_matches_dense_and_gradcheck():
+    from lib3d.render.compositing import _pair_weighted_sum
+
+    row, col, w, feats = _pairs()
+    dense = torch.zeros(7, 9, dtype=w.dtype).index_put((row, col), w)
+    torch.testing.assert_close(_pair_weighted_sum(row, col, w, feats, 7), dense @ feats)
+    by_col = torch.argsort(col * 7 + row)
+    torch.testing.assert_close(_pair_weighted_sum(row, col, w, feats, 7, by_col), dense @ feats)
+    w.requires_grad_(True)
+    feats.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: _pair_weighted_sum(row, col, a, b, 7), (w, feats))
+    # No pairs at all: zeros, and zero gradients.
+    e = torch.zeros(0, dtype=torch.int64)
+    w0 = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    out = _pair_weighted_sum(e, e, w0, feats, 4)
+    assert out.shape == (4, 3) and not out.any()
+    out.sum().backward()
+    assert feats.grad is not None and not feats.grad.any()
+
+
+def test_pair_alpha_and_norm_weights_match_padded_compositors():
+    from lib3d.render.compositing import _pair_alpha_weights, _pair_norm_weights, _pair_weighted_sum
+
+    # Padded slots with contiguous valid ranks per pixel, as the rasterizer makes them.
+    g = torch.Generator().manual_seed(3)
+    N, K, H, W, C, P = 2, 5, 3, 4, 3, 30
+    count = torch.randint(0, K + 1, (N, H, W), generator=g)
+    valid = torch.arange(K)[None, :, None, None] < count[:, None]
+    idx = torch.where(valid, torch.randint(0, P, (N, K, H, W), generator=g), -1)
+    alphas = torch.rand(N, K, H, W, generator=g, dtype=torch.float64)
+    feats = torch.rand(C, P, generator=g, dtype=torch.float64)
+    slot = torch.nonzero(idx.permute(0, 2, 3, 1).reshape(-1) >= 0).squeeze(1)
+    pix, rank = torch.div(slot, K, rounding_mode="floor"), slot % K
+    a = alphas.permute(0, 2, 3, 1).reshape(-1)[slot]
+    p = idx.permute(0, 2, 3, 1).reshape(-1)[slot]
+    n_pix = N * H * W
+    # Dense sum over pairs (a point may repeat in a pixel here, so no CSR: index_add as the reference).
+    def dense(w):
+        return torch.zeros(n_pix, C, dtype=w.dtype).index_add(0, pix, w[:, None] * feats.t()[p]) \
+            .view(N, H, W, C).permute(0, 3, 1, 2)
+    torch.testing.assert_close(dense(_pair_alpha_weights(pix, rank, a, n_pix)), alpha_composite(idx, alphas, feats))
+    torch.testing.assert_close(dense(_pair_norm_weights(pix, a, n_pix)), norm_weighted_sum(idx, alphas, feats))
+    assert _pair_weighted_sum is not None
+
+
+@pytest.mark.parametrize("accumulation", ["alphacomposite", "wsumnorm", "wsum"])
+@pytest.mark.parametrize("K", [2, 40])
+def test_splat_pair_path_equals_fragments_path(accumulation, K):
+    # SynSin's splat_features composites straight from the rasterizer's pair list; it must give the
+    # numbers (and gradients) of rasterize_packed_points + alphas + the padded compositor.
+    from lib3d.render.point_rasterizer import rasterize_packed_points
+    from lib3d.synthesis.synsin import alphas_from_dists, splat_features
+
+    g = torch.Generator().manual_seed(11)
+    N, P, C, H, W = 2, 150, 4, 12, 14
+    pts = torch.rand(N, P, 3, generator=g, dtype=torch.float64) * 2.2 - 1.1
+    pts[..., 2] = torch.rand(N, P, generator=g, dtype=torch.float64) * 2 - 0.2  # a few behind the camera
+    feats = torch.rand(N, C, P, generator=g, dtype=torch.float64)
+    radius_px, tau = 2.5, 1.5
+    r = 2 * radius_px / min(H, W)
+    comp = {"alphacomposite": alpha_composite, "wsumnorm": norm_weighted_sum, "wsum": weighted_sum}[accumulation]
+
+    def fragments_path(p, f):
+        fr = rasterize_packed_points(p.reshape(N * P, 3), torch.arange(N) * P, torch.full((N,), P), (H, W), r, K)
+        a = alphas_from_dists(fr.dists, r, tau).permute(0, 3, 1, 2)
+        return comp(fr.idx.permute(0, 3, 1, 2), a, f.permute(1, 0, 2).reshape(C, N * P))
+
+    def pair_path(p, f):
+        return splat_features(p, f, (H, W), radius_px=radius_px, points_per_pixel=K, tau=tau,
+                              accumulation=accumulation)
+
+    w = torch.rand(N, C, H, W, generator=g, dtype=torch.float64)
+    outs = []
+    for fn in (fragments_path, pair_path):
+        p, f = pts.clone().requires_grad_(True), feats.clone().requires_grad_(True)
+        img = fn(p, f)
+        (img * w).sum().backward()
+        outs.append((img.detach(), p.grad, f.grad))
+    assert outs[0][0].abs().sum() > 0
+    for x, y in zip(*outs):
+        torch.testing.assert_close(y, x, rtol=1e-12, atol=1e-12)
+
+
+def test_splat_pair_path_gradcheck_with_culling():
+    from lib3d.synthesis.synsin import splat_features
+
+    g = torch.Generator().manual_seed(5)
+    P = 8
+    pts = torch.rand(1, P, 3, generator=g, dtype=torch.float64) * 1.2 - 0.6
+    pts[..., 2] = torch.rand(1, P, generator=g, dtype=torch.float64) + 0.5
+    f = torch.rand(1, 2, P, generator=g, dtype=torch.float64)
+    fn = lambda p, x: splat_features(p, x, (5, 5), radius_px=2.0, points_per_pixel=2, tau=1.0)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (pts.requires_grad_(True), f.requires_grad_(True)), eps=1e-6, atol=1e-5)

@@ -12,8 +12,10 @@ Reading (``load_obj``) understands ``v``, ``vt``, ``vn``, ``f`` in every form (`
 Index conventions (PyTorch3D's): all returned indices are 0-based; ``normals_idx``/``textures_idx`` are
 -1 for face corners without normals/texture coordinates; ``materials_idx`` is -1 for faces before any
 ``usemtl``. A negative index counts back from the most recently defined element (OBJ spec; PyTorch3D counts
-from the end of the file, which agrees whenever all vertices precede the faces). An index of 0 or one
-out of range is a :class:`FormatError` (PyTorch3D only warns).
+from the end of the file, which agrees whenever all vertices precede the faces). As PyTorch3D, an index out
+of range (vertex, texture or normal) is kept and warned about (``UserWarning`` "Faces have invalid
+indices", naming the file and the first such line); an index of 0 is read as the first element, as
+PyTorch3D does, but with the same warning (PyTorch3D is silent). Malformed face corners raise.
 
 Other deviations from PyTorch3D: inline ``# comments`` are ignored (PyTorch3D fails on them in ``f``
 lines); ``map_Kd`` paths are resolved against the MTL's directory, then the OBJ's (PyTorch3D: the OBJ's
@@ -47,8 +49,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lib3d._checks import check_choice, check_index, check_shape
+from lib3d._checks import check_choice, check_shape
 from lib3d.io.errors import FormatError, PathOrFile, data_dir_of, file_name, read_bytes
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 __all__ = [
     "Aux",
@@ -144,7 +148,7 @@ def _fan(corner_vals: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _faces_fast(f_corners: list, f_counts: np.ndarray, max_ref: int):
     """Vectorised face parsing when every corner has the same form (``v``, ``v/vt``, ``v//vn`` or
-    ``v/vt/vn``) and every index is valid; None otherwise (the exact checks are then done line by line)."""
+    ``v/vt/vn``) and every index is in range; None otherwise (the file is then parsed line by line)."""
     k = np.fromiter(map(len, f_corners), np.int64, len(f_corners))
     corners = list(chain.from_iterable(f_corners))
     if not corners:
@@ -180,8 +184,9 @@ def _faces_fast(f_corners: list, f_counts: np.ndarray, max_ref: int):
     return tv, tt, tn, tri_face
 
 
-def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: int, name: str):
-    """Face parsing line by line with exact error messages (any corner form, mixed forms)."""
+def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, name: str, zero_lines: list):
+    """Face parsing line by line with exact error messages (any corner form, mixed forms); the (line, kind)
+    of every index 0 is appended to ``zero_lines``."""
     tri_v: list[int] = []
     tri_n: list[int] = []
     tri_t: list[int] = []
@@ -209,21 +214,16 @@ def _faces_slow(f_corners: list, f_line: list, f_counts: np.ndarray, max_ref: in
             ):
                 if idx is None:
                     continue
+                # out-of-range indices are kept (and warned about by _parse_obj), as PyTorch3D
                 if idx > 0:
-                    if idx > max_ref:  # more than the file's lines: cannot exist (and may overflow int64)
-                        raise FormatError(name, f"line {lineno}", f"{what} index {idx} out of range")
                     lst.append(idx - 1)
                 elif idx < 0:
-                    r = cnt + idx
-                    if r < 0:
-                        raise FormatError(
-                            name,
-                            f"line {lineno}",
-                            f"relative {what} index {idx} points before the first {what}",
-                        )
-                    lst.append(r)
-                else:
-                    raise FormatError(name, f"line {lineno}", f"{what} index 0 (OBJ indices start at 1)")
+                    lst.append(cnt + idx)
+                else:  # PyTorch3D reads 0 as the first element, silently; lib3d warns
+                    zero_lines.append((lineno, what))
+                    lst.append(0)
+                if not _INT64_MIN <= lst[-1] <= _INT64_MAX:
+                    raise FormatError(name, f"line {lineno}", f"{what} index {idx} does not fit in 64 bits")
         k = len(fv)
         if (ft and len(ft) != k) or (fn and len(fn) != k):
             raise FormatError(
@@ -353,24 +353,31 @@ def _parse_obj(data: bytes, name: str) -> _Parsed:
     uvs = _to_float_array(t_toks, t_lines, 2, name, "texture coordinate")
     counts = np.asarray(f_counts, np.int64).reshape(-1, 3)
     faces = _faces_fast(f_corners, counts, max_ref)
+    zero_lines: list[tuple[int, str]] = []
     if faces is None:
-        faces = _faces_slow(f_corners, f_line, counts, max_ref, name)
+        faces = _faces_slow(f_corners, f_line, counts, name, zero_lines)
     tv, tt, tn, tri_face = faces
     tm = np.asarray(f_mat, np.int64)[tri_face]
     tl = np.asarray(f_line, np.int64)[tri_face]
-    for arr, size, what in (
-        (tv, verts.shape[0], "vertex"),
-        (tn, normals.shape[0], "normal"),
-        (tt, uvs.shape[0], "texture"),
+    if zero_lines:
+        line, what = zero_lines[0]
+        warnings.warn(f"{name}, line {line}: Faces have invalid indices: {what} index 0 (OBJ indices start at 1; "
+                      f"read as the first {what}, as PyTorch3D; {len(zero_lines)} such indices)", stacklevel=3)
+    for arr, size, what, pad in (
+        (tv, verts.shape[0], "vertex", False),
+        (tn, normals.shape[0], "normal", True),
+        (tt, uvs.shape[0], "texture", True),
     ):
-        bad = np.flatnonzero((arr >= size).any(axis=1)) if arr.size else np.zeros(0, np.int64)
-        if bad.size:
+        if not arr.size:
+            continue
+        used = (arr != -1).any(axis=1) if pad else np.ones(arr.shape[0], bool)  # -1 rows: no normal / uv
+        bad = np.flatnonzero(used & ((arr >= size) | (arr < 0)).any(axis=1))
+        if bad.size:  # PyTorch3D's _check_faces_indices: warn, keep the indices
             r = int(bad[0])
-            raise FormatError(
-                name,
-                f"line {int(tl[r])}",
-                f"{what} index {int(arr[r].max()) + 1} out of range (the file has {size} {what}s)",
-            )
+            out = arr[r][(arr[r] >= size) | (arr[r] < 0)][0]
+            which = f"{what} index {int(out) + 1}" if out >= 0 else f"a relative {what} index before the first"
+            warnings.warn(f"{name}, line {int(tl[r])}: Faces have invalid indices: {which} out of range (the "
+                          f"file has {size} {what}s; {bad.size} faces affected)", stacklevel=3)
     return _Parsed(verts, normals, uvs, tv, tn, tt, tm, tl, material_names, mtl_paths)
 
 
@@ -607,9 +614,14 @@ def load_obj(
         aux: :class:`Aux` (normals, verts_uvs, material_colors, texture_images, texture_atlas).
 
     Raises:
-        FormatError: a malformed line (the file and the line are named), an index out of range, binary data
-            (a control byte) or text without any OBJ statement. An empty file, or one of blank lines,
-            comments and geometry-free statements only, loads as an empty mesh (as in PyTorch3D).
+        FormatError: a malformed line (the file and the line are named), binary data (a control byte), text
+            without any OBJ statement, or ``create_texture_atlas`` with texture indices out of range. An empty
+            file, or one of blank lines, comments and geometry-free statements only, loads as an empty mesh
+            (as in PyTorch3D).
+
+    Warns:
+        UserWarning: "Faces have invalid indices" for face indices out of range or 0 (kept in ``faces``, as
+            PyTorch3D).
 
     Example:
         >>> verts, faces, aux = load_obj("cow_mesh/cow.obj")
@@ -654,6 +666,9 @@ def load_obj(
             if create_texture_atlas:
                 mnames = np.array(p.material_names + [""], dtype=object)[p.tri_m]  # -1 -> ""
                 fuv = None
+                t_idx = faces.textures_idx
+                if t_idx.numel() and (int(t_idx.max()) >= uvs.shape[0] or int(t_idx.min()) < -1):
+                    raise FormatError(name, None, "texture indices out of range: cannot build the texture atlas")
                 if uvs.shape[0] > 0:
                     fuv = uvs[faces.textures_idx]  # as PyTorch3D: a corner without UV (-1) reads the last UV
                 atlas = make_mesh_texture_atlas(
@@ -667,6 +682,13 @@ def load_obj(
         atlas,
     )
     return verts, faces, aux
+
+
+def _warn_invalid_indices(name: str, idx: torch.Tensor, size: int) -> None:
+    """PyTorch3D's writers' check: warn (do not raise) when an index lies outside ``[0, size)``."""
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+        warnings.warn(f"Faces have invalid indices: {name} holds values in [{int(idx.min())}, {int(idx.max())}], "
+                      f"outside [0, {size})", stacklevel=3)
 
 
 def _rows(arr: np.ndarray, prefix: str, fmt: str) -> str:
@@ -706,22 +728,26 @@ def save_obj(
         texture_map: (H, W, 3) float in [0, 1] (or (1, H, W, 3)).
 
     Raises:
-        ValueError/TypeError: bad shapes, dtypes or indices.
+        ValueError/TypeError: bad shapes or dtypes.
+
+    Warns:
+        UserWarning: "Faces have invalid indices" when an index of ``faces`` (or ``faces_normals_idx``,
+            ``faces_uvs``) is outside its range; the file is written anyway, as PyTorch3D.
     """
     sizes = check_shape("verts", verts, ("V", 3), dtype="float")
     check_shape("faces", faces, ("F", 3), sizes, dtype="int")
-    check_index("faces", faces, sizes["V"])
+    _warn_invalid_indices("faces", faces, sizes["V"])
     if (normals is None) != (faces_normals_idx is None):
         raise ValueError("normals and faces_normals_idx must be given together")
     if normals is not None:
         check_shape("normals", normals, (None, 3), dtype="float")
         check_shape("faces_normals_idx", faces_normals_idx, ("F", 3), sizes, dtype="int")
-        check_index("faces_normals_idx", faces_normals_idx, normals.shape[0])
+        _warn_invalid_indices("faces_normals_idx", faces_normals_idx, normals.shape[0])
     use_uv = verts_uvs is not None and faces_uvs is not None
     if use_uv:
         check_shape("verts_uvs", verts_uvs, (None, 2), dtype="float")
         check_shape("faces_uvs", faces_uvs, ("F", 3), sizes, dtype="int")
-        check_index("faces_uvs", faces_uvs, verts_uvs.shape[0])
+        _warn_invalid_indices("faces_uvs", faces_uvs, verts_uvs.shape[0])
     use_texture = use_uv and texture_map is not None
     if use_texture:
         if texture_map.dim() == 4 and texture_map.shape[0] == 1:
@@ -729,8 +755,10 @@ def save_obj(
         check_shape("texture_map", texture_map, (None, None, 3), dtype="float")
         if hasattr(f, "write"):
             raise ValueError("saving a texture_map needs f to be a path (the .mtl and .png go beside it)")
+    if verts.shape[0] == 0 and faces.shape[0] == 0:
+        warnings.warn("Empty 'verts' and 'faces' arguments provided (an empty file is written)", stacklevel=2)
     fmt = "%.9g" if decimal_places is None else f"%.{int(decimal_places)}f"
-    out = ["# written by lib3d\n"]
+    out = []  # no header comment: the text is PyTorch3D's (but for the number format)
     if use_texture:
         stem = Path(f).stem
         out.append(f"mtllib {stem}.mtl\nusemtl mesh\n")

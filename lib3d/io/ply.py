@@ -22,7 +22,8 @@ Reading (``load_ply``, ``load_ply_data``):
   PyTorch3D); numbers are converted token by token (no fixed-width string arrays);
 - every count in the header is checked against the bytes (binary) or lines (ascii) left in the file
   before anything is allocated; at most ``MAX_ELEMENTS`` elements and ``MAX_PROPERTIES`` properties per
-  element; a face index outside ``[0, V)`` is an error.
+  element; a face index outside ``[0, V)`` is kept and warned about (``UserWarning`` "Faces have invalid
+  indices", naming the file and the line or row), as PyTorch3D.
 
 Deviations from PyTorch3D: a ``face`` element may hold other properties beside its index list (PyTorch3D
 rejects it); ``load_ply_data`` also returns normals, colours (alpha included) and every element;
@@ -36,13 +37,14 @@ element (and row).
 from __future__ import annotations
 
 import struct
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from lib3d._checks import check_index, check_shape
+from lib3d._checks import check_shape
 from lib3d.io.errors import FormatError, PathOrFile, file_name, read_bytes
 
 __all__ = [
@@ -773,14 +775,13 @@ def _mesh_from_elements(elements: dict, name: str, row_lines: dict | None = None
                 name, "element 'face'", f"vertex indices must be integers, got {lst.values.dtype}"
             )
         faces = _triangulate(lst, name, row_where)
-        if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= V):
-            t = int(np.flatnonzero(((faces < 0) | (faces >= V)).any(axis=1))[0])
+        if faces.size and (int(faces.min()) < 0 or int(faces.max()) >= V):  # PyTorch3D: warn, keep
+            bad_rows = np.flatnonzero(((faces < 0) | (faces >= V)).any(axis=1))
+            t = int(bad_rows[0])
             bad = faces[t][(faces[t] < 0) | (faces[t] >= V)][0]
-            raise FormatError(
-                name,
-                row_where(_tri_to_row(lst, t)),
-                f"vertex index {int(bad)} out of range [0, {V}) in element 'face'",
-            )
+            warnings.warn(f"{name}, {row_where(_tri_to_row(lst, t))}: Faces have invalid indices: vertex index "
+                          f"{int(bad)} out of range [0, {V}) in element 'face' ({bad_rows.size} triangles "
+                          "affected)", stacklevel=3)
     return torch.from_numpy(verts), torch.from_numpy(np.ascontiguousarray(faces)), normals, colors, uvs
 
 
@@ -796,7 +797,10 @@ def load_ply_data(f: PathOrFile) -> PlyData:
         elements, header, verts_uvs).
 
     Raises:
-        FormatError: the file is malformed, truncated, inconsistent or a face index is out of range.
+        FormatError: the file is malformed, truncated or inconsistent.
+
+    Warns:
+        UserWarning: "Faces have invalid indices" for a face index outside ``[0, V)`` (kept, as PyTorch3D).
     """
     name = file_name(f)
     data = read_bytes(f)
@@ -827,7 +831,10 @@ def load_ply(f: PathOrFile) -> tuple[torch.Tensor, torch.Tensor]:
         faces: (F, 3) int64 vertex indices (polygons fan-triangulated); (0, 3) when the file has no faces.
 
     Raises:
-        FormatError: the file is malformed, truncated, inconsistent or a face index is out of range.
+        FormatError: the file is malformed, truncated or inconsistent.
+
+    Warns:
+        UserWarning: "Faces have invalid indices" for a face index outside ``[0, V)`` (kept, as PyTorch3D).
 
     Example:
         >>> verts, faces = load_ply("cow.ply")
@@ -876,7 +883,11 @@ def save_ply(
         comments: ``comment`` lines for the header (none by default, so the header is PyTorch3D's).
 
     Raises:
-        ValueError/TypeError: bad shapes or dtypes, or face indices out of range.
+        ValueError/TypeError: bad shapes or dtypes.
+
+    Warns:
+        UserWarning: "Faces have invalid indices" for face indices outside ``[0, V)`` (written anyway, as
+            PyTorch3D).
     """
     sizes = check_shape("verts", verts, ("V", 3), dtype="float")
     if verts_normals is not None:
@@ -889,8 +900,12 @@ def save_ply(
             )
     if faces is not None:
         check_shape("faces", faces, ("F", 3), dtype="int")
-        check_index("faces", faces, sizes["V"])
+        if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= sizes["V"]):
+            warnings.warn(f"Faces have invalid indices: faces holds values in [{int(faces.min())}, "
+                          f"{int(faces.max())}], outside [0, {sizes['V']})", stacklevel=2)
     V = sizes["V"]
+    if V == 0:
+        faces = None  # as PyTorch3D: no face element without vertices
     cols = [verts.detach().cpu().float()]
     names = ["x", "y", "z"]
     if verts_normals is not None:

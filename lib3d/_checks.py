@@ -140,3 +140,13 @@ def check_choice(name: str, value: Any, choices) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+class TypeValueError(TypeError, ValueError):
+    """An argument of the wrong type where PyTorch3D raises ``ValueError``: catchable as either, so that code
+    written against PyTorch3D (``except ValueError``) and lib3d's convention (``TypeError``) both hold."""
+
+
+class TypeIndexError(TypeError, IndexError):
+    """An index of the wrong type where PyTorch3D raises ``IndexError`` (``Meshes[...]``, ...): catchable as
+    either ``TypeError`` or ``IndexError``."""

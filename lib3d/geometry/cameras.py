@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib3d._checks import check_shape, check_tensor, is_tracing
+from lib3d._checks import TypeValueError, check_shape, check_tensor, is_tracing
 from lib3d.geometry.transforms import Transform3d
 
 __all__ = [
@@ -128,8 +128,9 @@ def world_to_view_matrix(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(N, 4, 4)`` float.
     """
-    sizes = check_shape("R", R, ("N", 3, 3), dtype="float")
-    check_shape("T", T, ("N", 3), sizes, dtype="float")
+    if not torch.jit.is_scripting():  # the checks stay out of TorchScript (f-strings); eager calls check
+        sizes = check_shape("R", R, ("N", 3, 3), dtype="float")
+        check_shape("T", T, ("N", 3), sizes, dtype="float")
     top = torch.cat([R, torch.zeros_like(R[:, :, :1])], dim=2)
     bottom = torch.cat([T, torch.ones_like(T[:, :1])], dim=1)[:, None]
     return torch.cat([top, bottom], dim=1)
@@ -229,8 +230,9 @@ def sfm_projection_matrix(focal_length: torch.Tensor, principal_point: torch.Ten
     Returns:
         ``(N, 4, 4)`` float.
     """
-    sizes = check_shape("focal_length", focal_length, ("N", 2), dtype="float")
-    check_shape("principal_point", principal_point, ("N", 2), sizes, dtype="float")
+    if not torch.jit.is_scripting():  # the checks stay out of TorchScript (f-strings); eager calls check
+        sizes = check_shape("focal_length", focal_length, ("N", 2), dtype="float")
+        check_shape("principal_point", principal_point, ("N", 2), sizes, dtype="float")
     fx, fy = focal_length.unbind(1)
     px, py = principal_point.to(fx.dtype).unbind(1)
     zero = torch.zeros_like(fx)
@@ -530,11 +532,30 @@ class CamerasBase:
         return f"{type(self).__name__}(N={len(self)}, dtype={self.dtype}, device={self.device})"
 
     def __getitem__(self, index) -> CamerasBase:
-        """Cameras selected by an int, slice, list or bool/long tensor (the batch dim is kept)."""
-        if isinstance(index, int):
+        """Cameras selected by an int, slice, list of ints or a 1-D bool/long tensor (the batch dim is kept).
+
+        Raises:
+            IndexError: an index out of range.
+            ValueError: any other kind of index (a ``TypeValueError``, also a ``TypeError``), or a bool
+                tensor that is not ``(N,)`` (as PyTorch3D).
+        """
+        if isinstance(index, int) and not isinstance(index, bool):
             if not -len(self) <= index < len(self):
                 raise IndexError(f"index {index} out of range for {len(self)} cameras")
             index = [index]
+        elif isinstance(index, list):
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in index):
+                raise TypeValueError(f"a list index must hold ints, got {[type(i).__name__ for i in index]}")
+        elif isinstance(index, torch.Tensor):
+            if index.dtype == torch.bool:
+                if index.shape != (len(self),):
+                    raise ValueError(f"boolean index of shape {tuple(index.shape)} does not match {len(self)} "
+                                     "cameras")
+            elif index.dtype not in (torch.int64, torch.int32) or index.dim() != 1:
+                raise TypeValueError(f"a tensor index must be 1-D long or bool, got {index.dtype} of shape "
+                                     f"{tuple(index.shape)}")
+        elif not isinstance(index, slice):
+            raise TypeValueError(f"index must be an int, slice, list or bool/long tensor, got {type(index).__name__}")
         f = self._fields()
         for k in self._tensor_fields:
             if f[k] is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lib3d._checks import check_choice, check_shape, check_tensor, is_tracing
+from lib3d._checks import TypeValueError, check_choice, check_shape, check_tensor, is_tracing
 from lib3d.geometry.rotations import _axis_angle_rotation, se3_log_map
 
 __all__ = ["Rotate", "RotateAxisAngle", "Scale", "Transform3d", "Translate"]
@@ -124,13 +124,14 @@ class Transform3d:
         """``self`` followed by each of ``others``: matrix ``M_self @ M_1 @ M_2 ...`` (N=1 broadcasts).
 
         Raises:
-            TypeError: an argument is not a ``Transform3d``.
+            TypeError: an argument is not a ``Transform3d`` (a ``TypeValueError``: also a ``ValueError``, as
+                PyTorch3D raises).
             ValueError: batch sizes neither equal nor 1.
         """
         m = self._matrix
         for i, other in enumerate(others):
             if not isinstance(other, Transform3d):
-                raise TypeError(f"others[{i}] must be a Transform3d, got {type(other).__name__}")
+                raise TypeValueError(f"others[{i}] must be a Transform3d, got {type(other).__name__}")
             m = _broadcast_bmm(m, other.get_matrix().to(dtype=m.dtype, device=m.device), "others")
         return Transform3d(matrix=m)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lib3d._checks import check_finite, check_shape, check_tensor
+from lib3d._checks import TypeValueError, check_finite, check_shape, check_tensor
 from lib3d.structures import packing
 
 
@@ -34,7 +34,7 @@ def _as_list_input(name: str, x, width: int, integer: bool):
     if isinstance(x, torch.Tensor):
         check_shape(name, x, (None, None, width), dtype="int" if integer else "float")
         return None, x
-    raise TypeError(f"{name} must be a list of tensors or a padded tensor, got {type(x).__name__}")
+    raise TypeValueError(f"{name} must be a list of tensors or a padded tensor, got {type(x).__name__}")
 
 
 class Meshes:
@@ -112,6 +112,9 @@ class Meshes:
         self._init(verts_packed, faces_packed, num_verts, num_faces, textures, {}, {})
         if v_list is not None:
             self._verts_given = list(v_list)
+        if textures is not None and not hasattr(textures, "sample_textures"):  # PyTorch3D's check: ValueError
+            raise TypeValueError(f"textures must be a TexturesVertex, TexturesUV or TexturesAtlas, got "
+                                 f"{type(textures).__name__}")
         if textures is not None and hasattr(textures, "_N") and textures._N != n_v:
             raise ValueError(f"textures must have batch size {n_v}, got {textures._N}")
         if verts_normals is not None:
@@ -456,26 +459,7 @@ class Meshes:
 
     def __getitem__(self, index) -> Meshes:
         """Select meshes by int, slice, list of ints, or a 1-D long/bool tensor."""
-        n = len(self)
-        if isinstance(index, int):
-            if not -n <= index < n:
-                raise IndexError(f"mesh index {index} out of range for {n} meshes")
-            ids = [index % n]
-        elif isinstance(index, slice):
-            ids = list(range(n))[index]
-        elif isinstance(index, (list, tuple)):
-            ids = [int(i) for i in index]
-        elif isinstance(index, torch.Tensor):
-            if index.dtype == torch.bool:
-                if index.shape != (n,):
-                    raise ValueError(f"boolean index must have shape ({n},), got {tuple(index.shape)}")
-                index = index.nonzero().flatten()
-            ids = [int(i) for i in index.tolist()]
-        else:
-            raise TypeError(f"index must be int, slice, list or tensor, got {type(index).__name__}")
-        for i in ids:
-            if not 0 <= i < n:
-                raise IndexError(f"mesh index {i} out of range for {n} meshes")
+        ids = packing.batch_index_ids(index, len(self), "mesh")
         vl, fl = self.verts_list(), self.faces_list()
         tex = self.textures[ids] if self.textures is not None else None
         return Meshes([vl[i] for i in ids], [fl[i] for i in ids], textures=tex)

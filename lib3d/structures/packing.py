@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from lib3d._checks import TypeIndexError
+
 
 def counts_to_first_idx(counts: torch.Tensor) -> torch.Tensor:
     """Exclusive cumulative sum: ``counts (N,) long -> first_idx (N,) long`` (first packed row of each element)."""
@@ -88,3 +90,33 @@ def split_batch(batch, split_sizes: Sequence[int]) -> list:
         raise ValueError(f"split: split_sizes must be non-negative ints summing to {len(batch)}, got {sizes}")
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     return [batch[list(range(a, a + k))] for a, k in zip(starts, sizes)]
+
+
+def batch_index_ids(index, n: int, what: str) -> list[int]:
+    """PyTorch3D's batch indexing of Meshes / Pointclouds: int, slice, list of ints, or a 1-D long or bool
+    tensor -> the selected ids; any other index raises ``IndexError`` (a ``TypeIndexError``)."""
+    if isinstance(index, int) and not isinstance(index, bool):
+        if not -n <= index < n:
+            raise IndexError(f"{what} index {index} out of range for a batch of {n}")
+        return [index % n]
+    if isinstance(index, slice):
+        return list(range(n))[index]
+    if isinstance(index, (list, tuple)):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in index):
+            raise TypeIndexError(f"a list index must hold ints, got {[type(i).__name__ for i in index]}")
+        ids = list(index)
+    elif isinstance(index, torch.Tensor):
+        if index.dim() != 1 or index.dtype.is_floating_point or index.is_complex():
+            raise TypeIndexError(f"a tensor index must be 1-D long or bool, got {index.dtype} of shape "
+                                 f"{tuple(index.shape)}")
+        if index.dtype == torch.bool:
+            if index.shape != (n,):
+                raise ValueError(f"boolean index must have shape ({n},), got {tuple(index.shape)}")
+            index = index.nonzero().flatten()
+        ids = [int(i) for i in index.tolist()]
+    else:
+        raise TypeIndexError(f"index must be int, slice, list or tensor, got {type(index).__name__}")
+    for i in ids:
+        if not -n <= i < n:
+            raise IndexError(f"{what} index {i} out of range for a batch of {n}")
+    return [i % n for i in ids]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lib3d._checks import check_finite, check_shape, check_tensor
+from lib3d._checks import TypeValueError, check_finite, check_shape, check_tensor
 from lib3d.structures import packing
 
 
@@ -64,7 +64,7 @@ class Pointclouds:
             else:
                 packed = torch.zeros(0, 3 if width is None else width)
         else:
-            raise TypeError(f"{name} must be a list of tensors or a padded tensor, got {type(x).__name__}")
+            raise TypeValueError(f"{name} must be a list of tensors or a padded tensor, got {type(x).__name__}")
         if num is not None and sizes != num:
             raise ValueError(f"{name} must have the same number of points per cloud as points ({num}), "
                              f"got {sizes}")
@@ -311,20 +311,7 @@ class Pointclouds:
                                            use_symeig_workaround=use_symeig_workaround)
 
     def __getitem__(self, index) -> Pointclouds:
-        n = len(self)
-        if isinstance(index, int):
-            ids = [index % n]
-        elif isinstance(index, slice):
-            ids = list(range(n))[index]
-        elif isinstance(index, torch.Tensor):
-            if index.dtype == torch.bool:
-                index = index.nonzero().flatten()
-            ids = [int(i) for i in index.tolist()]
-        else:
-            ids = [int(i) for i in index]
-        for i in ids:
-            if not 0 <= i < n:
-                raise IndexError(f"cloud index {i} out of range for {n} clouds")
+        ids = packing.batch_index_ids(index, len(self), "cloud")
         pl, nl, fl = self.points_list(), self.normals_list(), self.features_list()
         return Pointclouds([pl[i] for i in ids], None if nl is None else [nl[i] for i in ids],
                            None if fl is None else [fl[i] for i in ids])

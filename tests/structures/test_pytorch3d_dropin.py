@@ -137,3 +137,112 @@ def test_packed_to_padded_of_meshes_features():
     feats = torch.rand(7, 2, 4)  # any trailing shape per face
     pad = packed_to_padded(feats, m.mesh_to_faces_packed_first_idx(), 4)
     assert pad.shape == (2, 4, 2, 4) and pad[1, 3].abs().sum() == 0
+
+
+# ------------------------------------------------------------------------------------------------------
+# Exception types where PyTorch3D code can depend on them (issue 14): a wrong type raises an error that is
+# both lib3d's TypeError and the ValueError / IndexError PyTorch3D raises.
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda: Meshes(verts="abc", faces=[torch.zeros(0, 3, dtype=torch.long)]),
+                                  lambda: Pointclouds(points="abc")])
+def test_non_list_non_tensor_input_raises_value_error(make):
+    """PyTorch3D: ``ValueError("... must be either a list or a tensor ...")``."""
+    with pytest.raises(ValueError, match="list of tensors or a padded tensor"):
+        make()
+    with pytest.raises(TypeError):
+        make()
+
+
+def test_meshes_textures_of_the_wrong_kind_raise_value_error():
+    """PyTorch3D: ``ValueError("Expected textures to be an instance of type TexturesBase; ...")``."""
+    v, f = _tet()
+    with pytest.raises(ValueError, match="textures"):
+        Meshes([v], [f], textures=torch.ones(1, 4, 3))
+
+
+@pytest.mark.parametrize("index", ["a", 0.5, torch.tensor([0.0]), torch.tensor([[0]])])
+def test_meshes_and_pointclouds_bad_index_raise_index_error(index):
+    """PyTorch3D's ``Meshes/Pointclouds.__getitem__``: ``IndexError`` for any other kind of index (float
+    tensors and tensors that are not 1-D included)."""
+    v, f = _tet()
+    for batch in (Meshes([v, v], [f, f]), Pointclouds([v, v])):
+        with pytest.raises(IndexError):
+            batch[index]
+        with pytest.raises(TypeError):
+            batch[index]
+    m = Meshes([v, v * 2], [f, f])
+    assert torch.equal(m[torch.tensor([1])].verts_packed(), v * 2)
+    assert torch.equal(m[[-1]].verts_packed(), v * 2) and len(m[torch.tensor([True, False])]) == 1
+
+
+def test_transform_compose_with_a_non_transform_raises_value_error():
+    """PyTorch3D: ``ValueError("Only possible to compose Transform3d objects; got ...")``."""
+    from lib3d.geometry import Transform3d
+
+    with pytest.raises(ValueError, match="Transform3d"):
+        Transform3d().compose(torch.eye(4))
+
+
+@pytest.mark.parametrize("index", ["a", 0.5, torch.tensor([0.0])])
+def test_cameras_bad_index_raise_value_error(index):
+    """PyTorch3D's ``CamerasBase.__getitem__``: ``ValueError("Invalid index type ...")``, a bool mask of the
+    wrong length ``ValueError``, an index out of range ``IndexError``."""
+    from lib3d.geometry import FoVPerspectiveCameras
+
+    cams = FoVPerspectiveCameras(R=torch.eye(3).expand(2, 3, 3), T=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="index"):
+        cams[index]
+    with pytest.raises(ValueError, match="boolean"):
+        cams[torch.tensor([True, False, True])]
+    with pytest.raises(IndexError):
+        cams[2]
+    assert len(cams[torch.tensor([True, False])]) == 1 and len(cams[[0, 1]]) == 2 and len(cams[1:]) == 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# TorchScript (issue 14): the functions PyTorch3D users script compile and give the eager numbers
+# ------------------------------------------------------------------------------------------------------
+def _script_cases():
+    import lib3d.geometry as G
+
+    g = torch.Generator().manual_seed(0)
+    R = G.random_rotations(4, generator=g, dtype=torch.float64)
+    q = G.matrix_to_quaternion(R)
+    x = torch.rand(4, 3, generator=g, dtype=torch.float64)
+    return [
+        ("quaternion_multiply", (q, q.flip(0))),
+        ("quaternion_invert", (q,)),
+        ("quaternion_apply", (q, x)),
+        ("so3_exp_map", (x,)),
+        ("so3_log_map", (R,)),
+        ("se3_exp_map", (torch.rand(4, 6, generator=g, dtype=torch.float64),)),
+        ("se3_log_map", (G.se3_exp_map(torch.rand(4, 6, generator=g, dtype=torch.float64)),)),
+        ("acos_linear_extrapolation", (torch.linspace(-1.0, 1.0, 9, dtype=torch.float64),)),
+        ("world_to_view_matrix", (R, x)),
+        ("sfm_projection_matrix", (x[:, :2] + 1.0, x[:, 1:])),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_torchscript_geometry_functions(case):
+    import lib3d.geometry as G
+
+    name, args = _script_cases()[case]
+    fn = getattr(G, name)
+    scripted = torch.jit.script(fn)
+    torch.testing.assert_close(scripted(*args), fn(*args), rtol=0, atol=0)
+
+
+def test_scripted_function_inside_a_scripted_module():
+    """A user's ``torch.jit.script``-ed module calling lib3d functions (the PyTorch3D usage pattern)."""
+    from lib3d.geometry import quaternion_to_matrix, so3_exp_map, world_to_view_matrix
+
+    class Pose(torch.nn.Module):
+        def forward(self, log_rot: torch.Tensor, q: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return world_to_view_matrix(so3_exp_map(log_rot) @ quaternion_to_matrix(q), t)
+
+    m = torch.jit.script(Pose())
+    args = (torch.rand(3, 3), torch.nn.functional.normalize(torch.rand(3, 4), dim=1), torch.rand(3, 3))
+    torch.testing.assert_close(m(*args), Pose()(*args))
+    with pytest.raises(ValueError, match="T"):  # eager calls still check their input
+        world_to_view_matrix(torch.eye(3)[None], torch.zeros(2, 3))

@@ -11,6 +11,11 @@ features (SynSin trains through them).
   ``out = sum_k alpha_k * prod_{j<k, j valid} (1 - alpha_j) * f_k``.
 - ``norm_weighted_sum``: ``out = sum_k alpha_k f_k / max(sum_k alpha_k, 1e-4)``.
 - ``weighted_sum``: ``out = sum_k alpha_k f_k``.
+
+The per-slot weights are computed on the padded (N, K, H, W) layout; the feature sum then runs over the
+valid (pixel, point) pairs as one sparse CSR matrix product (torch.sparse, CPU and CUDA), its backward a
+sampled dense-dense product for the weights and a transposed CSR product for the features, so no
+(N, K, H, W, C) tensor is built.
 """
 
 from __future__ import annotations

@@ -9,12 +9,16 @@ z >= 0 covers a pixel when the squared NDC distance ``dx^2 + dy^2`` from the pix
 strictly below ``radius^2``; the K nearest covering points by z (ties: lower index first) are kept,
 sorted ascending. Empty slots hold ``idx = -1`` and ``zbuf = dists = -1``.
 
-Algorithm: points are sorted by (z, index); as in the mesh rasterizer, each point's disk bounding box
-gives its exact list of candidate pixels and (point, pixel) pairs are tested in chunks bounded by
-``max_pairs_per_chunk`` without autograd. Since pairs arrive in depth order, a pixel's first K hits are
-its K nearest points: each chunk only sorts its own hits by pixel (stable) and drops the hits of pixels
-already full (early depth culling). ``zbuf = z`` and ``dists = dx^2 + dy^2`` are then recomputed with
-autograd for the selected pairs only, so gradients reach the point positions as in PyTorch3D's kernel.
+Algorithm: points are sorted by (z, index) and tested against the pixels of their disk's bounding box
+without autograd, in chunks of at most ``max_pairs_per_chunk`` candidate pairs. When all radii are equal
+every box fits one window size and a chunk is a dense (points, rows, cols) block whose test
+``dx^2 + dy^2 < r^2`` broadcasts per-column dx^2 and per-row dy^2 (the same float operations as a pair
+test); otherwise boxes are enumerated row by row as in the mesh rasterizer. Since hits arrive in depth
+order, pixels already holding K hits from earlier chunks drop later ones (early depth culling), and one
+global stable sort by pixel (int32 keys) lists each pixel's hits nearest first: the first K are its answer.
+``zbuf = z`` and ``dists = dx^2 + dy^2`` are then recomputed with autograd for the selected pairs only, so
+gradients reach the point positions as in PyTorch3D's kernel. The selected pairs (pixel-major, plus a
+point-major permutation) also feed SynSin's splatting directly, without padded fragments.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def _pack_ray_bundle(bundle: RayBundle, camera_ids: torch.Tensor, camera_counts:
                      ) -> HeterogeneousRayBundle:
     """Keep the first ``camera_counts[j]`` rays of row ``j`` of a ``(M, R, ...)`` bundle, packed to
     ``(sum counts, 1, ...)``."""
-    m, r = bundle.origins.shape[:2]
+    r = bundle.origins.shape[1]
     keep = torch.arange(r, device=bundle.origins.device)[None] < camera_counts.to(bundle.origins.device)[:, None]
 
     def pack(x: torch.Tensor) -> torch.Tensor:

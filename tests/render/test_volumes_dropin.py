@@ -152,9 +152,10 @@ def test_heterogeneous_list_padding_and_sizes():
 def test_heterogeneous_coordinates_and_sampling_match_single_volumes(align_corners):
     """Each volume of a padded batch has the local/world coordinates and samples of the same volume alone."""
     grids = [_rand(1, 3, 4, 5), _rand(1, 2, 6, 3, seed=1), _rand(1, 4, 4, 4, seed=2)]
-    kw = dict(voxel_size=torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.2, 0.1, 0.4]], dtype=torch.float64),
-              volume_translation=torch.tensor([[0.0, 0.1, 0.2], [0.3, -0.2, 0.1], [0.0, 0.0, 0.0]],
-                                              dtype=torch.float64), align_corners=align_corners)
+    kw = {"voxel_size": torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.2, 0.1, 0.4]], dtype=torch.float64),
+          "volume_translation": torch.tensor([[0.0, 0.1, 0.2], [0.3, -0.2, 0.1], [0.0, 0.0, 0.0]],
+                                             dtype=torch.float64),
+          "align_corners": align_corners}
     batch = Volumes(grids, **kw)
     world_batch = batch.get_coord_grid(world_coordinates=True)
     local_batch = batch.get_coord_grid(world_coordinates=False)

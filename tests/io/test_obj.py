@@ -254,7 +254,7 @@ def test_save_texture_and_decimal_places(tmp_path):
 
 def test_save_rejects_bad_input(tmp_path):
     v = torch.zeros(3, 3)
-    with pytest.raises(ValueError, match="faces"):
+    with pytest.warns(UserWarning, match="Faces have invalid indices"):  # as PyTorch3D: warned, written
         save_obj(tmp_path / "a.obj", v, torch.tensor([[0, 1, 3]]))
     with pytest.raises(ValueError, match="verts"):
         save_obj(tmp_path / "a.obj", torch.zeros(3, 4), torch.tensor([[0, 1, 2]]))
@@ -272,14 +272,9 @@ def test_save_rejects_bad_input(tmp_path):
         ("v 0 0 0\nv 1 x 0\n", r"line 2: bad vertex value 'x'"),
         ("vt 1\n", r"line 1: texture coordinate needs 2"),
         ("vn 1 0\n", r"line 1: normal needs 3"),
-        ("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 4\n", r"line 4: vertex index 4 out of range"),
-        ("v 0 0 0\nf 1 1 0\n", r"line 2: vertex index 0"),
-        ("v 0 0 0\nf -1 -2 -1\n", r"line 2: relative vertex index -2"),
         ("v 0 0 0\nf 1/1/1/1 1 1\n", r"line 2: face corner"),
         ("v 0 0 0\nf 1/a 1 1\n", r"line 2: bad face corner"),
         ("v 0 0 0\nvt 0 0\nf 1/1 1 1\n", r"line 3: face corners are inconsistent"),
-        ("v 0 0 0\nvt 0 0\nf 1/2 1/1 1/1\n", r"line 3: texture index 2 out of range"),
-        ("v 0 0 0\n\n\nf 1//1 1//1 1//1\n", r"line 4: normal index 1 out of range"),
         ("usemtl\n", "line 1: usemtl without"),
         ("mtllib\n", "line 1: mtllib without"),
     ],
@@ -289,9 +284,25 @@ def test_errors_name_the_line(text, match):
         _obj(text)
 
 
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("v 0 0 0\nv 0 0 0\nv 0 0 0\nf 1 2 4\n", r"line 4: Faces have invalid indices: vertex index 4 out of range"),
+        ("v 0 0 0\nf 1 1 0\n", r"line 2: Faces have invalid indices: vertex index 0"),
+        ("v 0 0 0\nf -1 -2 -1\n", r"line 2: Faces have invalid indices: a relative vertex index before the first"),
+        ("v 0 0 0\nvt 0 0\nf 1/2 1/1 1/1\n", r"line 3: Faces have invalid indices: texture index 2 out of range"),
+        ("v 0 0 0\n\n\nf 1//1 1//1 1//1\n", r"line 4: Faces have invalid indices: normal index 1 out of range"),
+    ],
+)
+def test_invalid_indices_warn_naming_the_line(text, match):
+    """As PyTorch3D, indices out of range are kept and warned about (issue 14)."""
+    with pytest.warns(UserWarning, match=match):
+        _obj(text)
+
+
 def test_error_names_the_file(tmp_path):
     p = tmp_path / "broken.obj"
-    p.write_text("v 0 0 0\nf 1 2 3\n")
+    p.write_text("v 0 0 0\nf 1 2/1 3\n")
     with pytest.raises(FormatError, match=r"broken\.obj, line 2"):
         load_obj(p)
     assert issubclass(FormatError, ValueError)

@@ -228,7 +228,7 @@ def test_save_rejects_bad_input(tmp_path):
         save_ply(tmp_path / "a.ply", torch.zeros(4, 2))
     with pytest.raises(TypeError, match="faces"):
         save_ply(tmp_path / "a.ply", v, torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="faces"):
+    with pytest.warns(UserWarning, match="Faces have invalid indices"):  # as PyTorch3D: warned, written
         save_ply(tmp_path / "a.ply", v, torch.tensor([[0, 1, 4]]))
     with pytest.raises(ValueError, match="verts_normals"):
         save_ply(tmp_path / "a.ply", v, verts_normals=torch.zeros(3, 3))
@@ -277,7 +277,8 @@ def test_errors_name_file_and_location(tmp_path):
     )
     p = tmp_path / "bad.ply"
     p.write_bytes(good.replace(b"1 2\n", b"1 3\n"))
-    with pytest.raises(FormatError, match=r"bad\.ply, line 14: vertex index 3 out of range \[0, 3\)"):
+    with pytest.warns(UserWarning, match=r"bad\.ply, line 14: Faces have invalid indices: vertex index 3 out of "
+                      r"range \[0, 3\)"):
         load_ply(p)
     p.write_bytes(good.replace(b"0.0 0.0 0.0\n", b"0.0 zz 0.0\n", 1))
     with pytest.raises(FormatError, match=r"bad\.ply, line 11: bad value for property 'y'"):
@@ -332,7 +333,9 @@ def test_binary_errors_and_hostile_counts(fmt):
                 ("face", [("vertex_indices", "int", "uchar")], [(q,) for q in polys]),
             ],
         )
-        _bad(bad, rf"element 'face', row {row}: vertex index \d out of range \[0, 3\)")
+        with pytest.warns(UserWarning, match=rf"element 'face', row {row}: Faces have invalid indices: vertex "
+                          rf"index \d out of range \[0, 3\)"):
+            _load(bad)
     # faces with fewer than 3 vertices
     two = write_ply(
         fmt,

@@ -49,7 +49,9 @@ from torch import nn
 
 from lib3d._checks import check_choice, check_shape, check_shapes
 from lib3d.nn.weights import WeightFileError, read_weight_file, strict_load
-from lib3d.render import alpha_composite, norm_weighted_sum, rasterize_packed_points, weighted_sum
+from lib3d.render import alpha_composite, norm_weighted_sum, weighted_sum
+from lib3d.render.compositing import _pair_alpha_weights, _pair_norm_weights, _pair_weighted_sum
+from lib3d.render.point_rasterizer import _DEFAULT_PAIRS_PER_CHUNK, _pair_z_dists, _select_hits
 
 __all__ = [
     "NoiseBatchNorm",
@@ -356,8 +358,6 @@ def _splat_pairs(points_ndc: torch.Tensor, features: torch.Tensor, H: int, W: in
     Returns:
         (N, C, H, W) float.
     """
-    from lib3d.render.compositing import _pair_alpha_weights, _pair_norm_weights, _pair_weighted_sum
-    from lib3d.render.point_rasterizer import _DEFAULT_PAIRS_PER_CHUNK, _pair_z_dists, _select_hits
 
     N, P, _ = points_ndc.shape
     C = features.shape[1]

@@ -177,18 +177,29 @@ def _overlap_pairs(boxes: torch.Tensor, iou_threshold: float,
 
     Candidates come from a sweep along x: ``IoU > t`` needs an x-overlap above ``t max(w_i, w_j)``, so with
     boxes sorted by ``x0`` the partners of box i have ``x0_j`` in ``(x0_i - (1 - t) W_max, x0_i + (1 - t) w_i)``
-    (``W_max`` the widest box): one ``searchsorted`` gives each box's window, the windows are expanded into
+    (``W_max`` the widest box of its category): one ``searchsorted`` gives each box's window, the windows are expanded into
     candidate pairs in chunks, and the exact IoU decides.
     """
     r = boxes.shape[0]
     dev = boxes.device
-    x0 = boxes[:, 0]
-    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
-    order = torch.sort(x0, stable=True).indices
-    xs = x0[order]
+    x0 = boxes[:, 0].double()
+    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=0).double()
     slack = 1e-6 * (float(boxes.abs().max()) + 1.0)
     t = min(max(iou_threshold, 0.0), 1.0)
-    lo = torch.searchsorted(xs, xs - (1 - t) * float(w.max()) - slack, side="left")
+    if idxs is None or r == 0:
+        wmax = w.max().expand(r) if r else w
+    else:
+        # Categories are swept apart (each shifted past the previous one's extent, in float64 so the shift
+        # costs no precision), and each window uses its own category's widest box: boxes of different
+        # categories never become candidates.
+        ids = torch.unique(idxs, return_inverse=True)[1]
+        span = float(boxes[:, 2].double().max() - x0.min()) + 1.0
+        x0 = x0 + ids.double() * (2.0 * span + 2.0 * slack + 1.0)
+        wmax = torch.zeros(int(ids.max()) + 1, dtype=w.dtype, device=dev).scatter_reduce(
+            0, ids, w, reduce="amax", include_self=True)[ids]
+    order = torch.sort(x0, stable=True).indices
+    xs = x0[order]
+    lo = torch.searchsorted(xs, xs - (1 - t) * wmax[order] - slack, side="left")
     hi = torch.searchsorted(xs, xs + (1 - t) * w[order] + slack, side="right")
     counts = (hi - lo).clamp(min=0)
     cum = torch.cumsum(counts, 0)

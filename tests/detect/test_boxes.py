@@ -113,3 +113,18 @@ def test_subsample_labels():
     assert pos.numel() == 5 and neg.numel() == 15
     assert bool((labels[pos] == 1).all()) and bool((labels[neg] == 0).all())
     assert len(set(pos.tolist())) == 5
+
+
+@pytest.mark.parametrize("seed,thresh", [(1, 0.3), (2, 0.7), (3, 0.9)])
+def test_batched_nms_sparse_categories_and_wide_boxes(seed, thresh):
+    # Non-contiguous (and negative) category ids, dense overlapping boxes and one very wide box per category:
+    # the per-category sweep windows must still find every suppressing pair.
+    g = torch.Generator().manual_seed(seed)
+    boxes, scores = _random_boxes(300, seed)
+    boxes[:5, 2] = boxes[:5, 0] + 500.0
+    ids = torch.tensor([-3, 7, 100, 4])[torch.randint(0, 4, (300,), generator=g)]
+    keep = batched_nms(boxes, scores, ids, thresh)
+    ref = torch.cat([torch.nonzero(ids == c)[:, 0][nms_reference(boxes[ids == c], scores[ids == c], thresh)]
+                     for c in (-3, 7, 100, 4)])
+    ref = ref[torch.sort(scores[ref], descending=True, stable=True).indices]
+    assert torch.equal(keep, ref)

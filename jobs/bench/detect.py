@@ -155,6 +155,9 @@ def main(args: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--presets", nargs="*", default=["quick", "paper"])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--trained-run", default=None,
+                    help="a jobs.meshrcnn run directory: also replay RoIAlign + NMS of a real training step of that "
+                         "trained model on its own data (batch 4), where the RPN's proposals fill the RoI batch")
     a = ap.parse_args(args)
     device = torch.device(a.device)
     out: dict = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -202,7 +205,40 @@ def main(args: list[str] | None = None) -> dict:
         save()
 
     save()
+    if a.trained_run:
+        res["roi_align_nms_fraction_of_trained_step"] = _trained_step_fraction(a.trained_run, device, a.repeats)
+        print(f"[bench.detect] trained step: {res['roi_align_nms_fraction_of_trained_step']}", flush=True)
+        save()
     return out
+
+
+def _trained_step_fraction(run_dir: str, device, repeats: int) -> dict:
+    """RoIAlign + NMS share of a real training step (batch 4 of the run's own training data) of a trained
+    model: unlike a random model's step, its RPN fills the RoI batch of the box head."""
+    from lib3d.data.furniture import load_furniture
+    from lib3d.systems.meshrcnn import batch_targets, model_from_run
+
+    model, data_cfg = model_from_run(run_dir, device=device)
+    keys = ("num_train", "num_test", "image_size", "max_objects", "instances_per_category",
+            "test_instances_per_category", "seed")
+    data = load_furniture(**{k: v for k, v in (data_cfg or {}).items() if k in keys})
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-5)
+    gen = torch.Generator(device=device).manual_seed(0)
+    images, targets = batch_targets([data.train[i] for i in range(4)], device)
+
+    def run():
+        losses = model(images, targets, generator=gen)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    wall, _ = _time(run, device, repeats)
+    pw, nw, pool_calls, nms_calls = _roi_align_nms_times(model, run, device, repeats)
+    step = statistics.median(wall)
+    frac = (statistics.median(pw) + statistics.median(nw)) / step
+    return {"run": run_dir, "batch": 4, "step_s": step, "roi_align_all_poolers_fwd_bwd_s": statistics.median(pw),
+            "proposal_nms_s": statistics.median(nw), "rois_per_pooler": [int(r.shape[0]) for _, _, r in pool_calls],
+            "nms_calls": len(nms_calls), "fraction": frac, "bar": 0.10, "meets_bar": frac < 0.10}
 
 
 if __name__ == "__main__":

@@ -207,27 +207,39 @@ def all_reduce_gradients(params: torch.nn.Module | Iterable[torch.nn.Parameter])
         off += k
 
 
-def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers to every worker, in place (no-op without a
-    ``torch.distributed`` group of 2+): what ``DistributedDataParallel`` does when it wraps a module, so that
-    networks initialised from rank-dependent random streams start equal. ``runtime.train`` calls it for every
-    module of the ``TrainState`` right after ``System.init``. One flattened broadcast per dtype and device."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    if torch.distributed.get_world_size() <= 1:
-        return
+def _collective_in_place(tensors: list, op: str) -> None:
+    """Broadcast from rank 0 (``op="broadcast"``) or average (``op="mean"``) ``tensors`` over the workers, in
+    place: one flattened collective per (dtype, device) group."""
     groups: dict = {}
-    for t in list(module.parameters()) + list(module.buffers()):
+    for t in tensors:
         if t.numel():
             groups.setdefault((t.dtype, t.device), []).append(t)
     with torch.no_grad():
         for ts in groups.values():
             flat = torch.cat([t.detach().reshape(-1) for t in ts])
-            torch.distributed.broadcast(flat, src=src)
+            if op == "mean":
+                torch.distributed.all_reduce(flat)
+                flat /= torch.distributed.get_world_size()
+            else:
+                torch.distributed.broadcast(flat, src=0)
             off = 0
             for t in ts:
                 t.copy_(flat[off:off + t.numel()].view_as(t))
                 off += t.numel()
+
+
+def _distributed() -> bool:
+    return (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1)
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every worker, in place (no-op without a ``torch.distributed``
+    group of 2+): what ``DistributedDataParallel`` does when it wraps a module, so that networks initialised
+    from rank-dependent random streams start equal. ``runtime.train`` calls it for every module of the
+    ``TrainState`` right after ``System.init``."""
+    if _distributed():
+        _collective_in_place(list(module.parameters()) + list(module.buffers()), "broadcast")
 
 
 def sync_buffers(module: torch.nn.Module) -> None:
@@ -238,32 +250,12 @@ def sync_buffers(module: torch.nn.Module) -> None:
     Gradient averaging alone keeps the parameters in step, but each rank's batch norm tracks the statistics
     of its own shard, so without this the ranks drift apart (DDP broadcasts rank 0's buffers instead; the
     average is the running statistic of the whole global batch's shards). ``runtime.train`` calls this for
-    every module of the ``TrainState`` after each step. One flattened collective per dtype group.
+    every module of the ``TrainState`` after each step.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    world = torch.distributed.get_world_size()
-    if world <= 1:
-        return
-    buffers = [b for b in module.buffers() if b.numel()]
-    floats = [b for b in buffers if b.is_floating_point()]
-    others = [b for b in buffers if not b.is_floating_point()]
-    for group, op in ((floats, "mean"), (others, "broadcast")):
-        by_dtype: dict = {}
-        for b in group:
-            by_dtype.setdefault((b.dtype, b.device), []).append(b)
-        for bufs in by_dtype.values():
-            flat = torch.cat([b.detach().reshape(-1) for b in bufs])
-            if op == "mean":
-                torch.distributed.all_reduce(flat)
-                flat /= world
-            else:
-                torch.distributed.broadcast(flat, src=0)
-            off = 0
-            for b in bufs:
-                k = b.numel()
-                b.data.copy_(flat[off:off + k].view_as(b))
-                off += k
+    if _distributed():
+        buffers = list(module.buffers())
+        _collective_in_place([b for b in buffers if b.is_floating_point()], "mean")
+        _collective_in_place([b for b in buffers if not b.is_floating_point()], "broadcast")
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ function of (seed, step) only, so 1 worker and N workers see the same pairs; eac
 runs the generator, and minimises ``l1 |I - I_gt| + vgg * perceptual + gan * (hinge + fm * feature
 matching)``; with the GAN, the multiscale discriminator then takes one hinge step on the same images.
 Gradients are averaged over workers with ``runtime.all_reduce_gradients`` (the discriminator also runs
-inside the generator's step, so DDP wrappers are not used), and batch-norm statistics are averaged after
+inside the generator's step, so DDP wrappers are not used), and ``runtime.train`` averages batch-norm statistics after
 each step so every rank holds the same networks. Batch norm sees each rank's shard, so N workers match one
 worker's gradients up to the batch statistics (computed per shard, as DDP without SyncBatchNorm does).
 
@@ -190,20 +190,6 @@ def _depth_image(depth: torch.Tensor) -> torch.Tensor:
     return ((inv - lo) / (hi - lo).clamp_min(1e-12)).expand(-1, 3, -1, -1)
 
 
-def _average_buffers(module: torch.nn.Module) -> None:
-    """Average the floating-point buffers (batch-norm statistics) over the workers, so every rank holds the
-    same module after a step (each rank's statistics come from its own shard); a no-op on one worker."""
-    bufs = [b for b in module.buffers() if b.is_floating_point()]
-    if not bufs or not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
-            or torch.distributed.get_world_size() < 2:
-        return
-    flat = runtime.all_reduce_mean(torch.cat([b.reshape(-1) for b in bufs]))
-    off = 0
-    for b in bufs:
-        b.copy_(flat[off:off + b.numel()].view_as(b))
-        off += b.numel()
-
-
 def _grid(rows: list[torch.Tensor]) -> torch.Tensor:
     """rows of (n, 3, H, W) in [0, 1] -> (rows * H, n * W, 3)."""
     return torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1).permute(1, 2, 0).clamp(0, 1)
@@ -299,9 +285,6 @@ class SynSinSystem:
             runtime.all_reduce_gradients(D)
             opt_d.step()
             logs["loss/discriminator"] = d_loss.detach()
-        with torch.no_grad():
-            for m in state.modules.values():
-                _average_buffers(m)
         return logs
 
     def evaluate(self, state: TrainState, step: int) -> Evaluation:

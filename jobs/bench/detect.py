@@ -215,13 +215,10 @@ def main(args: list[str] | None = None) -> dict:
 def _trained_step_fraction(run_dir: str, device, repeats: int) -> dict:
     """RoIAlign + NMS share of a real training step (batch 4 of the run's own training data) of a trained
     model: unlike a random model's step, its RPN fills the RoI batch of the box head."""
-    from lib3d.data.furniture import load_furniture
-    from lib3d.systems.meshrcnn import batch_targets, model_from_run
+    from lib3d.systems.meshrcnn import batch_targets, load_data, model_from_run
 
     model, data_cfg = model_from_run(run_dir, device=device)
-    keys = ("num_train", "num_test", "image_size", "max_objects", "instances_per_category",
-            "test_instances_per_category", "seed")
-    data = load_furniture(**{k: v for k, v in (data_cfg or {}).items() if k in keys})
+    data = load_data(data_cfg or {})
     model.train()
     opt = torch.optim.AdamW(model.parameters(), 1e-5)
     gen = torch.Generator(device=device).manual_seed(0)

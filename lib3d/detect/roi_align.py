@@ -11,9 +11,12 @@ pixels is scaled by ``spatial_scale`` and, when ``aligned`` (detectron2's defaul
 contributes 0; one inside is clamped to ``[0, H - 1] x [0, W - 1]``. Without ``aligned`` the RoI size is
 at least 1.
 
-The fast path builds every sample's coordinates at once and reads them with one ``grid_sample`` call
-(``padding_mode="border"`` is exactly the clamping above; the out-of-range samples are masked), so forward
-and backward (into the features; RoIs get no gradient) have no loop over RoIs, bins or samples.
+The fast path uses that the sampling is separable: with torchvision's clamped bilinear read, a bin is
+``sum_{y, x} Ay[i, y] Ax[j, x] f[y, x]`` for one small interpolation matrix per axis and RoI. Each RoI gathers
+the window of feature rows and columns its samples touch (from all pyramid levels at once, channels-last) and
+the two matrices are applied as batched matrix products; the backward (into the features; RoIs get no
+gradient) is the transposed products and one ``index_add``. The cost does not grow with the number of
+samples per bin, and there is no loop over RoIs, bins or samples (only over memory-bounded chunks of RoIs).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib3d._checks import check_shape, check_tensor, is_tracing
+from lib3d._checks import check_finite, check_shape, check_tensor, is_tracing
 
 __all__ = [
     "ROIPooler",
@@ -74,6 +77,7 @@ def _check(input: torch.Tensor, rois: torch.Tensor, output_size) -> tuple[int, i
     if ph < 1 or pw < 1:
         raise ValueError(f"output_size must be positive, got {output_size}")
     if not is_tracing() and rois.numel():
+        check_finite("rois", rois)
         b = rois[:, 0]
         if bool((b < 0).any()) or bool((b >= input.shape[0]).any()) or bool((b != b.round()).any()):
             raise ValueError(f"rois[:, 0] must be image indices in [0, {input.shape[0]}), got values in "
@@ -81,9 +85,13 @@ def _check(input: torch.Tensor, rois: torch.Tensor, output_size) -> tuple[int, i
     return ph, pw
 
 
+_CROP_BUDGET = 1 << 24
+"""Most feature values (crops x channels) gathered at once; RoIs beyond it are pooled in chunks."""
+
+
 def _sample_axis(start: torch.Tensor, size: torch.Tensor, pooled: int, grid: torch.Tensor, max_grid: int,
-                 extent: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample coordinates ``(R, P, S)`` along one axis and their weights (validity / grid count)."""
+                 extent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample coordinates ``(R, P, S)`` along one axis and their validity (0/1) for maps of ``extent (R,)``."""
     dtype = start.dtype
     bin_size = size / pooled
     p = torch.arange(pooled, device=start.device, dtype=dtype)
@@ -91,8 +99,166 @@ def _sample_axis(start: torch.Tensor, size: torch.Tensor, pooled: int, grid: tor
     g = grid.to(dtype).clamp(min=1)
     coord = (start[:, None, None] + p[None, :, None] * bin_size[:, None, None]
              + (s[None, None, :] + 0.5) * (bin_size / g)[:, None, None])
-    valid = (s[None, None, :] < grid[:, None, None]) & (coord >= -1.0) & (coord <= extent)
+    valid = ((s[None, None, :] < grid[:, None, None]) & (coord >= -1.0)
+             & (coord <= extent.to(dtype)[:, None, None]))
     return coord, valid.to(dtype)
+
+
+def _axis_weights(start: torch.Tensor, size: torch.Tensor, pooled: int, sampling_ratio: int,
+                  extent: torch.Tensor):
+    """One axis of RoIAlign's separable sampling operator.
+
+    A bin's value is ``sum_{s, t} vy_s vx_t f(y_s, x_t) / (gy gx)`` and torchvision's bilinear read
+    (clamp to the map, then interpolate between ``floor`` and ``floor + 1``) is a product of a y and an x
+    factor, so the whole pooling is ``out[i, j] = sum_{y, x} Ay[i, y] Ax[j, x] f[y, x]`` with one sparse
+    ``(P, extent)`` matrix per axis. This returns that matrix as pairs: for each sample ``(R, P, S)`` its
+    ``low`` / ``high`` feature index (int64) and weights (validity and ``1 / g`` folded in), and the window
+    ``[first, first + span)`` holding every index a RoI reads (``span >= 1``).
+    """
+    r = start.shape[0]
+    if sampling_ratio > 0:
+        grid = torch.full((r,), sampling_ratio, dtype=torch.int64, device=start.device)
+        max_grid = int(sampling_ratio)
+    else:
+        grid = torch.ceil(size / pooled).to(torch.int64).clamp(min=0)
+        max_grid = max(1, int(grid.max()))
+    coord, valid = _sample_axis(start, size, pooled, grid, max_grid, extent)
+    top = (extent - 1).to(start.dtype)[:, None, None]
+    c = torch.minimum(coord.clamp(min=0.0), top)  # out-of-range samples are invalid: their weight is 0
+    low = c.floor()
+    frac = c - low
+    scale = valid / grid.clamp(min=1).to(start.dtype)[:, None, None]
+    w_high = frac * scale
+    w_low = scale - w_high
+    low = low.to(torch.int64)
+    high = torch.minimum(low + 1, (extent - 1)[:, None, None])
+    ok = valid > 0
+    big = torch.iinfo(torch.int64).max
+    first = torch.where(ok, low, big).flatten(1).amin(1)
+    last = torch.where(ok, high, -1).flatten(1).amax(1)
+    first = torch.where(last >= 0, first, 0)
+    span = (last - first + 1).clamp(min=1)
+    return low, high, w_low, w_high, first, span
+
+
+def _window_matrix(low, high, w_low, w_high, first, size: int) -> torch.Tensor:
+    """Dense ``(R, P, size)`` interpolation matrix over each RoI's window ``[first, first + size)``."""
+    r, p, _ = low.shape
+    a = w_low.new_zeros((r, p, size))
+    rel = first[:, None, None]
+    a.scatter_add_(2, (low - rel).clamp(0, size - 1), w_low)
+    a.scatter_add_(2, (high - rel).clamp(0, size - 1), w_high)
+    return a
+
+
+def _chunks(span_y: torch.Tensor, span_x: torch.Tensor, channels: int) -> list[torch.Tensor] | None:
+    """Chunks of RoIs (index tensors) whose windows are padded to one size. None (one chunk, no reordering)
+    when padding every window to the largest at most doubles the work and fits ``_CROP_BUDGET``; otherwise
+    one bucket per (``ceil(log2)`` window height, width) pair, split to fit the budget. Loops over buckets."""
+    r = span_y.shape[0]
+    padded = r * int(span_y.max()) * int(span_x.max())
+    if padded <= 2 * int((span_y * span_x).sum()) and padded * channels <= _CROP_BUDGET:
+        return None
+    ky = torch.ceil(torch.log2(span_y.double())).to(torch.int64)
+    kx = torch.ceil(torch.log2(span_x.double())).to(torch.int64)
+    key = ky * 64 + kx
+    order = torch.argsort(key, stable=True)
+    keys, counts = torch.unique_consecutive(key[order], return_counts=True)
+    out, at = [], 0
+    for k, n in zip(keys.tolist(), counts.tolist()):
+        per_chunk = max(1, _CROP_BUDGET // ((2 ** (k // 64)) * (2 ** (k % 64)) * channels))
+        out.extend(order[at:at + n].split(per_chunk))
+        at += n
+    return out
+
+
+class _WindowPool(torch.autograd.Function):
+    """The separable RoIAlign operator on a channels-last feature table, chunk by chunk.
+
+    For each chunk ``(sel, index, ay, ax)``: ``out[sel] = ay @ table[index] @ ax^T`` with ``table[index]``
+    the ``(Rc, Hc, Wc, C)`` windows, ``ay (Rc, PH, Hc)`` and ``ax (Rc, PW, Wc)``. The operator is linear in
+    the table, so the backward applies the transposed products and ``index_add``\ s into one gradient
+    table; no window is kept for it (memory is one chunk's windows at a time).
+    """
+
+    @staticmethod
+    def forward(ctx, table, plan, num_rois: int, ph: int, pw: int):
+        c = table.shape[1]
+        ctx.plan, ctx.table_rows = plan, table.shape[0]
+        out = table.new_empty((num_rois, ph, pw, c)) if len(plan) > 1 else None
+        for sel, index, ay, ax in plan:
+            hc, wc = ay.shape[2], ax.shape[2]
+            window = table.index_select(0, index).view(-1, hc, wc * c)
+            v = torch.bmm(ay, window).view(-1, ph, wc, c)  # rows first: (Rc, PH, Wc, C)
+            part = torch.matmul(ax[:, None], v)  # then columns: (Rc, PH, PW, C)
+            if out is None:
+                return part
+            out.index_copy_(0, sel, part)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        grad_table = None
+        if ctx.needs_input_grad[0]:
+            c = grad_out.shape[-1]
+            grad_table = grad_out.new_zeros((ctx.table_rows, c))
+            for sel, index, ay, ax in ctx.plan:
+                g = grad_out if sel is None else grad_out.index_select(0, sel)
+                gv = torch.matmul(ax.transpose(1, 2)[:, None], g)  # (Rc, PH, Wc, C)
+                gw = torch.bmm(ay.transpose(1, 2), gv.reshape(gv.shape[0], gv.shape[1], -1))  # (Rc, Hc, Wc*C)
+                grad_table.index_add_(0, index, gw.view(-1, c))
+        return grad_table, None, None, None, None
+
+
+def _pool(features: Sequence[torch.Tensor], scales: Sequence[float], level: torch.Tensor | None,
+          rois: torch.Tensor, ph: int, pw: int, sampling_ratio: int, aligned: bool) -> torch.Tensor:
+    """RoIAlign of each RoI from ``features[level[r]]`` (all levels at once): ``(R, C, PH, PW)``.
+
+    The levels are flattened channels-last into one ``(sum N H_l W_l, C)`` table. Each RoI reads the window
+    of rows and columns its samples touch (padded to the largest window of its chunk) and the separable
+    operator is applied as two batched matrix products (:class:`_WindowPool`).
+    """
+    n, c = features[0].shape[:2]
+    r = rois.shape[0]
+    dev, dtype = rois.device, features[0].dtype
+    hs = torch.tensor([f.shape[2] for f in features], device=dev)
+    ws = torch.tensor([f.shape[3] for f in features], device=dev)
+    sizes = n * hs * ws
+    offsets = torch.cumsum(sizes, 0) - sizes
+    table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, c) for f in features])
+    if level is None:
+        level = torch.zeros(r, dtype=torch.int64, device=dev)
+    rois = rois.detach().to(dtype)
+    scale = torch.tensor(list(scales), dtype=dtype, device=dev)[level]
+    h, w = hs[level], ws[level]
+    base = offsets[level] + rois[:, 0].to(torch.int64) * h * w
+    shift = 0.5 if aligned else 0.0
+    x0 = rois[:, 1] * scale - shift
+    y0 = rois[:, 2] * scale - shift
+    rw = rois[:, 3] * scale - shift - x0
+    rh = rois[:, 4] * scale - shift - y0
+    if not aligned:
+        rw = rw.clamp(min=1.0)
+        rh = rh.clamp(min=1.0)
+    y_axis = _axis_weights(y0, rh, ph, sampling_ratio, h)
+    x_axis = _axis_weights(x0, rw, pw, sampling_ratio, w)
+    chunks = _chunks(y_axis[-1], x_axis[-1], c)
+    plan = []
+    for sel in chunks if chunks is not None else [None]:
+        def take(t, sel=sel):
+            return t if sel is None else t.index_select(0, sel)
+        ylow, yhigh, ywl, ywh, yf, ys = (take(t) for t in y_axis)
+        xlow, xhigh, xwl, xwh, xf, xs = (take(t) for t in x_axis)
+        hc, wc = int(ys.max()), int(xs.max())
+        ay = _window_matrix(ylow, yhigh, ywl, ywh, yf, hc)  # (Rc, PH, Hc)
+        ax = _window_matrix(xlow, xhigh, xwl, xwh, xf, wc)  # (Rc, PW, Wc)
+        # window rows / columns, clamped to the map (clamped duplicates carry zero weight)
+        rows = torch.minimum(yf[:, None] + torch.arange(hc, device=dev), take(h)[:, None] - 1)
+        cols = torch.minimum(xf[:, None] + torch.arange(wc, device=dev), take(w)[:, None] - 1)
+        index = take(base)[:, None, None] + rows[:, :, None] * take(w)[:, None, None] + cols[:, None, :]
+        plan.append((sel, index.reshape(-1), ay, ax))
+    return _WindowPool.apply(table, plan, r, ph, pw).permute(0, 3, 1, 2).contiguous()
 
 
 def roi_align(input: torch.Tensor, rois: torch.Tensor | Sequence[torch.Tensor], output_size,
@@ -113,61 +279,16 @@ def roi_align(input: torch.Tensor, rois: torch.Tensor | Sequence[torch.Tensor], 
         ``(R, C, PH, PW)`` pooled features, differentiable w.r.t. ``input``.
 
     Raises:
-        ValueError: bad shapes, image indices out of range, non-positive output size.
+        ValueError: bad shapes, non-finite RoIs, image indices out of range, non-positive output size.
 
     Example:
         >>> out = roi_align(torch.rand(2, 8, 32, 32), torch.tensor([[0., 4, 4, 20, 12]]), 7, 0.5, 2)
     """
     rois = boxes_to_rois(rois)
     ph, pw = _check(input, rois, output_size)
-    n, c, h, w = input.shape
-    r = rois.shape[0]
-    if r == 0:
-        return input.new_zeros((0, c, ph, pw))
-    rois = rois.detach().to(input.dtype)
-    offset = 0.5 if aligned else 0.0
-    x0 = rois[:, 1] * spatial_scale - offset
-    y0 = rois[:, 2] * spatial_scale - offset
-    rw = rois[:, 3] * spatial_scale - offset - x0
-    rh = rois[:, 4] * spatial_scale - offset - y0
-    if not aligned:
-        rw = rw.clamp(min=1.0)
-        rh = rh.clamp(min=1.0)
-    if sampling_ratio > 0:
-        gy = torch.full((r,), sampling_ratio, dtype=torch.int64, device=input.device)
-        gx = gy
-        sy = sx = int(sampling_ratio)
-    else:
-        gy = torch.ceil(rh / ph).to(torch.int64).clamp(min=0)
-        gx = torch.ceil(rw / pw).to(torch.int64).clamp(min=0)
-        sy = max(1, int(gy.max()))
-        sx = max(1, int(gx.max()))
-    ys, vy = _sample_axis(y0, rh, ph, gy, sy, h)  # (R, PH, SY)
-    xs, vx = _sample_axis(x0, rw, pw, gx, sx, w)  # (R, PW, SX)
-    count = (gy * gx).clamp(min=1).to(input.dtype)
-    # Normalised grid_sample coordinates (align_corners=True: -1 is f[0], +1 is f[size - 1]).
-    yn = ys * (2.0 / max(h - 1, 1)) - 1.0
-    xn = xs * (2.0 / max(w - 1, 1)) - 1.0
-    grid = torch.stack([xn.reshape(r, 1, pw * sx).expand(r, ph * sy, pw * sx),
-                        yn.reshape(r, ph * sy, 1).expand(r, ph * sy, pw * sx)], dim=-1)
-    # Pad the RoIs of each image into one (N, R_max * PH * SY, PW * SX) sampling grid: one grid_sample call.
-    b = rois[:, 0].to(torch.int64)
-    order = torch.sort(b, stable=True).indices
-    per_image = torch.bincount(b, minlength=n)
-    first = torch.cumsum(per_image, 0) - per_image
-    pos = torch.empty_like(b)
-    pos[order] = torch.arange(r, device=b.device) - first[b[order]]
-    r_max = int(per_image.max())
-    padded = grid.new_zeros((n, r_max, ph * sy, pw * sx, 2))
-    padded[b, pos] = grid
-    samples = F.grid_sample(input, padded.view(n, r_max * ph * sy, pw * sx, 2), mode="bilinear",
-                            padding_mode="border", align_corners=True)  # (N, C, R_max*PH*SY, PW*SX)
-    # Gather each RoI's rows with index_select (its backward is an index_add, far faster on CPU than the
-    # accumulating index_put behind advanced indexing).
-    samples = samples.view(n, c, r_max, ph * sy * pw * sx).transpose(1, 2).reshape(n * r_max, c, -1)
-    samples = samples.index_select(0, b * r_max + pos).view(r, c, ph, sy, pw, sx)
-    # Sum of valid samples / count: out = sum_{s, t} vy[s] vx[t] f(y_s, x_t) / (gy gx).
-    return torch.einsum("rcysxt,rys,rxt->rcyx", samples, vy, vx) / count[:, None, None, None]
+    if rois.shape[0] == 0:
+        return input.new_zeros((0, input.shape[1], ph, pw))
+    return _pool([input], [spatial_scale], None, rois, ph, pw, sampling_ratio, aligned)
 
 
 def _bilinear_reference(f: torch.Tensor, y: float, x: float) -> torch.Tensor:
@@ -280,14 +401,13 @@ def multilevel_roi_align(features: Sequence[torch.Tensor], rois: torch.Tensor | 
     max_level = int(round(-math.log2(scales[-1])))
     if max_level - min_level + 1 != len(features):
         raise ValueError(f"scales must be consecutive powers of 1/2, got {list(scales)}")
+    for i, f in enumerate(features[1:], 1):
+        check_shape(f"features[{i}]", f, (features[0].shape[0], features[0].shape[1], "H", "W"), dtype="float")
+    ph, pw = _check(features[0], rois, (ph, pw))
+    if rois.shape[0] == 0:
+        return features[0].new_zeros((0, features[0].shape[1], ph, pw))
     levels = assign_boxes_to_levels(rois, min_level, max_level, canonical_box_size, canonical_level)
-    c = features[0].shape[1]
-    out = features[0].new_zeros((rois.shape[0], c, ph, pw))
-    for lvl, (f, s) in enumerate(zip(features, scales)):  # loop over pyramid levels
-        idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
-        if idx.numel():
-            out = out.index_put((idx,), roi_align(f, rois[idx], (ph, pw), s, sampling_ratio, True))
-    return out
+    return _pool(features, scales, levels, rois, ph, pw, sampling_ratio, True)
 
 
 class ROIPooler(nn.Module):

@@ -83,3 +83,58 @@ def test_level_assignment_and_multilevel():
     for i in range(5):
         ref = roi_align_reference(feats[lv[i]], rois[i:i + 1], 3, 1 / 2 ** (lv[i].item() + 2), 2)
         assert torch.allclose(out[i:i + 1], ref)
+
+
+def _chunked(monkeypatch, budget):
+    import importlib
+
+    module = importlib.import_module("lib3d.detect.roi_align")
+    monkeypatch.setattr(module, "_CROP_BUDGET", budget)
+    return module
+
+
+@pytest.mark.parametrize("budget", [1 << 24, 200, 1])
+def test_chunked_windows_match_reference(monkeypatch, budget):
+    # Mixed elongated, tiny, huge and off-map RoIs over 4 levels: with a small budget the RoIs are bucketed by
+    # window size and split into chunks (budget 1: one RoI per chunk); the result must not change.
+    module = _chunked(monkeypatch, budget)
+    g = torch.Generator().manual_seed(3)
+    feats = [torch.randn(2, 3, 40 // 2 ** i, 48 // 2 ** i, generator=g, dtype=torch.float64, requires_grad=True)
+             for i in range(4)]
+    boxes = torch.tensor([[0.0, 0, 3, 190, 9], [1, 2, 3, 8, 160], [0, 50, 40, 52, 41], [1, -30, -30, 10, 10],
+                          [0, 0, 0, 192, 160], [1, 150, 100, 400, 300], [0, 20, 30, 90, 70],
+                          [1, 100, 10, 101, 150]], dtype=torch.float64)
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    out = module.multilevel_roi_align(feats, boxes, (3, 5), scales, 2)
+    lv = assign_boxes_to_levels(boxes, 2, 5)
+    ref = torch.cat([roi_align_reference(feats[lv[i]], boxes[i:i + 1], (3, 5), scales[lv[i]], 2)
+                     for i in range(boxes.shape[0])])
+    assert torch.allclose(out, ref, atol=1e-12, rtol=0)
+    wts = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    ga = torch.autograd.grad((out * wts).sum(), feats)
+    gb = torch.autograd.grad((ref * wts).sum(), feats, allow_unused=True, materialize_grads=True)
+    for a, b in zip(ga, gb):
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)
+    if budget == 1:
+        assert torch.autograd.gradcheck(
+            lambda *f: module.multilevel_roi_align(f, boxes[:4], 2, scales, 0),
+            tuple(f.detach().requires_grad_() for f in feats), fast_mode=True)
+
+
+def test_chunk_buckets_bound_padding():
+    import importlib
+
+    module = importlib.import_module("lib3d.detect.roi_align")
+    sy = torch.tensor([2, 30, 3, 28, 2, 31])
+    sx = torch.tensor([30, 2, 29, 3, 2, 31])
+    assert module._chunks(sy[:1], sx[:1], 4) is None  # one RoI: nothing to pad
+    chunks = module._chunks(sy, sx, 4)  # wide, tall, small and big windows together waste > 2x: bucketed
+    assert sorted(torch.cat(chunks).tolist()) == list(range(6))
+    for ch in chunks:
+        pad = ch.numel() * int(sy[ch].max()) * int(sx[ch].max())
+        assert pad <= 4 * int((sy[ch] * sx[ch]).sum())
+
+
+def test_non_finite_rois_raise():
+    with pytest.raises(ValueError, match="rois must be finite"):
+        roi_align(torch.randn(1, 2, 5, 5), torch.tensor([[0.0, 0, float("nan"), 2, 2]]), 3)

@@ -1,6 +1,7 @@
 """Benchmark of lib3d.detect: RoIAlign, NMS, and Mesh R-CNN training / evaluation speed (issue 17's bar).
 
     python -m jobs.bench.detect [--device cpu|cuda] [--repeats 5] [--presets quick paper] [--out FILE]
+                              [--trained-run results/meshrcnn/RUN]
 
 Workloads (float32, median of ``repeats`` timed runs after one warm-up; wall clock and process CPU time,
 with the load average, since the CPU machine is shared):
@@ -13,7 +14,11 @@ with the load average, since the CPU machine is shared):
   ``paper`` (R50-FPN, 800 px) models on random images with two synthetic objects, with peak memory
   (CUDA: ``max_memory_allocated``; CPU: growth of the resident set);
 - the bar: RoIAlign + NMS time (forward + backward of every pooler and every proposal NMS, replayed on the
-  exact inputs one real training step gave them) under 10% of a training step of each preset.
+  exact inputs one real training step gave them) under 10% of a training step of each preset. On a random
+  model few proposals reach the heads (Mesh R-CNN's Pix3D matcher ignores proposals under IoU 0.2, and random
+  proposals rarely overlap the two objects: the paper preset pools 4 RoIs per pooler), so
+  ``--trained-run RUN_DIR`` also replays a batch-4 step of a trained ``jobs.meshrcnn`` model on its own data,
+  and ``roi_align_fwd_bwd`` is the paper-scale RoIAlign figure.
 """
 
 from __future__ import annotations

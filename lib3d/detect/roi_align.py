@@ -173,23 +173,25 @@ def _chunks(span_y: torch.Tensor, span_x: torch.Tensor, channels: int) -> list[t
 
 
 class _WindowPool(torch.autograd.Function):
-    """The separable RoIAlign operator on a channels-last feature table, chunk by chunk.
+    """The separable RoIAlign operator, chunk by chunk, reading the feature maps in place.
 
-    For each chunk ``(sel, index, ay, ax)``: ``out[sel] = ay @ table[index] @ ax^T`` with ``table[index]``
-    the ``(Rc, Hc, Wc, C)`` windows, ``ay (Rc, PH, Hc)`` and ``ax (Rc, PW, Wc)``. The operator is linear in
-    the table, so the backward applies the transposed products and ``index_add``\ s into one gradient
-    table; no window is kept for it (memory is one chunk's windows at a time).
+    For each chunk ``(level, sel, b, rows, cols, ay, ax)`` of RoIs ``sel`` on map ``features[level]``:
+    ``out[sel] = ay @ window @ ax^T`` with ``window[r] = f[b_r, :, rows_r, cols_r]`` gathered channels-last
+    ``(Rc, Hc, Wc, C)``, ``ay (Rc, PH, Hc)`` and ``ax (Rc, PW, Wc)``. The operator is linear in the features,
+    so the backward applies the transposed products and ``index_add``\ s whole channel rows into one
+    channels-last gradient per level (returned as a permuted view); no window is kept for it, and no copy of
+    a whole feature map is made in the forward.
     """
 
     @staticmethod
-    def forward(ctx, table, plan, num_rois: int, ph: int, pw: int):
-        c = table.shape[1]
-        ctx.plan, ctx.table_rows = plan, table.shape[0]
-        out = table.new_empty((num_rois, ph, pw, c)) if len(plan) > 1 else None
-        for sel, index, ay, ax in plan:
+    def forward(ctx, plan, num_rois: int, ph: int, pw: int, *features):
+        c = features[0].shape[1]
+        ctx.plan, ctx.shapes = plan, [f.shape for f in features]
+        out = features[0].new_empty((num_rois, ph, pw, c)) if len(plan) != 1 or plan[0][1] is not None else None
+        for level, sel, b, rows, cols, ay, ax in plan:
             hc, wc = ay.shape[2], ax.shape[2]
-            window = table.index_select(0, index).view(-1, hc, wc * c)
-            v = torch.bmm(ay, window).view(-1, ph, wc, c)  # rows first: (Rc, PH, Wc, C)
+            window = features[level][b[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (Rc, Hc, Wc, C)
+            v = torch.bmm(ay, window.view(-1, hc, wc * c)).view(-1, ph, wc, c)  # rows first: (Rc, PH, Wc, C)
             part = torch.matmul(ax[:, None], v)  # then columns: (Rc, PH, PW, C)
             if out is None:
                 return part
@@ -199,40 +201,45 @@ class _WindowPool(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        grad_table = None
-        if ctx.needs_input_grad[0]:
-            c = grad_out.shape[-1]
-            grad_table = grad_out.new_zeros((ctx.table_rows, c))
-            for sel, index, ay, ax in ctx.plan:
-                g = grad_out if sel is None else grad_out.index_select(0, sel)
-                gv = torch.matmul(ax.transpose(1, 2)[:, None], g)  # (Rc, PH, Wc, C)
-                gw = torch.bmm(ay.transpose(1, 2), gv.reshape(gv.shape[0], gv.shape[1], -1))  # (Rc, Hc, Wc*C)
-                grad_table.index_add_(0, index, gw.view(-1, c))
-        return grad_table, None, None, None, None
+        grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
+        c = grad_out.shape[-1]
+        for level, sel, b, rows, cols, ay, ax in ctx.plan:
+            if not ctx.needs_input_grad[4 + level]:
+                continue
+            n, _, h, w = ctx.shapes[level]
+            if grads[level] is None:
+                grads[level] = grad_out.new_zeros((n * h * w, c))
+            g = grad_out if sel is None else grad_out.index_select(0, sel)
+            gv = torch.matmul(ax.transpose(1, 2)[:, None], g)  # (Rc, PH, Wc, C)
+            gw = torch.bmm(ay.transpose(1, 2), gv.reshape(gv.shape[0], gv.shape[1], -1))  # (Rc, Hc, Wc*C)
+            index = (b[:, None, None] * h + rows[:, :, None]) * w + cols[:, None, :]
+            grads[level].index_add_(0, index.reshape(-1), gw.view(-1, c))
+        for level, gl in enumerate(grads):
+            if gl is not None:
+                n, _, h, w = ctx.shapes[level]
+                grads[level] = gl.view(n, h, w, c).permute(0, 3, 1, 2)
+        return (None, None, None, None, *grads)
 
 
 def _pool(features: Sequence[torch.Tensor], scales: Sequence[float], level: torch.Tensor | None,
           rois: torch.Tensor, ph: int, pw: int, sampling_ratio: int, aligned: bool) -> torch.Tensor:
-    """RoIAlign of each RoI from ``features[level[r]]`` (all levels at once): ``(R, C, PH, PW)``.
+    """RoIAlign of each RoI from ``features[level[r]]``: ``(R, C, PH, PW)``.
 
-    The levels are flattened channels-last into one ``(sum N H_l W_l, C)`` table. Each RoI reads the window
-    of rows and columns its samples touch (padded to the largest window of its chunk) and the separable
-    operator is applied as two batched matrix products (:class:`_WindowPool`).
+    Each RoI reads the window of rows and columns its samples touch (padded to the largest window of its
+    chunk) and the separable operator is applied as two batched matrix products (:class:`_WindowPool`).
     """
-    n, c = features[0].shape[:2]
+    c = features[0].shape[1]
     r = rois.shape[0]
     dev, dtype = rois.device, features[0].dtype
     hs = torch.tensor([f.shape[2] for f in features], device=dev)
     ws = torch.tensor([f.shape[3] for f in features], device=dev)
-    sizes = n * hs * ws
-    offsets = torch.cumsum(sizes, 0) - sizes
-    table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, c) for f in features])
-    if level is None:
-        level = torch.zeros(r, dtype=torch.int64, device=dev)
     rois = rois.detach().to(dtype)
-    scale = torch.tensor(list(scales), dtype=dtype, device=dev)[level]
-    h, w = hs[level], ws[level]
-    base = offsets[level] + rois[:, 0].to(torch.int64) * h * w
+    if level is None:
+        scale = torch.full((r,), float(scales[0]), dtype=dtype, device=dev)
+        h, w = hs[0].expand(r), ws[0].expand(r)
+    else:
+        scale = torch.tensor(list(scales), dtype=dtype, device=dev)[level]
+        h, w = hs[level], ws[level]
     shift = 0.5 if aligned else 0.0
     x0 = rois[:, 1] * scale - shift
     y0 = rois[:, 2] * scale - shift
@@ -243,22 +250,28 @@ def _pool(features: Sequence[torch.Tensor], scales: Sequence[float], level: torc
         rh = rh.clamp(min=1.0)
     y_axis = _axis_weights(y0, rh, ph, sampling_ratio, h)
     x_axis = _axis_weights(x0, rw, pw, sampling_ratio, w)
-    chunks = _chunks(y_axis[-1], x_axis[-1], c)
+    b_all = rois[:, 0].to(torch.int64)
     plan = []
-    for sel in chunks if chunks is not None else [None]:
-        def take(t, sel=sel):
-            return t if sel is None else t.index_select(0, sel)
-        ylow, yhigh, ywl, ywh, yf, ys = (take(t) for t in y_axis)
-        xlow, xhigh, xwl, xwh, xf, xs = (take(t) for t in x_axis)
-        hc, wc = int(ys.max()), int(xs.max())
-        ay = _window_matrix(ylow, yhigh, ywl, ywh, yf, hc)  # (Rc, PH, Hc)
-        ax = _window_matrix(xlow, xhigh, xwl, xwh, xf, wc)  # (Rc, PW, Wc)
-        # window rows / columns, clamped to the map (clamped duplicates carry zero weight)
-        rows = torch.minimum(yf[:, None] + torch.arange(hc, device=dev), take(h)[:, None] - 1)
-        cols = torch.minimum(xf[:, None] + torch.arange(wc, device=dev), take(w)[:, None] - 1)
-        index = take(base)[:, None, None] + rows[:, :, None] * take(w)[:, None, None] + cols[:, None, :]
-        plan.append((sel, index.reshape(-1), ay, ax))
-    return _WindowPool.apply(table, plan, r, ph, pw).permute(0, 3, 1, 2).contiguous()
+    for lvl in range(len(features)):  # loop over pyramid levels, then over chunks of RoIs
+        on_level = None if level is None else torch.nonzero(level == lvl, as_tuple=True)[0]
+        if on_level is not None and on_level.numel() == 0:
+            continue
+        sub = (lambda t: t) if on_level is None else (lambda t, i=on_level: t.index_select(0, i))
+        chunks = _chunks(sub(y_axis[-1]), sub(x_axis[-1]), c)
+        for part in chunks if chunks is not None else [None]:
+            sel = on_level if part is None else (part if on_level is None else on_level[part])
+            def take(t, sel=sel):
+                return t if sel is None else t.index_select(0, sel)
+            ylow, yhigh, ywl, ywh, yf, ys = (take(t) for t in y_axis)
+            xlow, xhigh, xwl, xwh, xf, xs = (take(t) for t in x_axis)
+            hc, wc = int(ys.max()), int(xs.max())
+            ay = _window_matrix(ylow, yhigh, ywl, ywh, yf, hc)  # (Rc, PH, Hc)
+            ax = _window_matrix(xlow, xhigh, xwl, xwh, xf, wc)  # (Rc, PW, Wc)
+            # window rows / columns, clamped to the map (clamped duplicates carry zero weight)
+            rows = torch.minimum(yf[:, None] + torch.arange(hc, device=dev), hs[lvl] - 1)
+            cols = torch.minimum(xf[:, None] + torch.arange(wc, device=dev), ws[lvl] - 1)
+            plan.append((lvl, sel, take(b_all), rows, cols, ay, ax))
+    return _WindowPool.apply(plan, r, ph, pw, *features).permute(0, 3, 1, 2).contiguous()
 
 
 def roi_align(input: torch.Tensor, rois: torch.Tensor | Sequence[torch.Tensor], output_size,

@@ -195,7 +195,7 @@ def main(args: list[str] | None = None) -> dict:
         pw, nw, pool_calls, nms_calls = _roi_align_nms_times(model, run, device, max(1, a.repeats // 2))
         model.eval()
         with torch.no_grad():
-            iw, _ = _time(lambda: model(images), device, max(1, a.repeats // 2))
+            iw, _ = _time(lambda model=model, images=images: model(images), device, max(1, a.repeats // 2))
         frac = (statistics.median(pw) + statistics.median(nw)) / step
         res[f"train_step_{preset}"] = {"median_s": step, "cpu_median_s": statistics.median(cpu), "wall_s": wall,
                                        "batch": 2, "image_size": int(images.shape[-1]), "peak_memory_mb": peak}

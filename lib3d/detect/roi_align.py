@@ -13,10 +13,11 @@ at least 1.
 
 The fast path uses that the sampling is separable: with torchvision's clamped bilinear read, a bin is
 ``sum_{y, x} Ay[i, y] Ax[j, x] f[y, x]`` for one small interpolation matrix per axis and RoI. Each RoI gathers
-the window of feature rows and columns its samples touch (from all pyramid levels at once, channels-last) and
-the two matrices are applied as batched matrix products; the backward (into the features; RoIs get no
-gradient) is the transposed products and one ``index_add``. The cost does not grow with the number of
-samples per bin, and there is no loop over RoIs, bins or samples (only over memory-bounded chunks of RoIs).
+the window of feature rows and columns its samples touch (channels-last, from its pyramid level) and the two
+matrices are applied as batched matrix products; the backward (into the features; RoIs get no gradient) is
+the transposed products and an ``index_add`` of channel rows. The cost does not grow with the number of
+samples per bin, and there is no loop over RoIs, bins or samples, only over pyramid levels and
+memory-bounded chunks of RoIs with similar windows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lib3d._checks import check_finite, check_shape, check_tensor, is_tracing
@@ -177,10 +177,10 @@ class _WindowPool(torch.autograd.Function):
 
     For each chunk ``(level, sel, b, rows, cols, ay, ax)`` of RoIs ``sel`` on map ``features[level]``:
     ``out[sel] = ay @ window @ ax^T`` with ``window[r] = f[b_r, :, rows_r, cols_r]`` gathered channels-last
-    ``(Rc, Hc, Wc, C)``, ``ay (Rc, PH, Hc)`` and ``ax (Rc, PW, Wc)``. The operator is linear in the features,
-    so the backward applies the transposed products and ``index_add``\ s whole channel rows into one
-    channels-last gradient per level (returned as a permuted view); no window is kept for it, and no copy of
-    a whole feature map is made in the forward.
+    ``(Rc, Hc, Wc, C)``, ``ay (Rc, PH, Hc)`` and ``ax (Rc, PW, Wc)``. The operator is linear in the
+    features, so the backward applies the transposed products and adds whole channel rows (``index_add``)
+    into one channels-last gradient per level, returned as a permuted view. No window is kept for the
+    backward, and the forward copies no whole feature map.
     """
 
     @staticmethod
@@ -342,8 +342,8 @@ def roi_align_reference(input: torch.Tensor, rois: torch.Tensor, output_size, sp
         if not aligned:
             rw, rh = max(rw, 1.0), max(rh, 1.0)
         bh, bw = rh / ph, rw / pw
-        gh = sampling_ratio if sampling_ratio > 0 else int(math.ceil(rh / ph))
-        gw = sampling_ratio if sampling_ratio > 0 else int(math.ceil(rw / pw))
+        gh = sampling_ratio if sampling_ratio > 0 else math.ceil(rh / ph)
+        gw = sampling_ratio if sampling_ratio > 0 else math.ceil(rw / pw)
         count = max(gh * gw, 1)
         bins = []
         for i in range(ph):
@@ -410,8 +410,8 @@ def multilevel_roi_align(features: Sequence[torch.Tensor], rois: torch.Tensor | 
     ph, pw = _pair(output_size)
     if len(features) == 1:
         return roi_align(features[0], rois, (ph, pw), scales[0], sampling_ratio, True)
-    min_level = int(round(-math.log2(scales[0])))
-    max_level = int(round(-math.log2(scales[-1])))
+    min_level = round(-math.log2(scales[0]))
+    max_level = round(-math.log2(scales[-1]))
     if max_level - min_level + 1 != len(features):
         raise ValueError(f"scales must be consecutive powers of 1/2, got {list(scales)}")
     for i, f in enumerate(features[1:], 1):

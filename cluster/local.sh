@@ -8,10 +8,12 @@
 # Then:  RAY_AUTH_MODE=token ray job submit --address "$RAY_ADDRESS" --working-dir . -- python -m jobs.fit_rigid smoke
 #
 # State (pid, ports, logs, Ray's temp dir) lives in $LIB3D_RAY_DIR (default /tmp/lib3d-ray-$USER); several
-# heads can coexist with different LIB3D_RAY_DIRs. Every port is picked free at start; the dashboard and job
-# server listen on 127.0.0.1 only (Ray's gRPC servers bind the machine's address whatever we ask: token
-# authentication, on by default here, guards them). `stop` signals only the head process it recorded (and its own process
-# group), never `ray stop`, which would kill every Ray on the machine.
+# heads can coexist with different LIB3D_RAY_DIRs. Every port is picked free at start, and every server of
+# the head listens on 127.0.0.1 only: Ray replaces a loopback --node-ip-address by the machine's address
+# unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (Ray's single-machine mode), which the head gets and $STATE/env
+# carries, so a driver that loads that file (RAY_GCS_ADDRESS) resolves 127.0.0.1 the same way. Token
+# authentication is on as well. `stop` signals only the head process it recorded (and its own process group),
+# never `ray stop`, which would kill every Ray on the machine.
 # Environment: PYTHON (default: python3 on PATH) and RAY (default: the `ray` next to $PYTHON).
 set -euo pipefail
 
@@ -59,7 +61,7 @@ cmd_start() {
   [ -n "$num_gpus" ] && extra+=(--num-gpus="$num_gpus")
   # --block keeps `ray start` in the foreground as the parent of the head's processes: SIGTERM to it
   # drains and stops them all. setsid gives it its own process group for a last-resort kill.
-  RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}" setsid nohup "$RAY" start --head --block \
+  RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 setsid nohup "$RAY" start --head --block \
     --node-ip-address=127.0.0.1 --port="$GCS" \
     --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$DASH" \
     --ray-client-server-port="$CLIENT" --dashboard-agent-listen-port="$AGENT" \
@@ -71,6 +73,7 @@ cmd_start() {
 RAY_ADDRESS=http://127.0.0.1:$DASH
 RAY_GCS_ADDRESS=127.0.0.1:$GCS
 RAY_AUTH_MODE=token
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 $token_line
 ENV
   # Ready when the dashboard (job server) and the head node's dashboard agent, which runs submitted jobs,

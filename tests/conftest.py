@@ -19,6 +19,9 @@ import torch
 
 # Deterministic and quiet defaults for the whole suite; the suite is sized for 2 cores.
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Every Ray server the suite starts (the session head, embedded ray.init(), job subprocesses) listens on
+# 127.0.0.1 only: Ray's single-machine mode, read when ray is first imported (cluster/README.md).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 _LOCAL_SH = Path(__file__).resolve().parents[1] / "cluster" / "local.sh"
 
@@ -39,11 +42,18 @@ def _refresh_ray_auth_config():
 @pytest.fixture(scope="session")
 def ray_head():
     """A Ray head started by cluster/local.sh in its own state dir; stopped (by its pid) at the session's end.
-    Yields ``{"env", "pid", "state", "RAY_ADDRESS", "RAY_GCS_ADDRESS", ...}`` (the head's env file)."""
+    Yields ``{"env", "pid", "state", "RAY_ADDRESS", "RAY_GCS_ADDRESS", ...}`` (the head's env file).
+
+    A reaper process polls this pytest process and stops the head if pytest dies without its teardown
+    (SIGKILL, or SIGTERM, whose handler the Ray driver replaces); the teardown stops the reaper first."""
     state = Path(tempfile.mkdtemp(prefix="l3r"))  # short: Ray's unix socket paths must stay < 108 chars
     env = {**os.environ, "LIB3D_RAY_DIR": str(state), "PYTHON": sys.executable}
     env.pop("RAY_ADDRESS", None)
     pid = None
+    reaper = subprocess.Popen(
+        ["bash", "-c", f'while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; bash "$0" stop; rm -rf "$1"',
+         str(_LOCAL_SH), str(state)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
     try:
         p = subprocess.run(["bash", str(_LOCAL_SH), "start", "--num-cpus", "4"], env=env, capture_output=True,
                            text=True, timeout=240, check=False)
@@ -53,6 +63,8 @@ def ray_head():
         assert head_env["RAY_ADDRESS"].startswith("http://127.0.0.1:")
         yield {"env": {**env, **head_env}, "pid": pid, "state": state, **head_env}
     finally:
+        reaper.kill()
+        reaper.wait()
         if "ray" in sys.modules:
             import ray
 

@@ -187,24 +187,14 @@ def all_reduce_gradients(params: torch.nn.Module | Iterable[torch.nn.Parameter])
     functions, GANs whose discriminator also runs inside the generator's step). Parameters without a
     gradient on some rank count as zero there; parameters with ``requires_grad=False`` are skipped.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    world = torch.distributed.get_world_size()
-    if world <= 1:
+    if not _distributed():
         return
     params = params.parameters() if isinstance(params, torch.nn.Module) else params
     params = [p for p in params if p.requires_grad]
-    if not params:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world
-    off = 0
-    for p, g in zip(params, grads):
-        k = g.numel()
-        p.grad = flat[off:off + k].view_as(p).clone() if p.grad is None else p.grad.copy_(flat[off:off + k].view_as(p))
-        off += k
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    _collective_in_place([p.grad for p in params], "mean")
 
 
 def _collective_in_place(tensors: list, op: str) -> None:

@@ -150,3 +150,32 @@ def test_unschedulable_group_times_out(ray_driver, tmp_path):
     cfg = _smoke(tmp_path, "big", ray=RayConfig(num_workers=2, cpus_per_worker=64, schedule_timeout_s=2))
     with pytest.raises(RuntimeError, match="could not be scheduled"):
         runtime.train(RigidSystem(), cfg)
+
+
+def test_head_and_workers_listen_on_loopback_only(ray_driver):
+    # After the other tests of this module ran tasks, actors, Train workers and Ray Data on it: every TCP server
+    # of the head's process tree (GCS, raylet, dashboard, agents, workers) is bound to 127.0.0.1.
+    import psutil
+
+    head = psutil.Process(ray_driver["pid"])
+    procs = [head, *head.children(recursive=True)]
+    listening = [(p.pid, c.laddr) for p in procs for c in _tcp_listeners(p)]
+    assert len(listening) >= 5, listening  # the head's servers were found at all
+    outside = [(pid, addr) for pid, addr in listening if not _loopback(addr.ip)]
+    assert not outside, f"Ray servers listening beyond loopback: {outside}"
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    a = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(a, "ipv4_mapped", None) or a).is_loopback
+
+
+def _tcp_listeners(proc):
+    import psutil
+
+    try:
+        return [c for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []

@@ -230,7 +230,10 @@ def _pool(features: Sequence[torch.Tensor], scales: Sequence[float], level: torc
     """
     c = features[0].shape[1]
     r = rois.shape[0]
-    dev, dtype = rois.device, features[0].dtype
+    dev = rois.device
+    # sample coordinates and weights in float64 / float32 even for half-precision maps (800 px in float16 is
+    # half a pixel coarse); the interpolation matrices are cast to the maps' dtype for the products
+    dtype = torch.float64 if features[0].dtype == torch.float64 else torch.float32
     hs = torch.tensor([f.shape[2] for f in features], device=dev)
     ws = torch.tensor([f.shape[3] for f in features], device=dev)
     rois = rois.detach().to(dtype)
@@ -265,8 +268,8 @@ def _pool(features: Sequence[torch.Tensor], scales: Sequence[float], level: torc
             ylow, yhigh, ywl, ywh, yf, ys = (take(t) for t in y_axis)
             xlow, xhigh, xwl, xwh, xf, xs = (take(t) for t in x_axis)
             hc, wc = int(ys.max()), int(xs.max())
-            ay = _window_matrix(ylow, yhigh, ywl, ywh, yf, hc)  # (Rc, PH, Hc)
-            ax = _window_matrix(xlow, xhigh, xwl, xwh, xf, wc)  # (Rc, PW, Wc)
+            ay = _window_matrix(ylow, yhigh, ywl, ywh, yf, hc).to(features[0].dtype)  # (Rc, PH, Hc)
+            ax = _window_matrix(xlow, xhigh, xwl, xwh, xf, wc).to(features[0].dtype)  # (Rc, PW, Wc)
             # window rows / columns, clamped to the map (clamped duplicates carry zero weight)
             rows = torch.minimum(yf[:, None] + torch.arange(hc, device=dev), hs[lvl] - 1)
             cols = torch.minimum(xf[:, None] + torch.arange(wc, device=dev), ws[lvl] - 1)

@@ -138,3 +138,15 @@ def test_chunk_buckets_bound_padding():
 def test_non_finite_rois_raise():
     with pytest.raises(ValueError, match="rois must be finite"):
         roi_align(torch.randn(1, 2, 5, 5), torch.tensor([[0.0, 0, float("nan"), 2, 2]]), 3)
+
+
+def test_half_precision_maps_sample_at_float32_coordinates():
+    # bfloat16 maps of a large image: the sample positions must not be rounded to bfloat16 (8 bits of mantissa
+    # put 700 px on a 4 px grid); only the products run in bfloat16.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 200, 200, generator=g)
+    rois = torch.tensor([[0.0, 701.3, 603.7, 745.9, 650.2], [0, 10.2, 20.6, 60.4, 90.9]])
+    ref = roi_align(x, rois, 7, 0.25, 2)
+    out = roi_align(x.to(torch.bfloat16), rois, 7, 0.25, 2)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), ref, atol=0.05, rtol=0.02)

@@ -19,7 +19,7 @@ from lib3d.ops.mesh_losses import (
     mesh_laplacian_smoothing,
     mesh_normal_consistency,
 )
-from lib3d.ops.packed import packed_to_padded, padded_to_packed
+from lib3d.ops.packed import gather_rows, packed_to_padded, padded_to_packed
 from lib3d.ops.points_normals import estimate_pointcloud_normals
 from lib3d.ops.sample_points import sample_points_from_meshes
 from lib3d.ops.subdivide import SubdivideMeshes, subdivide_meshes
@@ -33,6 +33,7 @@ __all__ = [
     "cot_laplacian",
     "cubify",
     "estimate_pointcloud_normals",
+    "gather_rows",
     "gather_scatter",
     "gather_scatter_python",
     "graph_conv",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lib3d._checks import check_shapes
+from lib3d.ops.packed import gather_rows
 
 
 def gather_scatter(x: torch.Tensor, edges: torch.Tensor, directed: bool = False) -> torch.Tensor:
@@ -24,9 +25,9 @@ def gather_scatter(x: torch.Tensor, edges: torch.Tensor, directed: bool = False)
         ``(V, D)`` neighbour sums (differentiable w.r.t. ``x``).
     """
     check_shapes(x=(x, ("V", "D")), edges=(edges, ("E", 2)))
-    out = torch.zeros_like(x).index_add(0, edges[:, 0], x[edges[:, 1]])
+    out = torch.zeros_like(x).index_add(0, edges[:, 0], gather_rows(x, edges[:, 1]))
     if not directed:
-        out = out.index_add(0, edges[:, 1], x[edges[:, 0]])
+        out = out.index_add(0, edges[:, 1], gather_rows(x, edges[:, 0]))
     return out
 
 

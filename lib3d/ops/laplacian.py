@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from lib3d._checks import check_shapes
+from lib3d.ops.packed import gather_rows
 
 
 def laplacian(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,7 @@ def cot_laplacian(verts: torch.Tensor, faces: torch.Tensor, eps: float = 1e-12) 
     """
     check_shapes(verts=(verts, ("V", 3)), faces=(faces, ("F", 3)))
     v_n, f_n = verts.shape[0], faces.shape[0]
-    fv = verts[faces]
+    fv = gather_rows(verts, faces)
     v0, v1, v2 = fv[:, 0], fv[:, 1], fv[:, 2]
     a = (v1 - v2).norm(dim=1)
     b = (v0 - v2).norm(dim=1)
@@ -87,7 +88,7 @@ def norm_laplacian(verts: torch.Tensor, edges: torch.Tensor, eps: float = 1e-12)
         ``(V, V)`` sparse COO float tensor.
     """
     check_shapes(verts=(verts, ("V", 3)), edges=(edges, ("E", 2)))
-    ev = verts[edges]
+    ev = gather_rows(verts, edges)
     w01 = 1.0 / ((ev[:, 0] - ev[:, 1]).norm(dim=1) + eps)
     e01 = edges.t()
     v = verts.shape[0]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from lib3d._checks import check_choice, check_shape, check_shapes
 from lib3d.ops.laplacian import cot_laplacian
+from lib3d.ops.packed import gather_rows
 
 
 def _topo_cached(meshes, key: str, fn):
@@ -120,7 +121,7 @@ def edge_length_loss(verts: torch.Tensor, edges: torch.Tensor, edges_to_mesh_idx
     check_shapes(verts=(verts, ("V", 3)), edges=(edges, ("E", 2)), edges_to_mesh_idx=(edges_to_mesh_idx, ("E",)))
     counts = torch.bincount(edges_to_mesh_idx, minlength=num_meshes).to(verts.dtype)
     w = 1.0 / counts[edges_to_mesh_idx]
-    ev = verts[edges]
+    ev = gather_rows(verts, edges)
     loss = ((ev[:, 0] - ev[:, 1]).norm(dim=1, p=2) - target_length) ** 2
     return (loss * w).sum() / num_meshes
 
@@ -161,10 +162,10 @@ def normal_consistency_loss(verts: torch.Tensor, pairs: FacePairs, num_meshes: i
     check_shape("verts", verts, ("V", 3), dtype="float")
     if pairs.v0.shape[0] == 0:
         return torch.tensor([0.0], dtype=torch.float32, device=verts.device, requires_grad=True)
-    p0 = verts[pairs.v0]
-    d = verts[pairs.v1] - p0
-    na = torch.linalg.cross(d, verts[pairs.opp_a] - p0, dim=1)
-    nb = -torch.linalg.cross(d, verts[pairs.opp_b] - p0, dim=1)
+    p0 = gather_rows(verts, pairs.v0)
+    d = gather_rows(verts, pairs.v1) - p0
+    na = torch.linalg.cross(d, gather_rows(verts, pairs.opp_a) - p0, dim=1)
+    nb = -torch.linalg.cross(d, gather_rows(verts, pairs.opp_b) - p0, dim=1)
     loss = 1 - F.cosine_similarity(na, nb, dim=1)
     counts = torch.bincount(pairs.mesh, minlength=num_meshes).to(verts.dtype)
     return (loss / counts[pairs.mesh]).sum() / num_meshes
@@ -218,7 +219,7 @@ def uniform_laplacian_topology(edges: torch.Tensor, num_verts: int, dtype=torch.
 
 def uniform_laplacian_apply(verts: torch.Tensor, topo: UniformLaplacianTopology) -> torch.Tensor:
     """``(V, 3)``: ``L v`` with ``L = D^-1 A - I`` (differentiable w.r.t. ``verts``)."""
-    acc = torch.zeros_like(verts).index_add(0, topo.dst, verts[topo.src])
+    acc = torch.zeros_like(verts).index_add(0, topo.dst, gather_rows(verts, topo.src))
     return acc * topo.inv_deg.to(verts.dtype)[:, None] - verts
 
 

@@ -1,4 +1,5 @@
-"""Packed <-> padded conversions with PyTorch3D's ``packed_to_padded`` / ``padded_to_packed`` signatures.
+"""Packed <-> padded conversions with PyTorch3D's ``packed_to_padded`` / ``padded_to_packed`` signatures,
+and ``gather_rows``, the row gather that packed mesh code uses.
 
 Packed rows of batch element n occupy ``first_idxs[n] : first_idxs[n+1]`` (the last one runs to the end).
 """
@@ -8,6 +9,23 @@ from __future__ import annotations
 import torch
 
 from lib3d._checks import check_shape, check_tensor
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for an integer ``index`` of any shape, as one ``index_select`` along dim 0.
+
+    Same values and gradient as advanced indexing, but the backward is an ``index_add`` of whole rows
+    rather than the accumulating ``index_put`` behind ``x[index]``, which runs element by element on the CPU
+    (it took a fifth of a Mesh R-CNN training step in vertex and face gathers).
+
+    Args:
+        x: ``(V, *D)`` rows (e.g. packed vertices or vertex features).
+        index: ``(*I) int64`` row indices in ``[0, V)``.
+
+    Returns:
+        ``(*I, *D)``, differentiable w.r.t. ``x``.
+    """
+    return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
 
 
 def _element_rows(first_idxs: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 
 from lib3d._checks import check_shapes
+from lib3d.ops.packed import gather_rows
 
 
 class _SampleFragments(NamedTuple):
@@ -73,7 +74,7 @@ def sample_points_from_faces(verts: torch.Tensor, faces: torch.Tensor, mesh_to_f
             face_idx[valid] = picked + mesh_to_face[valid][:, None]
     w0, w1, w2 = rand_barycentric_coords(n, s, verts.dtype, verts.device, generator)
     tri = faces[face_idx]  # (N, S, 3)
-    a, b, c = verts[tri[..., 0]], verts[tri[..., 1]], verts[tri[..., 2]]
+    a, b, c = gather_rows(verts, tri).unbind(-2)
     samples = w0[..., None] * a + w1[..., None] * b + w2[..., None] * c
     nrm = torch.linalg.cross(b - a, c - b, dim=-1)
     nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float64).eps)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lib3d._checks import check_shapes
+from lib3d.ops.packed import gather_rows
 
 
 def subdivide_faces(faces: torch.Tensor, face_to_edge: torch.Tensor, num_verts: int) -> torch.Tensor:
@@ -26,7 +27,7 @@ def subdivide_faces(faces: torch.Tensor, face_to_edge: torch.Tensor, num_verts: 
 
 def subdivide_verts(verts: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """``(V + E, D)``: the vertices (or per-vertex features) followed by the edge midpoints."""
-    return torch.cat([verts, 0.5 * (verts[edges[:, 0]] + verts[edges[:, 1]])], 0)
+    return torch.cat([verts, 0.5 * gather_rows(verts, edges).sum(1)], 0)
 
 
 def subdivide_meshes(meshes, feats: torch.Tensor | None = None):

@@ -10,6 +10,7 @@ from lib3d.ops import (
     GraphConv,
     cot_laplacian,
     cubify,
+    gather_rows,
     gather_scatter,
     ico_sphere,
     laplacian,
@@ -250,6 +251,23 @@ def test_packed_padded_roundtrip():
     assert flat.shape == (4, 5)
     with pytest.raises(ValueError, match="inputs"):
         packed_to_padded(torch.zeros(()), first, 3)
+
+
+def test_gather_rows_is_advanced_indexing():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 7, (5, 4, 3), generator=g)  # repeated rows: their gradients add up
+    out = gather_rows(x, idx)
+    ref = x[idx]
+    assert out.shape == ref.shape == (5, 4, 3, 3, 2)
+    assert torch.equal(out, ref)
+    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (ga,) = torch.autograd.grad((out * w).sum(), x)
+    (gb,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=1e-12)
+    assert gather_rows(x, torch.zeros(0, 2, dtype=torch.int64)).shape == (0, 2, 3, 2)
+    with pytest.raises(IndexError):
+        gather_rows(x, torch.tensor([7]))
 
 
 def test_packed_padded_any_trailing_dims_and_max_size_dim():

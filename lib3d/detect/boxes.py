@@ -17,6 +17,7 @@ number of rounds is the longest suppression chain, a few in practice.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -176,9 +177,10 @@ def _overlap_pairs(boxes: torch.Tensor, iou_threshold: float,
     threshold.
 
     Candidates come from a sweep along x: ``IoU > t`` needs an x-overlap above ``t max(w_i, w_j)``, so with
-    boxes sorted by ``x0`` the partners of box i have ``x0_j`` in ``(x0_i - (1 - t) W_max, x0_i + (1 - t) w_i)``
-    (``W_max`` the widest box of its category): one ``searchsorted`` gives each box's window, the windows are expanded into
-    candidate pairs in chunks, and the exact IoU decides.
+    boxes sorted by ``x0`` the earlier partners of box i have ``x0_j`` in ``[x0_i - (1 - t) W_max, x0_i]``
+    (``W_max`` the widest box of its category). One ``searchsorted`` gives each box's window of earlier
+    boxes, so every unordered pair is a candidate once; the windows are expanded into candidate pairs in
+    chunks, and the exact IoU decides.
     """
     r = boxes.shape[0]
     dev = boxes.device
@@ -200,10 +202,8 @@ def _overlap_pairs(boxes: torch.Tensor, iou_threshold: float,
     order = torch.sort(x0, stable=True).indices
     xs = x0[order]
     lo = torch.searchsorted(xs, xs - (1 - t) * wmax[order] - slack, side="left")
-    hi = torch.searchsorted(xs, xs + (1 - t) * w[order] + slack, side="right")
-    counts = (hi - lo).clamp(min=0)
+    counts = (torch.arange(r, device=dev) - lo).clamp(min=0)  # earlier boxes in sorted positions [lo, pos)
     cum = torch.cumsum(counts, 0)
-    total = int(cum[-1]) if r else 0
     idx_i, idx_j = [], []
     budget = max(_PAIR_CHUNK_ELEMENTS, 1)
     start = 0
@@ -213,19 +213,14 @@ def _overlap_pairs(boxes: torch.Tensor, iou_threshold: float,
         end = min(max(end, start + 1), r)
         c = counts[start:end]
         a = torch.repeat_interleave(torch.arange(start, end, device=dev), c)
-        first = torch.repeat_interleave(lo[start:end], c)
-        offs = torch.arange(a.numel(), device=dev) - torch.repeat_interleave(torch.cumsum(c, 0) - c, c)
-        b = first + offs
-        ii, jj = order[a], order[b]  # score-sorted indices
-        keep = jj < ii
-        if idxs is not None:
-            keep &= idxs[ii] == idxs[jj]
-        ii, jj = ii[keep], jj[keep]
-        hit = _pair_iou(boxes[ii], boxes[jj]) > iou_threshold
-        idx_i.append(ii[hit])
-        idx_j.append(jj[hit])
+        first = torch.repeat_interleave(lo[start:end] - torch.cumsum(c, 0) + c, c)
+        b = first + torch.arange(a.numel(), device=dev)
+        ii, jj = order.index_select(0, a), order.index_select(0, b)  # score-sorted indices
+        hit = _pair_iou(boxes.index_select(0, ii), boxes.index_select(0, jj)) > iou_threshold
+        ii, jj = ii[hit], jj[hit]
+        idx_i.append(torch.maximum(ii, jj))
+        idx_j.append(torch.minimum(ii, jj))
         start = end
-    del total
     if not idx_i:
         return torch.zeros(0, dtype=torch.int64, device=dev), torch.zeros(0, dtype=torch.int64, device=dev)
     return torch.cat(idx_i), torch.cat(idx_j)
@@ -343,7 +338,7 @@ def match_boxes(iou: torch.Tensor, thresholds: Sequence[float], labels: Sequence
     """
     check_shape("iou", iou, ("G", "R"), dtype="float")
     thresholds = [float(t) for t in thresholds]
-    if len(labels) != len(thresholds) + 1 or any(b < a for a, b in zip(thresholds, thresholds[1:])):
+    if len(labels) != len(thresholds) + 1 or any(b < a for a, b in itertools.pairwise(thresholds)):
         raise ValueError(f"labels must have len(thresholds) + 1 entries and thresholds must increase, got "
                          f"{list(thresholds)} and {list(labels)}")
     g, r = iou.shape

@@ -47,7 +47,7 @@ def test_book_nerf_shapes_and_init():
     dens, cols = nerf(b)
     assert dens.shape == (2, 5, 7, 1) and cols.shape == (2, 5, 7, 3)
     assert bool((dens >= 0).all() and (dens <= 1).all())
-    assert float(nerf.density_layer[0].bias[0]) == -1.5
+    assert float(nerf.density_layer[0].bias[0].detach()) == -1.5
     d2, c2 = nerf.batched_forward(b, n_batches=3)
     torch.testing.assert_close(d2, dens)
     torch.testing.assert_close(c2, cols)

@@ -84,8 +84,8 @@ class MeshRCNNJobConfig:
     data: FurnitureConfig = FurnitureConfig()
     """The embedded dataset, or Pix3D (``--data.source pix3d``)."""
     steps: int = 1600
-    """Training steps (measured on the 2-vCPU machine: the quick default's 1,600 steps take 20 min with 2
-    threads on the quiet machine and reach held-out box AP50 0.90; 1,492 steps fit in 30 min on one thread with
+    """Training steps (measured on the 2-vCPU machine: the quick default's 1,600 steps take 17.5 min with 2
+    threads on the quiet machine and reach held-out box AP50 0.89; 1,492 steps fit in 30 min on one thread with
     the other vCPU busy, box AP50 0.88)."""
     batch_size: int = 4
     """Global images per step (split evenly over the workers)."""

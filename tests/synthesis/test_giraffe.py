@@ -278,7 +278,8 @@ def test_render_checks_inputs():
 def test_neural_renderer_shapes(img_size, n_feat):
     nr = NeuralRenderer(n_feat=n_feat, input_dim=n_feat, img_size=img_size)
     x = torch.randn(1, n_feat, 16, 16)
-    y = nr(x)
+    with torch.no_grad():
+        y = nr(x)
     assert y.shape == (1, 3, img_size, img_size) and float(y.min()) >= 0 and float(y.max()) <= 1
     with pytest.raises(ValueError):
         NeuralRenderer(img_size=48)

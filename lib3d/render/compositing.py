@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lib3d._checks import check_shape, check_shapes
+from lib3d.ops.packed import gather_rows
 
 __all__ = [
     "AlphaCompositor",
@@ -136,13 +137,13 @@ def _pair_alpha_weights(pix: torch.Tensor, rank: torch.Tensor, alphas: torch.Ten
     flat = pix * kmax + rank
     one_minus = alphas.new_ones(num_pixels * kmax).index_put((flat,), 1.0 - alphas).view(num_pixels, kmax)
     trans = torch.cumprod(torch.cat((torch.ones_like(one_minus[:, :1]), one_minus[:, :-1]), dim=1), dim=1)
-    return alphas * trans.reshape(-1)[flat]
+    return alphas * gather_rows(trans.reshape(-1), flat)
 
 
 def _pair_norm_weights(pix: torch.Tensor, alphas: torch.Tensor, num_pixels: int) -> torch.Tensor:
     """``w = alpha / max(sum of the pixel's alphas, 1e-4)`` per pair; pix (M,) int64, alphas (M,) float."""
     denom = alphas.new_zeros(num_pixels).index_add(0, pix, alphas).clamp_min(_NORM_EPS)
-    return alphas / denom[pix]
+    return alphas / gather_rows(denom, pix)
 
 
 def _weighted_gather_sum(idx: torch.Tensor, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -157,7 +158,7 @@ def _weighted_gather_sum(idx: torch.Tensor, w: torch.Tensor, feats: torch.Tensor
     slot = torch.nonzero(slot_idx >= 0).squeeze(1)
     key = torch.div(slot, K, rounding_mode="floor") * P + slot_idx[slot]
     key, inv = torch.unique(key, sorted=True, return_inverse=True)
-    wu = w.new_zeros(key.numel()).index_add(0, inv, w.permute(0, 2, 3, 1).reshape(-1)[slot])
+    wu = w.new_zeros(key.numel()).index_add(0, inv, gather_rows(w.permute(0, 2, 3, 1).reshape(-1), slot))
     out = _pair_weighted_sum(torch.div(key, P, rounding_mode="floor"), key % P, wu, feats.t(), N * H * W)
     return out.view(N, H, W, C).permute(0, 3, 1, 2)
 

@@ -107,9 +107,8 @@ def dataclass_replace(c, **kw):
     return dataclasses.replace(c, **kw)
 
 
-def train_step_workload(preset, device):
-    model, images, targets = _model_and_batch(preset, device)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+def _training_step(model, opt, images, targets, device):
+    """One training step of ``model`` on a fixed batch (all losses, backward, optimizer step), as a closure."""
     gen = torch.Generator(device=device).manual_seed(0)
 
     def run():
@@ -118,7 +117,13 @@ def train_step_workload(preset, device):
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
-    return run, model, images
+    return run
+
+
+def train_step_workload(preset, device):
+    model, images, targets = _model_and_batch(preset, device)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    return _training_step(model, opt, images, targets, device), model, images
 
 
 def _roi_align_nms_times(model, run, device, repeats: int):
@@ -224,16 +229,8 @@ def _trained_step_fraction(run_dir: str, device, repeats: int) -> dict:
 
     model, data_cfg = model_from_run(run_dir, device=device)
     data = load_data(data_cfg or {})
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), 1e-5)
-    gen = torch.Generator(device=device).manual_seed(0)
     images, targets = batch_targets([data.train[i] for i in range(4)], device)
-
-    def run():
-        losses = model(images, targets, generator=gen)
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        opt.step()
+    run = _training_step(model, torch.optim.AdamW(model.parameters(), 1e-5), images, targets, device)
     wall, _ = _time(run, device, repeats)
     pw, nw, pool_calls, nms_calls = _roi_align_nms_times(model, run, device, repeats)
     step = statistics.median(wall)

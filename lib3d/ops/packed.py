@@ -24,6 +24,10 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``(*I, *D)``, differentiable w.r.t. ``x``.
+
+    Raises:
+        IndexError: an index outside ``[0, V)`` (torch's ``index_select`` check; negative indices are not
+            counted from the end as ``x[index]`` would).
     """
     return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
 

@@ -152,17 +152,25 @@ def test_step_generator_depends_on_seed_rank_step_only():
 
 def test_lib3d_never_imports_configs():
     """Layering: the library does not import the application package ``configs`` (not even lazily)."""
-    import ast
-
-    def imports_configs(path: Path) -> bool:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "configs":
-                return True
-            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "configs" for a in node.names):
-                return True
-        return False
-
-    offenders = [str(p.relative_to(REPO)) for p in (REPO / "lib3d").rglob("*.py") if imports_configs(p)]
+    # The source scan runs in a fresh interpreter: CPython 3.11.7's ast.parse can fail spuriously with
+    # "AST constructor recursion depth mismatch" while other threads of this process (left by earlier Ray
+    # tests) also use the AST machinery (CPython gh-106905).
+    scan = (
+        "import ast, json, sys\n"
+        "from pathlib import Path\n"
+        "def imports_configs(path):\n"
+        "    for node in ast.walk(ast.parse(path.read_text())):\n"
+        "        if isinstance(node, ast.ImportFrom) and (node.module or '').split('.')[0] == 'configs':\n"
+        "            return True\n"
+        "        if isinstance(node, ast.Import) and any(a.name.split('.')[0] == 'configs' for a in node.names):\n"
+        "            return True\n"
+        "    return False\n"
+        "repo = Path(sys.argv[1])\n"
+        "print(json.dumps(sorted(str(p.relative_to(repo)) for p in (repo / 'lib3d').rglob('*.py') if imports_configs(p))))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", scan, str(REPO)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    offenders = json.loads(p.stdout)
     assert offenders == []
     code = "import sys, lib3d.runtime, lib3d.systems.rigid; print(any(m.split('.')[0] == 'configs' for m in sys.modules))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
